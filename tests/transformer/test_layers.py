@@ -1,0 +1,34 @@
+import torch
+
+from transformer.layers import FeedForward, LayerNorm, Residual
+
+
+def test_layer_norm_matches_formula():
+    ln = LayerNorm(12, eps=1e-5)
+    with torch.no_grad():
+        ln.gamma.normal_()
+        ln.beta.normal_()
+    x = torch.randn(3, 5, 12, dtype=torch.float64) * 3 + 1
+    ln = ln.double()
+    mean = x.mean(-1, keepdim=True)
+    var = ((x - mean) ** 2).mean(-1, keepdim=True)  # biased variance, as the formula's Var
+    expected = (x - mean) / torch.sqrt(var + 1e-5) * ln.gamma + ln.beta
+    torch.testing.assert_close(ln(x), expected)
+
+
+def test_feed_forward_is_relu_between_two_linears():
+    ff = FeedForward(8, 32)
+    x = torch.randn(2, 3, 8)
+    expected = torch.clamp(x @ ff.w_1.weight.T + ff.w_1.bias, min=0) @ ff.w_2.weight.T + ff.w_2.bias
+    torch.testing.assert_close(ff(x), expected)
+    # position-wise: each position is transformed alone
+    torch.testing.assert_close(ff(x[:, 1:2]), ff(x)[:, 1:2])
+
+
+def test_residual_post_and_pre_norm():
+    x = torch.randn(2, 4, 8)
+    sub = lambda h: 2 * h + 1  # noqa: E731
+    post = Residual(8, dropout=0.0, norm="post", eps=1e-5)
+    pre = Residual(8, dropout=0.0, norm="pre", eps=1e-5)
+    torch.testing.assert_close(post(x, sub), post.norm(x + sub(x)))
+    torch.testing.assert_close(pre(x, sub), x + sub(pre.norm(x)))

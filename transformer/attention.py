@@ -1,0 +1,124 @@
+"""Scaled dot-product attention and multi-head attention (paper sections 3.2.1 and 3.2.2)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+@dataclass(frozen=True)
+class AttentionRecord:
+    """What one attention call looked at; every head kept."""
+
+    weights: torch.Tensor  # (batch, heads, query_len, key_len), rows sum to 1 (0 where masked)
+    scores: torch.Tensor  # (batch, heads, query_len, key_len), QK^T/sqrt(d_k), -inf where masked
+
+
+@dataclass(frozen=True)
+class KeyValue:
+    """Projected keys and values, split into heads; what the decoding cache stores."""
+
+    k: torch.Tensor  # (batch, heads, key_len, d_k)
+    v: torch.Tensor  # (batch, heads, key_len, d_k)
+
+    def append(self, other: "KeyValue") -> "KeyValue":
+        return KeyValue(torch.cat([self.k, other.k], dim=2), torch.cat([self.v, other.v], dim=2))
+
+    def select(self, index: torch.Tensor) -> "KeyValue":
+        """Reorder along the batch axis (beam search keeps the hypotheses it chose)."""
+        return KeyValue(self.k.index_select(0, index), self.v.index_select(0, index))
+
+
+def attention_scores(
+    q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """QK^T / sqrt(d_k), with -inf where mask is False. (..., q_len, d_k) x (..., k_len, d_k) -> (..., q_len, k_len)."""
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return scores
+
+
+def softmax_weights(scores: torch.Tensor) -> torch.Tensor:
+    """softmax over keys; a row whose keys are all masked gets weight 0 everywhere, never NaN."""
+    weights = torch.softmax(scores, dim=-1)
+    return weights.masked_fill(torch.isnan(weights), 0.0)
+
+
+def scaled_dot_product_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(QK^T/sqrt(d_k)) V. Returns (output (..., q_len, d_v), weights (..., q_len, k_len))."""
+    weights = softmax_weights(attention_scores(q, k, mask))
+    return weights @ v, weights
+
+
+class MultiHeadAttention(nn.Module):
+    """MultiHead(Q, K, V) = Concat(head_1..head_h) W^O, head_i = Attention(Q W^Q_i, K W^K_i, V W^V_i)."""
+
+    def __init__(self, d_model: int, n_heads: int, attention_dropout: float = 0.0) -> None:
+        super().__init__()
+        self.n_heads = n_heads
+        self.d_k = d_model // n_heads
+        self.q_proj = nn.Linear(d_model, d_model)  # W^Q for all heads at once
+        self.k_proj = nn.Linear(d_model, d_model)  # W^K
+        self.v_proj = nn.Linear(d_model, d_model)  # W^V
+        self.out_proj = nn.Linear(d_model, d_model)  # W^O
+        self.attention_dropout = attention_dropout
+        for proj in (self.q_proj, self.k_proj, self.v_proj, self.out_proj):
+            nn.init.xavier_uniform_(proj.weight)
+            nn.init.zeros_(proj.bias)
+
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        # (batch, len, d_model) -> (batch, heads, len, d_k)
+        batch, length, _ = x.shape
+        return x.view(batch, length, self.n_heads, self.d_k).transpose(1, 2)
+
+    def project_kv(self, x: torch.Tensor) -> KeyValue:
+        """Keys and values for x: (batch, key_len, d_model) -> KeyValue of (batch, heads, key_len, d_k)."""
+        return KeyValue(self.split_heads(self.k_proj(x)), self.split_heads(self.v_proj(x)))
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        kv: KeyValue,
+        mask: torch.Tensor | None = None,
+        causal: bool = False,
+        need_weights: bool = False,
+    ) -> tuple[torch.Tensor, AttentionRecord | None]:
+        """query: (batch, q_len, d_model); kv from project_kv; mask broadcastable to
+        (batch, heads, q_len, key_len) with True = may attend; causal adds the lower-triangle mask.
+        Returns (batch, q_len, d_model) and, when need_weights, the AttentionRecord."""
+        q = self.split_heads(self.q_proj(query))  # (batch, heads, q_len, d_k)
+        p_drop = self.attention_dropout if self.training else 0.0
+        if causal and q.size(2) == 1:
+            causal = False  # one new query position: every cached key is in its past
+        if causal and mask is None and not need_weights and q.size(2) == kv.k.size(2):
+            # the fused kernel's own causal path, no mask tensor built
+            out = F.scaled_dot_product_attention(q, kv.k, kv.v, dropout_p=p_drop, is_causal=True)
+            record = None
+        else:
+            if causal:
+                # (q_len, key_len) lower triangle, aligned so the last query sees every key
+                offset = kv.k.size(2) - q.size(2)
+                tri = torch.ones(q.size(2), kv.k.size(2), dtype=torch.bool, device=q.device)
+                tri = tri.tril(diagonal=offset)
+                mask = tri if mask is None else mask & tri
+            if need_weights:
+                scores = attention_scores(q, kv.k, mask)
+                weights = softmax_weights(scores)
+                out = F.dropout(weights, p_drop, self.training) @ kv.v
+                record = AttentionRecord(weights=weights, scores=scores)
+            else:
+                out = F.scaled_dot_product_attention(q, kv.k, kv.v, attn_mask=mask, dropout_p=p_drop)
+                record = None
+        # (batch, heads, q_len, d_k) -> (batch, q_len, d_model)
+        out = out.transpose(1, 2).reshape(query.size(0), query.size(1), -1)
+        return self.out_proj(out), record

@@ -1,0 +1,77 @@
+"""ModelConfig: the only thing the model sees (frozen, JSON round-trip)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    src_vocab_size: int  # source vocabulary size (embedding rows)
+    tgt_vocab_size: int  # target vocabulary size (embedding rows and output classes)
+    d_model: int = 512  # width of every sub-layer output (paper: 512)
+    n_heads: int = 8  # attention heads h; d_k = d_v = d_model / h
+    d_ff: int = 2048  # inner width of the position-wise feed-forward network
+    n_encoder_layers: int = 6  # N for the encoder stack
+    n_decoder_layers: int = 6  # N for the decoder stack
+    dropout: float = 0.1  # P_drop on sub-layer outputs and on embeddings + positions
+    attention_dropout: float = 0.0  # dropout on attention weights (not in the paper; 0 = off)
+    max_len: int = 512  # longest sequence the positional table covers
+    pad_id: int = 0  # padding token id (never attended to, embedding kept at zero)
+    norm: str = "post"  # "post": LayerNorm(x + Sublayer(x)) as the paper; "pre": x + Sublayer(LayerNorm(x))
+    tie_output: bool = True  # share the target embedding matrix with the output projection
+    share_embeddings: bool = False  # share source and target embeddings (joint vocabulary)
+    layer_norm_eps: float = 1e-5  # eps inside LayerNorm's square root
+
+    def __post_init__(self) -> None:
+        for name in ("src_vocab_size", "tgt_vocab_size", "d_model", "n_heads", "d_ff", "max_len"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ModelConfig.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("n_encoder_layers", "n_decoder_layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ModelConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.d_model % self.n_heads != 0:
+            raise ValueError(
+                f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})"
+            )
+        if self.d_model % 2 != 0:
+            raise ValueError(f"d_model ({self.d_model}) must be even for sinusoidal positions")
+        for name in ("dropout", "attention_dropout"):
+            p = getattr(self, name)
+            if not 0.0 <= p < 1.0:
+                raise ValueError(f"ModelConfig.{name} must be in [0, 1), got {p}")
+        if self.norm not in ("post", "pre"):
+            raise ValueError(f"ModelConfig.norm must be 'post' or 'pre', got {self.norm!r}")
+        if not 0 <= self.pad_id < min(self.src_vocab_size, self.tgt_vocab_size):
+            raise ValueError(f"pad_id ({self.pad_id}) is outside the vocabularies")
+        if self.share_embeddings and self.src_vocab_size != self.tgt_vocab_size:
+            raise ValueError(
+                "share_embeddings needs one joint vocabulary, got "
+                f"src_vocab_size={self.src_vocab_size} and tgt_vocab_size={self.tgt_vocab_size}"
+            )
+        if self.layer_norm_eps <= 0:
+            raise ValueError(f"layer_norm_eps must be > 0, got {self.layer_norm_eps}")
+
+    @property
+    def d_k(self) -> int:
+        return self.d_model // self.n_heads
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown ModelConfig keys: {', '.join(unknown)}")
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelConfig":
+        return cls.from_dict(json.loads(text))

@@ -1,0 +1,131 @@
+"""LayerNorm, position-wise feed-forward, residual sub-layers, encoder and decoder layers (paper 3.1, 3.3)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from transformer.attention import AttentionRecord, KeyValue, MultiHeadAttention
+
+
+class LayerNorm(nn.Module):
+    """y = (x - E[x]) / sqrt(Var[x] + eps) * gamma + beta over the last axis (biased variance)."""
+
+    def __init__(self, d_model: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.ones(d_model))
+        self.beta = nn.Parameter(torch.zeros(d_model))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # the formula above, computed by torch's fused kernel (tests compare it with the formula)
+        return F.layer_norm(x, self.gamma.shape, self.gamma, self.beta, self.eps)
+
+
+class FeedForward(nn.Module):
+    """FFN(x) = max(0, x W_1 + b_1) W_2 + b_2, applied to each position alone."""
+
+    def __init__(self, d_model: int, d_ff: int) -> None:
+        super().__init__()
+        self.w_1 = nn.Linear(d_model, d_ff)
+        self.w_2 = nn.Linear(d_ff, d_model)
+        for lin in (self.w_1, self.w_2):
+            nn.init.xavier_uniform_(lin.weight)
+            nn.init.zeros_(lin.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # (batch, len, d_model) -> (batch, len, d_ff) -> (batch, len, d_model)
+        return self.w_2(F.relu(self.w_1(x)))
+
+
+class Residual(nn.Module):
+    """Residual connection with layer normalization around one sub-layer.
+
+    post-norm (paper): LayerNorm(x + Dropout(Sublayer(x)));  pre-norm: x + Dropout(Sublayer(LayerNorm(x))).
+    """
+
+    def __init__(self, d_model: int, dropout: float, norm: str, eps: float) -> None:
+        super().__init__()
+        self.norm = LayerNorm(d_model, eps)
+        self.dropout = nn.Dropout(dropout)
+        self.pre_norm = norm == "pre"
+
+    def forward(self, x: torch.Tensor, sublayer: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        if self.pre_norm:
+            return x + self.dropout(sublayer(self.norm(x)))
+        return self.norm(x + self.dropout(sublayer(x)))
+
+
+class EncoderLayer(nn.Module):
+    """Self-attention then feed-forward, each inside a Residual."""
+
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float,
+                 attention_dropout: float, norm: str, eps: float) -> None:
+        super().__init__()
+        self.self_attn = MultiHeadAttention(d_model, n_heads, attention_dropout)
+        self.feed_forward = FeedForward(d_model, d_ff)
+        self.attn_residual = Residual(d_model, dropout, norm, eps)
+        self.ff_residual = Residual(d_model, dropout, norm, eps)
+
+    def forward(self, x: torch.Tensor, src_mask: torch.Tensor | None,
+                need_weights: bool = False) -> tuple[torch.Tensor, AttentionRecord | None]:
+        # x: (batch, src_len, d_model); src_mask: (batch, 1, 1, src_len)
+        record = None
+
+        def attend(h: torch.Tensor) -> torch.Tensor:
+            nonlocal record
+            out, record = self.self_attn(h, self.self_attn.project_kv(h), src_mask,
+                                         need_weights=need_weights)
+            return out
+
+        x = self.attn_residual(x, attend)
+        return self.ff_residual(x, self.feed_forward), record
+
+
+class DecoderLayer(nn.Module):
+    """Masked self-attention, cross-attention over the encoder output (memory), feed-forward."""
+
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float,
+                 attention_dropout: float, norm: str, eps: float) -> None:
+        super().__init__()
+        self.self_attn = MultiHeadAttention(d_model, n_heads, attention_dropout)
+        self.cross_attn = MultiHeadAttention(d_model, n_heads, attention_dropout)
+        self.feed_forward = FeedForward(d_model, d_ff)
+        self.self_residual = Residual(d_model, dropout, norm, eps)
+        self.cross_residual = Residual(d_model, dropout, norm, eps)
+        self.ff_residual = Residual(d_model, dropout, norm, eps)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        memory_kv: KeyValue,
+        src_mask: torch.Tensor | None,
+        self_kv: KeyValue | None = None,
+        need_weights: bool = False,
+    ) -> tuple[torch.Tensor, KeyValue, AttentionRecord | None, AttentionRecord | None]:
+        """x: (batch, tgt_len, d_model) new target positions; memory_kv: this layer's projection of
+        the encoder output; self_kv: cached keys/values of earlier target positions (None = none).
+        Returns the output, the self-attention keys/values including x's (for the cache), and records."""
+        self_record = cross_record = None
+        new_kv: KeyValue | None = None
+
+        def self_attend(h: torch.Tensor) -> torch.Tensor:
+            nonlocal self_record, new_kv
+            step_kv = self.self_attn.project_kv(h)
+            new_kv = step_kv if self_kv is None else self_kv.append(step_kv)
+            out, self_record = self.self_attn(h, new_kv, causal=True, need_weights=need_weights)
+            return out
+
+        def cross_attend(h: torch.Tensor) -> torch.Tensor:
+            nonlocal cross_record
+            out, cross_record = self.cross_attn(h, memory_kv, src_mask, need_weights=need_weights)
+            return out
+
+        x = self.self_residual(x, self_attend)
+        x = self.cross_residual(x, cross_attend)
+        x = self.ff_residual(x, self.feed_forward)
+        assert new_kv is not None
+        return x, new_kv, self_record, cross_record
