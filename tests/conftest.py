@@ -5,7 +5,7 @@ import torch
 
 from transformer import ModelConfig, Transformer
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from tests_shared import SHARED_DATA  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

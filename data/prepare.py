@@ -1,0 +1,289 @@
+"""prepare(): corpus -> BPE tokenizer -> filtered, tokenized, memory-mapped splits + prepare.json.
+
+Everything is written into a temporary sibling directory that is renamed into place at the end, so
+an interrupted run never leaves a directory that looks complete.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import datasets
+import numpy as np
+import tokenizers
+
+from data.corpus import Report, Source, _no_report, load_corpus
+from data.errors import DataError
+from data.tokenizer import UNK_ID, Tokenizers, encode_batch, train_bpe
+
+DATASET_DIR = "dataset"
+MANIFEST = "prepare.json"
+REASONS = ("kept", "empty", "too long", "length ratio", "duplicate")
+CHARS_PER_TOKEN_LIMIT = 50  # a line longer than max_tokens * this is too long without tokenizing it
+SHARD_ROWS = 50_000
+
+
+@dataclass(frozen=True)
+class PrepareOptions:
+    dataset: str  # demo, a directory, a file, a prefix or a hub name
+    src: str  # source language code
+    tgt: str  # target language code
+    config: str | None = None  # hub dataset configuration
+    vocab_size: int = 8000  # BPE vocabulary size (per side when not joint)
+    min_frequency: int = 2  # BPE merges need at least this many occurrences
+    joint_vocab: bool = True  # one vocabulary for both sides
+    max_tokens: int = 256  # drop pairs longer than this (tokens, either side)
+    max_ratio: float = 3.0  # drop training pairs whose token-length ratio exceeds this
+    dedup: bool = False  # drop repeated training pairs
+    valid_size: int = 500  # pairs held out of train when the corpus has no validation split
+    num_proc: int = 1  # processes for encoding
+    seed: int = 0  # demo corpus and held-out split
+
+
+@dataclass
+class SplitStats:
+    read: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    kept: int = 0
+    src_len: dict[str, float] = field(default_factory=dict)  # mean, median, p95, max (tokens)
+    tgt_len: dict[str, float] = field(default_factory=dict)
+    src_unk: float = 0.0  # share of <unk> among kept source tokens
+    tgt_unk: float = 0.0
+
+
+def _length_stats(lengths: np.ndarray) -> dict[str, float]:
+    if lengths.size == 0:
+        return {"mean": 0.0, "median": 0.0, "p95": 0.0, "max": 0.0}
+    return {"mean": round(float(lengths.mean()), 2), "median": float(np.median(lengths)),
+            "p95": round(float(np.percentile(lengths, 95)), 2), "max": float(lengths.max())}
+
+
+def column(ds: datasets.Dataset, name: str) -> np.ndarray:
+    """One numeric column as a numpy array, read as Arrow (no per-row Python objects)."""
+    return ds.select_columns([name]).with_format("arrow")[:][name].to_numpy()
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def fingerprint_inputs(source: Source, dd: datasets.DatasetDict) -> dict:
+    if source.files:
+        return {str(p): {"sha256": _sha256(p), "bytes": p.stat().st_size}
+                for paths in source.files.values() for p in paths}
+    h = hashlib.sha256()
+    for split in sorted(dd):
+        for batch in dd[split].iter(batch_size=10_000):
+            h.update("\n".join(batch["src"]).encode())
+            h.update("\n".join(batch["tgt"]).encode())
+    return {"pairs_sha256": h.hexdigest()}
+
+
+def arrange_splits(dd: datasets.DatasetDict, opts: PrepareOptions, source: Source
+                   ) -> tuple[datasets.DatasetDict, dict]:
+    """Make sure there is a train and a validation split; say what was done."""
+    notes = {}
+    splits = dict(dd)
+    if "train" not in splits:
+        only = "validation" if "validation" in splits else next(iter(splits))
+        splits["train"] = splits.pop(only)
+        notes["train"] = f"the corpus has no train split: its '{only}' split is used for training"
+    if splits["train"].num_rows == 0:
+        raise DataError(f"the corpus is empty: the train split of {source.name} has no pairs")
+    if "validation" not in splits:
+        n = splits["train"].num_rows
+        held = min(opts.valid_size, n // 10)
+        if held >= 1:
+            parts = splits["train"].train_test_split(test_size=held, shuffle=True, seed=opts.seed)
+            splits["train"], splits["validation"] = parts["train"], parts["test"]
+            notes["validation"] = f"held out {held} random pairs of train (seed {opts.seed})"
+    return datasets.DatasetDict(splits), notes
+
+
+def _training_texts(train: datasets.Dataset, opts: PrepareOptions, side: str | None, report: Report):
+    limit = opts.max_tokens * CHARS_PER_TOKEN_LIMIT
+    done = 0
+    for batch in train.iter(batch_size=10_000):
+        for s, t in zip(batch["src"], batch["tgt"]):
+            if s and t and len(s) <= limit and len(t) <= limit:
+                if side != "tgt":
+                    yield s
+                if side != "src":
+                    yield t
+        done += len(batch["src"])
+        report("training tokenizer", done, train.num_rows)
+
+
+def train_tokenizers(train: datasets.Dataset, opts: PrepareOptions, report: Report) -> Tokenizers:
+    if opts.joint_vocab:
+        tok = train_bpe(_training_texts(train, opts, None, report), opts.vocab_size, opts.min_frequency)
+        return Tokenizers(tok, tok)
+    src = train_bpe(_training_texts(train, opts, "src", report), opts.vocab_size, opts.min_frequency)
+    tgt = train_bpe(_training_texts(train, opts, "tgt", report), opts.vocab_size, opts.min_frequency)
+    return Tokenizers(src, tgt)
+
+
+ENCODED = datasets.Features({
+    "src": datasets.Value("string"), "tgt": datasets.Value("string"),
+    "src_ids": datasets.Sequence(datasets.Value("int32")),
+    "tgt_ids": datasets.Sequence(datasets.Value("int32")),
+    "src_len": datasets.Value("int32"), "tgt_len": datasets.Value("int32"),
+    "reason": datasets.Value("int8"), "src_unk": datasets.Value("int32"), "tgt_unk": datasets.Value("int32"),
+})
+
+
+def _encode_and_classify(batch: dict, toks: Tokenizers, max_tokens: int, max_ratio: float | None) -> dict:
+    limit = max_tokens * CHARS_PER_TOKEN_LIMIT
+    out = {k: [] for k in ("src_ids", "tgt_ids", "src_len", "tgt_len", "reason", "src_unk", "tgt_unk")}
+    ok = [bool(s) and bool(t) and len(s) <= limit and len(t) <= limit for s, t in zip(batch["src"], batch["tgt"])]
+    src_ids = iter(encode_batch(toks.src, [s for s, k in zip(batch["src"], ok) if k]))
+    tgt_ids = iter(encode_batch(toks.tgt, [t for t, k in zip(batch["tgt"], ok) if k]))
+    for s, t, k in zip(batch["src"], batch["tgt"], ok):
+        si, ti = (next(src_ids), next(tgt_ids)) if k else ([], [])
+        if not s or not t or not (si and ti) and k:
+            reason = 1
+        elif not k or len(si) > max_tokens or len(ti) > max_tokens:
+            reason = 2
+        elif max_ratio is not None and max(len(si), len(ti)) > max_ratio * min(len(si), len(ti)):
+            reason = 3
+        else:
+            reason = 0
+        out["src_ids"].append(si)
+        out["tgt_ids"].append(ti)
+        out["src_len"].append(len(si))
+        out["tgt_len"].append(len(ti))
+        out["reason"].append(reason)
+        out["src_unk"].append(si.count(UNK_ID))
+        out["tgt_unk"].append(ti.count(UNK_ID))
+    return out
+
+
+def encode_split(ds: datasets.Dataset, split: str, toks: Tokenizers, opts: PrepareOptions,
+                 report: Report) -> datasets.Dataset:
+    ratio = opts.max_ratio if split == "train" else None
+    shards = max(1, -(-ds.num_rows // SHARD_ROWS))
+    parts = []
+    for i in range(shards):
+        part = ds.shard(shards, i, contiguous=True)
+        parts.append(part.map(
+            _encode_and_classify, batched=True, batch_size=1000, features=ENCODED,
+            fn_kwargs={"toks": toks, "max_tokens": opts.max_tokens, "max_ratio": ratio},
+            num_proc=opts.num_proc if opts.num_proc > 1 and part.num_rows > 1000 else None,
+            new_fingerprint=f"encode-{split}-{i}-{shards}", desc=None))
+        report(f"encoding {split}", sum(p.num_rows for p in parts), ds.num_rows)
+    return datasets.concatenate_datasets(parts)
+
+
+def mark_duplicates(ds: datasets.Dataset) -> np.ndarray:
+    """reason codes with repeated (src, tgt) pairs after their first occurrence marked 4."""
+    reasons = column(ds, "reason").copy()
+    seen: set[bytes] = set()
+    row = 0
+    for batch in ds.select_columns(["src", "tgt"]).iter(batch_size=10_000):
+        for s, t in zip(batch["src"], batch["tgt"]):
+            if reasons[row] == 0:
+                key = hashlib.blake2b(f"{s}\t{t}".encode(), digest_size=12).digest()
+                if key in seen:
+                    reasons[row] = 4
+                seen.add(key)
+            row += 1
+    return reasons
+
+
+def filter_split(ds: datasets.Dataset, split: str, opts: PrepareOptions) -> tuple[datasets.Dataset, SplitStats]:
+    reasons = mark_duplicates(ds) if opts.dedup and split == "train" else column(ds, "reason")
+    counts = np.bincount(reasons.astype(np.int64), minlength=len(REASONS))
+    stats = SplitStats(read=ds.num_rows, kept=int(counts[0]),
+                       dropped={name: int(counts[i]) for i, name in enumerate(REASONS) if i})
+    if stats.kept == 0:
+        raise DataError(f"the {split} split is empty after filtering: {stats.read} pairs read, dropped "
+                        + ", ".join(f"{v} {k}" for k, v in stats.dropped.items() if v))
+    kept = ds.select(np.flatnonzero(reasons == 0)) if stats.kept < ds.num_rows else ds
+    src_len, tgt_len = column(kept, "src_len"), column(kept, "tgt_len")
+    stats.src_len, stats.tgt_len = _length_stats(src_len), _length_stats(tgt_len)
+    stats.src_unk = round(float(column(kept, "src_unk").sum()) / max(1, int(src_len.sum())), 6)
+    stats.tgt_unk = round(float(column(kept, "tgt_unk").sum()) / max(1, int(tgt_len.sum())), 6)
+    return kept.remove_columns(["reason", "src_unk", "tgt_unk"]), stats
+
+
+def check_output(out_dir: Path, overwrite: bool) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DataError(f"{out_dir} exists and is not a directory")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+        raise DataError(f"{out_dir} exists and is not empty (use --overwrite to replace it)")
+
+
+def publish(tmp: Path, out_dir: Path) -> None:
+    """Rename the finished temporary directory into place; the old one goes only after."""
+    old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+    if out_dir.exists():
+        out_dir.rename(old)
+    tmp.rename(out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ours = version("transformer-cli")
+    except PackageNotFoundError:
+        ours = "unknown"
+    return {"transformer-cli": ours, "datasets": datasets.__version__,
+            "tokenizers": tokenizers.__version__, "numpy": np.__version__,
+            "python": platform.python_version()}
+
+
+def prepare(opts: PrepareOptions, out_dir: Path, overwrite: bool = False,
+            report: Report = _no_report) -> dict:
+    """Run the whole pipeline into out_dir; returns the manifest written as prepare.json."""
+    check_output(out_dir, overwrite)
+    if opts.max_tokens < 1 or opts.max_ratio < 1 or opts.num_proc < 1 or opts.min_frequency < 1:
+        raise DataError("--max-tokens, --max-ratio, --num-proc and --min-frequency must be >= 1")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    datasets.disable_progress_bars()
+    try:
+        dd, source = load_corpus(opts.dataset, opts.src, opts.tgt, tmp / ".cache", opts.config,
+                                 opts.seed, report)
+        dd, notes = arrange_splits(dd, opts, source)
+        toks = train_tokenizers(dd["train"], opts, report)
+        encoded, stats = {}, {}
+        for split in dd:
+            encoded[split], stats[split] = filter_split(encode_split(dd[split], split, toks, opts, report),
+                                                        split, opts)
+        datasets.DatasetDict(encoded).save_to_disk(str(tmp / DATASET_DIR))
+        files = toks.save(tmp)
+        manifest = {
+            "format": 1,
+            "source": source.describe(),
+            "src_lang": opts.src, "tgt_lang": opts.tgt,
+            "options": dataclasses.asdict(opts),
+            "notes": notes,
+            "splits": {s: dataclasses.asdict(st) for s, st in stats.items()},
+            "tokenizer": {"files": files, "joint": toks.joint, "fingerprint": toks.fingerprint(),
+                          "src_vocab_size": toks.src.get_vocab_size(),
+                          "tgt_vocab_size": toks.tgt.get_vocab_size(), "normalizer": "NFKC",
+                          "specials": ["<pad>", "<unk>", "<s>", "</s>"]},
+            "input_fingerprint": fingerprint_inputs(source, dd),
+            "versions": library_versions(),
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+        shutil.rmtree(tmp / ".cache", ignore_errors=True)
+        publish(tmp, out_dir)
+        return manifest
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

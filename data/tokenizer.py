@@ -1,0 +1,104 @@
+"""BPE tokenizers (Hugging Face `tokenizers`): NFKC, SentencePiece-style ▁ word marker, fixed specials."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+from data.errors import DataError
+
+SPECIALS = ("<pad>", "<unk>", "<s>", "</s>")
+PAD_ID, UNK_ID, BOS_ID, EOS_ID = range(4)
+JOINT_FILE = "tokenizer.json"
+SIDE_FILES = {"src": "tokenizer.src.json", "tgt": "tokenizer.tgt.json"}
+
+
+def new_bpe() -> Tokenizer:
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.normalizer = normalizers.NFKC()
+    # "▁" marks the start of a word; punctuation becomes its own piece ("student" + ".")
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Metaspace(), pre_tokenizers.Punctuation("isolated")]
+    )
+    tok.decoder = decoders.Metaspace()
+    return tok
+
+
+def train_bpe(texts: Iterable[str], vocab_size: int, min_frequency: int = 2,
+              length: int | None = None) -> Tokenizer:
+    """Train BPE on `texts`; the specials get ids 0-3 (<pad> <unk> <s> </s>)."""
+    if vocab_size <= len(SPECIALS):
+        raise DataError(f"--vocab-size {vocab_size} is too small: the {len(SPECIALS)} special tokens "
+                        f"{' '.join(SPECIALS)} alone need {len(SPECIALS)}, and at least one more is needed")
+    tok = new_bpe()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
+                                  special_tokens=list(SPECIALS), show_progress=False)
+    tok.train_from_iterator(texts, trainer, length=length)
+    assert [tok.token_to_id(s) for s in SPECIALS] == list(range(len(SPECIALS)))
+    return tok
+
+
+@dataclass
+class Tokenizers:
+    """The tokenizer of each side; one object for both when the vocabulary is joint."""
+
+    src: Tokenizer
+    tgt: Tokenizer
+
+    @property
+    def joint(self) -> bool:
+        return self.src is self.tgt
+
+    def save(self, directory: Path) -> list[str]:
+        if self.joint:
+            self.src.save(str(directory / JOINT_FILE))
+            return [JOINT_FILE]
+        self.src.save(str(directory / SIDE_FILES["src"]))
+        self.tgt.save(str(directory / SIDE_FILES["tgt"]))
+        return list(SIDE_FILES.values())
+
+    @classmethod
+    def load(cls, directory: Path) -> "Tokenizers":
+        def read(name: str) -> Tokenizer:
+            path = directory / name
+            try:
+                tok = Tokenizer.from_file(str(path))
+            except Exception as e:  # noqa: BLE001 - the tokenizers error types are not public
+                raise DataError(f"{path}: not a valid tokenizer file ({str(e).splitlines()[0][:120]})") from None
+            if [tok.token_to_id(s) for s in SPECIALS] != list(range(len(SPECIALS))):
+                raise DataError(f"{path}: special tokens are not {' '.join(SPECIALS)} at ids 0-3")
+            return tok
+
+        if (directory / JOINT_FILE).is_file():
+            tok = read(JOINT_FILE)
+            return cls(tok, tok)
+        if all((directory / f).is_file() for f in SIDE_FILES.values()):
+            return cls(read(SIDE_FILES["src"]), read(SIDE_FILES["tgt"]))
+        raise DataError(f"{directory}: no {JOINT_FILE} (or {SIDE_FILES['src']} + {SIDE_FILES['tgt']})")
+
+    def fingerprint(self) -> str:
+        """A short hash of the vocabularies and merges, to match a model with its tokenizer."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for tok in (self.src, self.tgt):
+            h.update(json.dumps(json.loads(tok.to_str())["model"], sort_keys=True).encode())
+        return h.hexdigest()[:16]
+
+
+def encode_batch(tok: Tokenizer, texts: list[str]) -> list[list[int]]:
+    return [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]
+
+
+def decode(tok: Tokenizer, ids: Iterable[int]) -> str:
+    """Ids -> text, specials dropped (stops at nothing: callers cut at </s>)."""
+    return tok.decode([i for i in ids if i >= len(SPECIALS)], skip_special_tokens=True)
+
+
+def iter_texts(columns: Iterable[list[str]]) -> Iterator[str]:
+    for batch in columns:
+        yield from batch
