@@ -7,6 +7,7 @@ an interrupted run never leaves a directory that looks complete.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import hashlib
 import json
 import os
@@ -143,6 +144,9 @@ ENCODED = datasets.Features({
 })
 
 
+TRAIN_ENCODED = datasets.Features({k: v for k, v in ENCODED.items() if k not in ("src", "tgt")})
+
+
 def _encode_and_classify(batch: dict, toks: Tokenizers, max_tokens: int, max_ratio: float | None) -> dict:
     limit = max_tokens * CHARS_PER_TOKEN_LIMIT
     out = {k: [] for k in ("src_ids", "tgt_ids", "src_len", "tgt_len", "reason", "src_unk", "tgt_unk")}
@@ -176,8 +180,10 @@ def encode_split(ds: datasets.Dataset, split: str, toks: Tokenizers, opts: Prepa
     parts = []
     for i in range(shards):
         part = ds.shard(shards, i, contiguous=True)
+        text = split != "train"  # train keeps ids only; validation/test keep text for BLEU references
         parts.append(part.map(
-            _encode_and_classify, batched=True, batch_size=1000, features=ENCODED,
+            _encode_and_classify, batched=True, batch_size=1000,
+            features=ENCODED if text else TRAIN_ENCODED, remove_columns=None if text else ["src", "tgt"],
             fn_kwargs={"toks": toks, "max_tokens": opts.max_tokens, "max_ratio": ratio},
             num_proc=opts.num_proc if opts.num_proc > 1 and part.num_rows > 1000 else None,
             new_fingerprint=f"encode-{split}-{i}-{shards}", desc=None))
@@ -186,14 +192,14 @@ def encode_split(ds: datasets.Dataset, split: str, toks: Tokenizers, opts: Prepa
 
 
 def mark_duplicates(ds: datasets.Dataset) -> np.ndarray:
-    """reason codes with repeated (src, tgt) pairs after their first occurrence marked 4."""
+    """reason codes with repeated pairs (same ids on both sides) after their first occurrence marked 4."""
     reasons = column(ds, "reason").copy()
     seen: set[bytes] = set()
     row = 0
-    for batch in ds.select_columns(["src", "tgt"]).iter(batch_size=10_000):
-        for s, t in zip(batch["src"], batch["tgt"]):
+    for batch in ds.select_columns(["src_ids", "tgt_ids"]).iter(batch_size=10_000):
+        for s, t in zip(batch["src_ids"], batch["tgt_ids"]):
             if reasons[row] == 0:
-                key = hashlib.blake2b(f"{s}\t{t}".encode(), digest_size=12).digest()
+                key = hashlib.blake2b(repr((s, t)).encode(), digest_size=12).digest()
                 if key in seen:
                     reasons[row] = 4
                 seen.add(key)
@@ -215,6 +221,18 @@ def filter_split(ds: datasets.Dataset, split: str, opts: PrepareOptions) -> tupl
     stats.src_unk = round(float(column(kept, "src_unk").sum()) / max(1, int(src_len.sum())), 6)
     stats.tgt_unk = round(float(column(kept, "tgt_unk").sum()) / max(1, int(tgt_len.sum())), 6)
     return kept.remove_columns(["reason", "src_unk", "tgt_unk"]), stats
+
+
+def write_split(raw: datasets.Dataset, split: str, toks: Tokenizers, opts: PrepareOptions,
+                directory: Path, report: Report) -> SplitStats:
+    """Encode, filter and save one split, then let go of its memory maps before the next one."""
+    encoded = encode_split(raw, split, toks, opts, report)
+    del raw
+    kept, stats = filter_split(encoded, split, opts)
+    kept.save_to_disk(str(directory / split))
+    del kept, encoded
+    gc.collect()
+    return stats
 
 
 def check_output(out_dir: Path, overwrite: bool) -> None:
@@ -260,12 +278,11 @@ def prepare(opts: PrepareOptions, out_dir: Path, overwrite: bool = False,
         dd, source = load_corpus(opts.dataset, opts.src, opts.tgt, tmp / ".cache", opts.config,
                                  opts.seed, report)
         dd, notes = arrange_splits(dd, opts, source)
+        fingerprint = fingerprint_inputs(source, dd)
         toks = train_tokenizers(dd["train"], opts, report)
-        encoded, stats = {}, {}
-        for split in dd:
-            encoded[split], stats[split] = filter_split(encode_split(dd[split], split, toks, opts, report),
-                                                        split, opts)
-        datasets.DatasetDict(encoded).save_to_disk(str(tmp / DATASET_DIR))
+        stats = {split: write_split(dd.pop(split), split, toks, opts, tmp / DATASET_DIR, report)
+                 for split in list(dd)}
+        (tmp / DATASET_DIR / "dataset_dict.json").write_text(json.dumps({"splits": list(stats)}))
         files = toks.save(tmp)
         manifest = {
             "format": 1,
@@ -278,7 +295,7 @@ def prepare(opts: PrepareOptions, out_dir: Path, overwrite: bool = False,
                           "src_vocab_size": toks.src.get_vocab_size(),
                           "tgt_vocab_size": toks.tgt.get_vocab_size(), "normalizer": "NFKC",
                           "specials": ["<pad>", "<unk>", "<s>", "</s>"]},
-            "input_fingerprint": fingerprint_inputs(source, dd),
+            "input_fingerprint": fingerprint,
             "versions": library_versions(),
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")

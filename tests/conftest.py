@@ -29,3 +29,13 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory):
+    """The demo corpus prepared once per test session (small vocabulary)."""
+    from data.prepare import PrepareOptions, prepare
+
+    out = tmp_path_factory.mktemp("demo") / "prepared"
+    prepare(PrepareOptions("demo", "en", "ko", vocab_size=600), out)
+    return out

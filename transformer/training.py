@@ -1,9 +1,25 @@
-"""Training maths: label-smoothed cross-entropy and the learning-rate schedules (paper 5.3, 5.4)."""
+"""Training maths: label-smoothed cross-entropy, learning-rate schedules, one optimizer step (paper 5.3, 5.4)."""
 
 from __future__ import annotations
 
+import math
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
 import torch
 from torch.nn import functional as F
+
+from transformer.model import Transformer
+
+
+class BatchLike(Protocol):
+    src: torch.Tensor  # (batch, src_len)
+    tgt_in: torch.Tensor  # (batch, tgt_len), <s> first
+    tgt_out: torch.Tensor  # (batch, tgt_len), </s> last
+
+    @property
+    def n_tokens(self) -> int: ...
 
 
 def label_smoothed_nll(logits: torch.Tensor, target: torch.Tensor, epsilon: float,
@@ -25,3 +41,72 @@ def noam_lr(step: int, d_model: int, warmup: int, factor: float = 1.0) -> float:
     """lrate = factor * d_model^-0.5 * min(step^-0.5, step * warmup^-1.5); step counts from 1."""
     step = max(step, 1)
     return factor * d_model**-0.5 * min(step**-0.5, step * warmup**-1.5)
+
+
+def inverse_sqrt_lr(step: int, peak: float, warmup: int) -> float:
+    """Linear warm-up to `peak` over `warmup` steps, then peak * sqrt(warmup / step)."""
+    step = max(step, 1)
+    return peak * min(step / max(warmup, 1), math.sqrt(max(warmup, 1) / step))
+
+
+def learning_rate(step: int, schedule: str, d_model: int, warmup: int, factor: float, peak: float) -> float:
+    if schedule == "noam":
+        return noam_lr(step, d_model, warmup, factor)
+    if schedule == "inverse_sqrt":
+        return inverse_sqrt_lr(step, peak, warmup)
+    if schedule == "constant":
+        return peak
+    raise ValueError(f"unknown schedule {schedule!r} (noam, inverse_sqrt, constant)")
+
+
+@dataclass(frozen=True)
+class StepStats:
+    loss: float  # label-smoothed loss per target token
+    nll: float  # plain negative log-likelihood per target token
+    tokens: int  # target tokens in the step
+    grad_norm: float  # before clipping
+
+
+def autocast(device: torch.device, precision: str):
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def train_step(model: Transformer, optimizer: torch.optim.Optimizer, batches: Sequence[BatchLike],
+               lr: float, label_smoothing: float, clip_norm: float, precision: str = "fp32") -> StepStats:
+    """One optimizer update over `batches` (gradient accumulation), normalised by their target tokens."""
+    model.train()
+    device = next(model.parameters()).device
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    tokens = sum(b.n_tokens for b in batches)
+    optimizer.zero_grad(set_to_none=True)
+    total_loss = total_nll = 0.0
+    for b in batches:
+        with autocast(device, precision):
+            logits, _ = model(b.src, b.tgt_in)
+        loss, nll = label_smoothed_nll(logits, b.tgt_out, label_smoothing, model.config.pad_id)
+        (loss / tokens).backward()
+        total_loss += loss.item()
+        total_nll += nll.item()
+    params = [p for p in model.parameters() if p.grad is not None]
+    norm = torch.nn.utils.clip_grad_norm_(params, clip_norm if clip_norm > 0 else float("inf"))
+    optimizer.step()
+    return StepStats(total_loss / tokens, total_nll / tokens, tokens, float(norm))
+
+
+@torch.no_grad()
+def evaluate_loss(model: Transformer, batches, label_smoothing: float, precision: str = "fp32"
+                  ) -> tuple[float, float]:
+    """(label-smoothed loss, NLL) per target token over `batches`; exp(NLL) is the perplexity."""
+    model.eval()
+    device = next(model.parameters()).device
+    total_loss = total_nll = 0.0
+    tokens = 0
+    for b in batches:
+        with autocast(device, precision):
+            logits, _ = model(b.src, b.tgt_in)
+        loss, nll = label_smoothed_nll(logits, b.tgt_out, label_smoothing, model.config.pad_id)
+        total_loss, total_nll, tokens = total_loss + loss.item(), total_nll + nll.item(), tokens + b.n_tokens
+    return total_loss / max(tokens, 1), total_nll / max(tokens, 1)

@@ -1,0 +1,94 @@
+"""Resolve the effective model and training configuration: preset < --config file < flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from pathlib import Path
+
+from transformer.config import ModelConfig
+from transformer.presets import PRESETS
+from transformer.trainer import TrainConfig
+
+from cli.errors import UserError
+
+# fields a resumed run may change: where and how long it runs, not what it computes
+RESUMABLE_CHANGES = {"max_steps", "max_epochs", "max_time", "patience", "device", "threads", "tensorboard",
+                     "log_every"}
+MODEL_FIELDS = {f.name for f in dataclasses.fields(ModelConfig)} - {"src_vocab_size", "tgt_vocab_size",
+                                                                     "pad_id", "share_embeddings"}
+TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+def read_config_file(path: Path) -> dict:
+    """A TOML or YAML file with optional `preset`, and [model] / [training] tables."""
+    if not path.is_file():
+        raise UserError(f"{path}: config file not found")
+    text = path.read_text()
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            try:
+                import yaml
+            except ImportError:
+                raise UserError(f"{path}: YAML configs need PyYAML (pip install pyyaml), or use TOML") from None
+            data = yaml.safe_load(text) or {}
+        else:
+            data = tomllib.loads(text)
+    except UserError:
+        raise
+    except Exception as e:  # noqa: BLE001 - tomllib/yaml parse errors
+        raise UserError(f"{path}: cannot parse ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a table of settings")
+    unknown = sorted(set(data) - {"preset", "model", "training"})
+    if unknown:
+        raise UserError(f"{path}: unknown keys {', '.join(unknown)} (expected preset, [model], [training])")
+    for section, allowed in (("model", MODEL_FIELDS), ("training", TRAIN_FIELDS)):
+        bad = sorted(set(data.get(section, {})) - allowed)
+        if bad:
+            raise UserError(f"{path}: unknown [{section}] keys: {', '.join(bad)}")
+    return data
+
+
+def resolve(preset: str | None, config_file: Path | None, model_flags: dict, train_flags: dict,
+            src_vocab: int, tgt_vocab: int, joint: bool) -> tuple[ModelConfig, TrainConfig, str]:
+    """Build the configs of a new run; `*_flags` hold only the options the user gave."""
+    file = read_config_file(config_file) if config_file else {}
+    name = preset or file.get("preset") or "small"
+    if name not in PRESETS:
+        raise UserError(f"unknown preset '{name}': choose one of {', '.join(PRESETS)}")
+    model = {**PRESETS[name]["model"], **file.get("model", {}), **model_flags}
+    training = {**PRESETS[name]["training"], **file.get("training", {}), **train_flags}
+    try:
+        model_config = ModelConfig(src_vocab_size=src_vocab, tgt_vocab_size=tgt_vocab, pad_id=0,
+                                   share_embeddings=joint, **model)
+        train_config = TrainConfig(**training)
+    except (TypeError, ValueError) as e:
+        raise UserError(f"impossible configuration: {e}") from None
+    return model_config, train_config, name
+
+
+def resume_configs(stored: dict, model_flags: dict, train_flags: dict) -> tuple[ModelConfig, TrainConfig]:
+    """The stored configs of a run, with only the flags a resume may change applied."""
+    model_config = ModelConfig.from_dict(stored["model"])
+    train_config = TrainConfig.from_dict(stored["training"])
+    for key, value in model_flags.items():
+        if getattr(model_config, key) != value:
+            raise UserError(f"cannot resume: the run has {key}={getattr(model_config, key)!r}, "
+                            f"the flags say {value!r} (start a new run directory instead)")
+    changes = {}
+    for key, value in train_flags.items():
+        if getattr(train_config, key) != value:
+            if key not in RESUMABLE_CHANGES:
+                raise UserError(f"cannot resume: the run has {key}={getattr(train_config, key)!r}, the flags "
+                                f"say {value!r}; a resume may only change {', '.join(sorted(RESUMABLE_CHANGES))}")
+            changes[key] = value
+    try:
+        return model_config, dataclasses.replace(train_config, **changes)
+    except ValueError as e:
+        raise UserError(f"impossible configuration: {e}") from None
+
+
+def describe(model: ModelConfig, training: TrainConfig) -> str:
+    return json.dumps({"model": model.to_dict(), "training": training.to_dict()}, indent=2)

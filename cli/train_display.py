@@ -1,0 +1,99 @@
+"""What `train` shows while it runs: a rich live view on a terminal, plain log lines otherwise."""
+
+from __future__ import annotations
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+
+def event_line(event: dict, max_steps: int) -> str:
+    if event["event"] == "train":
+        return (f"step {event['step']}/{max_steps} epoch {event['epoch'] + 1} loss {event['loss']:.3f} "
+                f"ppl {_ppl(event['nll']):.1f} lr {event['lr']:.2e} {event['tokens_per_s']:,.0f} tok/s")
+    return (f"eval step {event['step']}: val loss {event['loss']:.3f} ppl {event['ppl']:.1f} "
+            f"BLEU {event['bleu']:.2f} chrF {event['chrf']:.2f} (best @ {event['best_step']})")
+
+
+def _ppl(nll: float) -> float:
+    import math
+
+    return math.exp(min(nll, 50.0))
+
+
+class PlainDisplay:
+    """Periodic log lines, for CI, `| tee` and nohup."""
+
+    def __init__(self, console: Console, max_steps: int) -> None:
+        self.console, self.max_steps = console, max_steps
+
+    def __enter__(self) -> "PlainDisplay":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def update(self, event: dict) -> None:
+        print(event_line(event, self.max_steps), file=self.console.file, flush=True)
+        if event["event"] == "eval":
+            for src, ref, hyp in event.get("samples", [])[:2]:
+                print(f"  src: {src}\n  ref: {ref}\n  hyp: {hyp}", file=self.console.file, flush=True)
+
+
+class LiveDisplay:
+    """Steps with ETA, the latest numbers and the latest samples, redrawn in place."""
+
+    def __init__(self, console: Console, max_steps: int, start_step: int) -> None:
+        self.console = console
+        self.progress = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("ETA"), TimeRemainingColumn(), console=console)
+        self.task = self.progress.add_task("steps", total=max_steps, completed=start_step)
+        self.train: dict = {}
+        self.eval: dict = {}
+        self.live = Live(self._render(), console=console, refresh_per_second=4, transient=False)
+
+    def __enter__(self) -> "LiveDisplay":
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.live.__exit__(*exc)
+
+    def update(self, event: dict) -> None:
+        if event["event"] == "train":
+            self.train = event
+        else:
+            self.eval = event
+        self.progress.update(self.task, completed=event["step"])
+        self.live.update(self._render())
+
+    def _render(self) -> Group:
+        table = Table.grid(padding=(0, 2))
+        for _ in range(4):
+            table.add_column()
+        t, e = self.train, self.eval
+        table.add_row("epoch", str(t.get("epoch", 0) + 1), "loss", f"{t['loss']:.3f}" if t else "-")
+        table.add_row("lr", f"{t['lr']:.2e}" if t else "-", "tokens/s", f"{t['tokens_per_s']:,.0f}" if t else "-")
+        table.add_row("val BLEU", f"{e['bleu']:.2f}" if e else "-", "val chrF", f"{e['chrf']:.2f}" if e else "-")
+        table.add_row("val loss", f"{e['loss']:.3f}" if e else "-", "best step", str(e.get("best_step", "-")))
+        parts = [self.progress, table]
+        for src, _, hyp in e.get("samples", [])[:2]:
+            parts.append(f"[dim]{src}[/] → {hyp}")
+        return Group(*parts)
+
+
+def summary_table(state, run_dir: str, best: dict | None, tokens_per_s: float, model_note: str) -> Table:
+    table = Table(title="training finished", title_justify="left", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("stopped", state.stop_reason)
+    table.add_row("steps / epochs", f"{state.step} / {state.epoch + (1 if state.batch_in_epoch else 0)}")
+    table.add_row("time", f"{state.elapsed:.0f} s")
+    table.add_row("throughput", f"{tokens_per_s:,.0f} target tokens/s")
+    if best:
+        table.add_row("best step", str(best["step"]))
+        table.add_row("best val BLEU / chrF", f"{best['bleu']:.2f} / {best['chrf']:.2f}")
+        table.add_row("best val loss / ppl", f"{best['loss']:.3f} / {best['ppl']:.2f}")
+    table.add_row("model", f"{run_dir} ({model_note})")
+    return table

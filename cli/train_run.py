@@ -1,0 +1,268 @@
+"""A training run on disk: the run directory, the hooks fit() calls, resume, final model."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from data.batching import SplitBatches, load_split
+from data.errors import DataError
+from data.tokenizer import BOS_ID, EOS_ID, Tokenizers, decode
+from transformer.checkpoint import (CONFIG_FILE, MODEL_FILE, CheckpointError, atomic_write_text,
+                                    average_weights, list_checkpoints, load_checkpoint, save_checkpoint,
+                                    save_weights)
+from transformer.config import ModelConfig
+from transformer.decoding import greedy_search
+from transformer.model import Transformer
+from transformer.trainer import TrainConfig, TrainState, fit
+from transformer.training import evaluate_loss
+
+from cli.errors import UserError
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def check_prepared(data_dir: Path) -> dict:
+    manifest = data_dir / "prepare.json"
+    if not data_dir.is_dir():
+        raise UserError(f"{data_dir}: prepared data directory not found (run 'transformer-cli prepare')")
+    if not manifest.is_file() or not (data_dir / "dataset").is_dir():
+        raise UserError(f"{data_dir}: incomplete prepared data (needs prepare.json and dataset/ "
+                        "from 'transformer-cli prepare')")
+    try:
+        return json.loads(manifest.read_text())
+    except json.JSONDecodeError as e:
+        raise UserError(f"{manifest}: not valid JSON ({e})") from None
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class RunHooks:
+    """What fit() needs from the outside world: batches, validation, checkpoints and logs."""
+
+    def __init__(self, run_dir: Path, model: Transformer, optimizer, cfg: TrainConfig, toks: Tokenizers,
+                 train: SplitBatches, valid: SplitBatches, valid_refs: list[str], valid_src: list[str],
+                 device: torch.device, display, tensorboard=None) -> None:
+        self.run_dir, self.model, self.optimizer, self.cfg = run_dir, model, optimizer, cfg
+        self.toks, self.train, self.valid, self.device = toks, train, valid, device
+        self.display, self.tensorboard = display, tensorboard
+        n = valid.size
+        sample = cfg.eval_samples if 0 < cfg.eval_samples < n else n
+        self.sample_rows = np.sort(np.random.default_rng(0).choice(n, sample, replace=False))
+        self.refs = [valid_refs[i] for i in self.sample_rows]
+        self.srcs = [valid_src[i] for i in self.sample_rows]
+        self.best_eval: dict | None = None
+
+    def batches(self, epoch: int, start: int):
+        for b in self.train.epoch(self.cfg.seed, epoch, start):
+            yield b.to(self.device)
+
+    def translate_sample(self) -> list[str]:
+        hyps: dict[int, str] = {}
+        for batch in self.valid.rows_batches(self.sample_rows):
+            out = greedy_search(self.model, batch.src.to(self.device), BOS_ID, EOS_ID)
+            for row, h in zip(batch.index.tolist(), out):
+                ids = h.tokens[:-1] if h.tokens and h.tokens[-1] == EOS_ID else h.tokens
+                hyps[row] = decode(self.toks.tgt, ids)
+        return [hyps[int(r)] for r in self.sample_rows]
+
+    def evaluate(self, state: TrainState) -> dict:
+        import sacrebleu
+
+        loss, nll = evaluate_loss(self.model, (b.to(self.device) for b in self.valid.epoch(None)),
+                                  self.cfg.label_smoothing, self.cfg.precision)
+        hyps = self.translate_sample()
+        bleu = sacrebleu.corpus_bleu(hyps, [self.refs]).score
+        chrf = sacrebleu.corpus_chrf(hyps, [self.refs]).score
+        metrics = {"loss": loss, "nll": nll, "ppl": math.exp(min(nll, 50.0)), "bleu": bleu, "chrf": chrf}
+        metrics["score"] = -loss if self.cfg.metric == "loss" else metrics[self.cfg.metric]
+        metrics["samples"] = list(zip(self.srcs[:3], self.refs[:3], hyps[:3]))
+        return metrics
+
+    def checkpoint(self, state: TrainState, is_best: bool) -> None:
+        checkpoints = self.run_dir / "checkpoints"
+        save_checkpoint(checkpoints / f"step-{state.step:07d}", self.model, self.optimizer, asdict(state))
+        if is_best:
+            save_weights(self.model, self.run_dir / MODEL_FILE)
+        keep = {f"step-{state.best_step:07d}"}
+        existing = list_checkpoints(checkpoints)
+        keep |= {p.name for p in existing[-max(self.cfg.keep_last, self.cfg.average_last, 1):]}
+        for p in existing:
+            if p.name not in keep:
+                shutil.rmtree(p, ignore_errors=True)
+
+    def log(self, event: dict) -> None:
+        if event["event"] == "eval" and event["is_best"]:
+            self.best_eval = event
+        with open(self.run_dir / METRICS_FILE, "a") as f:
+            f.write(json.dumps({k: v for k, v in event.items() if k != "samples"}, ensure_ascii=False) + "\n")
+        if self.tensorboard is not None:
+            for k, v in event.items():
+                if isinstance(v, float):
+                    self.tensorboard.add_scalar(f"{event['event']}/{k}", v, event["step"])
+        self.display.update(event)
+
+
+def truncate_metrics(run_dir: Path, step: int) -> None:
+    """Drop log lines a killed run wrote after its last checkpoint (they will be written again)."""
+    path = run_dir / METRICS_FILE
+    if path.is_file():
+        lines = [l for l in path.read_text().splitlines() if l.strip() and json.loads(l)["step"] <= step]
+        atomic_write_text(path, "".join(l + "\n" for l in lines))
+
+
+def best_from_metrics(run_dir: Path) -> dict | None:
+    path = run_dir / METRICS_FILE
+    if not path.is_file():
+        return None
+    best = None
+    for line in path.read_text().splitlines():
+        event = json.loads(line)
+        if event["event"] == "eval" and event.get("is_best"):
+            best = event
+    return best
+
+
+def finish_model(run_dir: Path, cfg: TrainConfig, model: Transformer) -> str:
+    """The run's model.safetensors: the mean of the last N checkpoints, or the best one."""
+    checkpoints = list_checkpoints(run_dir / "checkpoints")
+    if cfg.average_last and checkpoints:
+        chosen = checkpoints[-cfg.average_last:]
+        averaged = average_weights([p / MODEL_FILE for p in chosen])
+        model.load_state_dict(averaged, strict=False)
+        save_weights(model, run_dir / MODEL_FILE)
+        return f"mean of the last {len(chosen)} checkpoints"
+    if not (run_dir / MODEL_FILE).is_file():
+        save_weights(model, run_dir / MODEL_FILE)
+        return "last weights"
+    return "best checkpoint"
+
+
+def plot_curves(run_dir: Path) -> Path | None:
+    """curves.png of training loss and validation BLEU (needs matplotlib, an optional dependency)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    events = [json.loads(l) for l in (run_dir / METRICS_FILE).read_text().splitlines() if l.strip()]
+    train = [e for e in events if e["event"] == "train"]
+    evals = [e for e in events if e["event"] == "eval"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    ax1.plot([e["step"] for e in train], [e["loss"] for e in train], label="train loss")
+    ax1.plot([e["step"] for e in evals], [e["loss"] for e in evals], "o-", label="validation loss")
+    ax1.set_xlabel("step")
+    ax1.legend()
+    ax2.plot([e["step"] for e in evals], [e["bleu"] for e in evals], "o-", label="validation BLEU")
+    ax2.plot([e["step"] for e in evals], [e["chrf"] for e in evals], "s-", label="validation chrF")
+    ax2.set_xlabel("step")
+    ax2.legend()
+    fig.tight_layout()
+    path = run_dir / "curves.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+class StopFlag:
+    """First Ctrl-C asks fit() to checkpoint and stop after the current step; a second one aborts."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.previous = None
+
+    def __enter__(self) -> "StopFlag":
+        self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        signal.signal(signal.SIGINT, self.previous)
+
+    def __call__(self) -> bool:
+        return self.requested
+
+
+def build(model_config: ModelConfig, cfg: TrainConfig, device: torch.device):
+    torch.manual_seed(cfg.seed)
+    model = Transformer(model_config).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.0, betas=(cfg.beta1, cfg.beta2), eps=cfg.adam_eps)
+    return model, optimizer
+
+
+def resume_state(run_dir: Path, model, optimizer) -> TrainState:
+    checkpoints = list_checkpoints(run_dir / "checkpoints")
+    if not checkpoints:
+        return TrainState()
+    try:
+        state = TrainState(**load_checkpoint(checkpoints[-1], model, optimizer))
+    except (CheckpointError, TypeError) as e:
+        raise UserError(f"cannot resume from {checkpoints[-1]}: {e}") from None
+    state.stop_reason = ""
+    truncate_metrics(run_dir, state.step)
+    return state
+
+
+def load_training_data(data_dir: Path, cfg: TrainConfig) -> tuple[SplitBatches, SplitBatches, list, list]:
+    try:
+        train = SplitBatches(load_split(data_dir, "train"), cfg.max_tokens)
+        valid_ds = load_split(data_dir, "validation")
+        valid = SplitBatches(valid_ds, cfg.max_tokens)
+    except DataError as e:
+        raise UserError(str(e)) from None
+    return train, valid, valid_ds["tgt"], valid_ds["src"]
+
+
+def open_tensorboard(run_dir: Path, enabled: bool, warn):
+    if not enabled:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        warn("--tensorboard needs the tensorboard package (pip install tensorboard); not logging there")
+        return None
+    return SummaryWriter(str(run_dir / "tensorboard"))
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    text = str(e).lower()
+    return isinstance(e, torch.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
+
+
+def write_run_config(run_dir: Path, model_config: ModelConfig, cfg: TrainConfig, data: dict, preset: str) -> None:
+    from cli.main import package_version
+
+    config = {"model": model_config.to_dict(), "training": cfg.to_dict(), "data": data, "preset": preset,
+              "versions": {"transformer-cli": package_version(), "torch": torch.__version__}}
+    atomic_write_text(run_dir / CONFIG_FILE, json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+
+
+def threads(n: int) -> None:
+    if n:
+        torch.set_num_threads(n)
+        os.environ.setdefault("OMP_NUM_THREADS", str(n))
+
+
+__all__ = ["RunHooks", "StopFlag", "build", "check_prepared", "finish_model", "fit", "load_training_data",
+           "open_tensorboard", "pick_device", "plot_curves", "resume_state", "write_run_config",
+           "best_from_metrics", "is_out_of_memory", "threads"]

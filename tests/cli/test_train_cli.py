@@ -1,0 +1,119 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from tests_shared import assert_one_line_error
+
+REPO = Path(__file__).resolve().parents[2]
+SMALL = ["--preset", "tiny", "--d-model", "32", "--heads", "2", "--d-ff", "64", "--layers", "1",
+         "--eval-samples", "8", "--threads", "1", "--max-tokens", "400", "--warmup", "20"]
+
+
+def train_args(data, out, *extra):
+    return ["train", "--data", data, "--out", out, *SMALL, *extra]
+
+
+def test_train_writes_a_self_contained_run(cli, demo_data, tmp_path):
+    run = tmp_path / "run"
+    result = cli(*train_args(demo_data, run, "--max-steps", "6", "--eval-every", "3", "--log-every", "2"))
+    assert result.exit_code == 0, result.output
+    assert {"config.json", "tokenizer.json", "model.safetensors", "metrics.jsonl", "checkpoints"} <= {
+        p.name for p in run.iterdir()}
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"]["d_model"] == 32 and config["training"]["max_steps"] == 6
+    events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in events if e["event"] == "eval"] == [3, 6]
+    assert {"bleu", "chrf", "loss", "ppl"} <= set(events[-1])
+    # not a terminal: plain log lines, then the summary
+    assert "step 2/6" in result.stdout and "eval step 6" in result.stdout and "training finished" in result.stdout
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-0000003", "step-0000006"]
+
+
+def run_cli(*args, **kwargs):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "cli.main", *map(str, args)], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def wait_for(path: Path, proc, timeout=120.0):
+    t0 = time.time()
+    while not path.exists():
+        assert proc.poll() is None, f"finished before {path.name} appeared: {proc.communicate()}"
+        assert time.time() - t0 < timeout
+        time.sleep(0.02)
+
+
+def test_killed_and_resumed_run_is_bitwise_identical(demo_data, tmp_path):
+    args = ["--max-steps", "24", "--eval-every", "4", "--log-every", "4", "--keep-last", "10"]
+    full = run_cli(*train_args(demo_data, tmp_path / "full", *args))
+    assert full.wait() == 0, full.communicate()
+    killed = run_cli(*train_args(demo_data, tmp_path / "killed", *args))
+    wait_for(tmp_path / "killed" / "checkpoints" / "step-0000008", killed)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    resumed = run_cli("train", "--resume", tmp_path / "killed")
+    out, err = resumed.communicate()
+    assert resumed.returncode == 0, err
+    assert "resuming" in err
+    for name in ("checkpoints/step-0000024/model.safetensors", "model.safetensors"):
+        a, b = load_file(tmp_path / "full" / name), load_file(tmp_path / "killed" / name)
+        assert a.keys() == b.keys()
+        assert all((a[k] == b[k]).all() for k in a), name
+    steps = [json.loads(l)["step"] for l in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()
+             if json.loads(l)["event"] == "eval"]
+    assert steps == [4, 8, 12, 16, 20, 24]
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(demo_data, tmp_path):
+    proc = run_cli(*train_args(demo_data, tmp_path / "run", "--max-steps", "100000", "--eval-every", "5"))
+    wait_for(tmp_path / "run" / "checkpoints" / "step-0000005", proc)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "--resume" in err
+    steps = [int(p.name.split("-")[1]) for p in (tmp_path / "run" / "checkpoints").iterdir()]
+    assert max(steps) > 5, "a checkpoint was saved at the step where it stopped"
+
+
+def test_train_errors(cli, demo_data, tmp_path):
+    assert_one_line_error(cli("train", "--data", tmp_path / "nope", "--out", tmp_path / "r"), "not found")
+    (tmp_path / "half").mkdir()
+    assert_one_line_error(cli("train", "--data", tmp_path / "half", "--out", tmp_path / "r"), "incomplete")
+    assert_one_line_error(cli("train", "--data", demo_data, "--out", tmp_path / "r", "--preset", "huge"),
+                          "unknown preset 'huge'", "tiny")
+    assert_one_line_error(cli(*train_args(demo_data, tmp_path / "r", "--heads", "5")), "divisible")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[training]\nlearning_speed = 3\n")
+    assert_one_line_error(cli("train", "--data", demo_data, "--out", tmp_path / "r", "--config", bad),
+                          "unknown [training] keys: learning_speed")
+    assert_one_line_error(cli(*train_args(demo_data, tmp_path / "r", "--max-tokens", "4")), "--max-tokens 4")
+    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
+
+
+def test_config_file_and_resume_mismatch(cli, demo_data, tmp_path):
+    conf = tmp_path / "c.toml"
+    conf.write_text('preset = "tiny"\n[model]\nd_model = 32\nn_heads = 2\nd_ff = 64\nn_encoder_layers = 1\n'
+                    'n_decoder_layers = 1\n[training]\nmax_steps = 2\neval_every = 2\neval_samples = 4\n')
+    run = tmp_path / "run"
+    result = cli("train", "--data", demo_data, "--out", run, "--config", conf, "--threads", "1")
+    assert result.exit_code == 0, result.output
+    assert json.loads((run / "config.json").read_text())["model"]["d_model"] == 32
+    before = (run / "checkpoints" / "step-0000002" / "model.safetensors").read_bytes()
+    assert_one_line_error(cli("train", "--resume", run, "--d-model", "64"), "cannot resume", "d_model")
+    assert_one_line_error(cli("train", "--resume", run, "--label-smoothing", "0.2"), "cannot resume")
+    other = tmp_path / "other"
+    from data.prepare import PrepareOptions, prepare
+
+    prepare(PrepareOptions("demo", "en", "ko", vocab_size=300), other)
+    assert_one_line_error(cli("train", "--resume", run, "--data", other), "tokenizer")
+    assert (run / "checkpoints" / "step-0000002" / "model.safetensors").read_bytes() == before
+    extended = cli("train", "--resume", run, "--max-steps", "4")
+    assert extended.exit_code == 0, extended.output
+    assert (run / "checkpoints" / "step-0000004").is_dir()

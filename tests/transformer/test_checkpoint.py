@@ -1,0 +1,72 @@
+import dataclasses
+import random
+
+import pytest
+import torch
+
+from transformer import ModelConfig, Transformer
+from transformer import checkpoint as ck
+
+
+def make(cfg):
+    torch.manual_seed(0)
+    return Transformer(cfg)
+
+
+def test_weights_round_trip_with_tied_embeddings(tiny_config, tmp_path):
+    cfg = dataclasses.replace(tiny_config, tgt_vocab_size=23, share_embeddings=True)
+    a, b = make(cfg), Transformer(cfg)
+    ck.save_weights(a, tmp_path / "m.safetensors")
+    ck.load_weights(b, tmp_path / "m.safetensors")
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(p, q), name
+    assert b.generator.weight is b.tgt_embed.weight is b.src_embed.weight
+
+
+def test_refuses_foreign_and_corrupt_weights(tiny_config, tmp_path):
+    ck.save_weights(make(tiny_config), tmp_path / "m.safetensors")
+    bigger = Transformer(dataclasses.replace(tiny_config, d_model=64))
+    with pytest.raises(ck.CheckpointError, match="shape"):
+        ck.load_weights(bigger, tmp_path / "m.safetensors")
+    deeper = Transformer(dataclasses.replace(tiny_config, n_encoder_layers=3))
+    with pytest.raises(ck.CheckpointError, match="do not belong to this model"):
+        ck.load_weights(deeper, tmp_path / "m.safetensors")
+    (tmp_path / "bad.safetensors").write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(ck.CheckpointError, match="not a readable safetensors file"):
+        ck.load_weights(make(tiny_config), tmp_path / "bad.safetensors")
+
+
+def test_checkpoint_restores_optimizer_and_rngs(tiny_config, tmp_path):
+    model = make(tiny_config)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    src, tgt = torch.randint(1, 19, (2, 5)), torch.randint(1, 19, (2, 4))
+    model(src, tgt)[0].sum().backward()
+    opt.step()
+    ck.save_checkpoint(tmp_path / "step-0000001", model, opt, {"step": 1})
+    expected = (torch.rand(3), random.random())
+    model2 = Transformer(tiny_config)
+    opt2 = torch.optim.Adam(model2.parameters(), lr=1e-3)
+    state = ck.load_checkpoint(tmp_path / "step-0000001", model2, opt2)
+    assert state == {"step": 1}
+    assert torch.equal(torch.rand(3), expected[0]) and random.random() == expected[1]
+    for k, v in opt.state_dict()["state"].items():
+        for name, t in v.items():
+            assert torch.equal(t, opt2.state_dict()["state"][k][name])
+
+
+def test_crash_during_save_leaves_previous_checkpoint(tiny_config, tmp_path, monkeypatch):
+    model = make(tiny_config)
+    opt = torch.optim.Adam(model.parameters())
+    ck.save_checkpoint(tmp_path / "step-0000001", model, opt, {"step": 1})
+    before = (tmp_path / "step-0000001" / "model.safetensors").read_bytes()
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ck, "save_file", boom)
+    with pytest.raises(OSError):
+        ck.save_checkpoint(tmp_path / "step-0000002", model, opt, {"step": 2})
+    with pytest.raises(OSError):
+        ck.save_checkpoint(tmp_path / "step-0000001", model, opt, {"step": 1})
+    assert [p.name for p in ck.list_checkpoints(tmp_path)] == ["step-0000001"]
+    assert (tmp_path / "step-0000001" / "model.safetensors").read_bytes() == before

@@ -1,0 +1,92 @@
+import math
+
+import pytest
+import torch
+
+from transformer import ModelConfig, Transformer
+from transformer.trainer import TrainConfig
+from transformer.training import (inverse_sqrt_lr, label_smoothed_nll, learning_rate, noam_lr, train_step)
+
+
+def test_noam_schedule_formula():
+    d_model, warmup = 512, 4000
+    for step in (1, 10, 100, 3999, 4000, 4001, 10000, 100000):
+        expected = d_model**-0.5 * min(step**-0.5, step * warmup**-1.5)
+        assert noam_lr(step, d_model, warmup) == pytest.approx(expected, rel=1e-12)
+    assert noam_lr(2000, d_model, warmup, factor=2.0) == pytest.approx(2 * noam_lr(2000, d_model, warmup))
+    rates = [noam_lr(s, d_model, warmup) for s in range(1, 20000, 50)]
+    peak = max(range(len(rates)), key=rates.__getitem__)
+    assert abs((1 + 50 * peak) - warmup) <= 50, "the peak is at the end of warm-up"
+
+
+def test_inverse_sqrt_and_constant():
+    assert inverse_sqrt_lr(50, 1e-3, 100) == pytest.approx(5e-4)
+    assert inverse_sqrt_lr(100, 1e-3, 100) == pytest.approx(1e-3)
+    assert inverse_sqrt_lr(400, 1e-3, 100) == pytest.approx(5e-4)
+    assert learning_rate(7, "constant", 512, 100, 1.0, 3e-4) == 3e-4
+    with pytest.raises(ValueError):
+        learning_rate(1, "cosine", 512, 100, 1.0, 1e-3)
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1, 0.3])
+def test_label_smoothing_against_definition(eps):
+    vocab, pad = 7, 0
+    logits = torch.randn(2, 5, vocab, dtype=torch.float64)
+    target = torch.randint(1, vocab, (2, 5))
+    target[1, 3:] = pad
+    loss, nll = label_smoothed_nll(logits, target, eps, pad)
+    expected_loss = expected_nll = 0.0
+    for b in range(2):
+        for t in range(5):
+            if target[b, t] == pad:
+                continue
+            p = torch.softmax(logits[b, t], -1)
+            q = torch.full((vocab,), eps / vocab, dtype=torch.float64)
+            q[target[b, t]] += 1 - eps
+            expected_loss += -(q * p.log()).sum().item()
+            expected_nll += -p[target[b, t]].log().item()
+    assert loss.item() == pytest.approx(expected_loss, rel=1e-6)
+    assert nll.item() == pytest.approx(expected_nll, rel=1e-6)
+
+
+class B:
+    def __init__(self, src, tgt_in, tgt_out):
+        self.src, self.tgt_in, self.tgt_out = src, tgt_in, tgt_out
+
+    @property
+    def n_tokens(self):
+        return int((self.tgt_out != 0).sum())
+
+
+def test_accumulation_equals_one_big_batch():
+    cfg = ModelConfig(src_vocab_size=20, tgt_vocab_size=20, d_model=16, n_heads=2, d_ff=32,
+                      n_encoder_layers=1, n_decoder_layers=1, dropout=0.0)
+    src = torch.randint(1, 20, (4, 6))
+    tgt = torch.randint(1, 20, (4, 6))
+    tgt[2, 4:] = 0
+    big = B(src, tgt, tgt)
+    halves = [B(src[:2], tgt[:2], tgt[:2]), B(src[2:], tgt[2:], tgt[2:])]
+    models = []
+    for batches in ([big], halves):
+        torch.manual_seed(0)
+        model = Transformer(cfg).double()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        train_step(model, opt, batches, 0.1, 0.1, 0.0)
+        models.append(model)
+    for p, q in zip(models[0].parameters(), models[1].parameters()):
+        torch.testing.assert_close(p, q)
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"max_tokens": 0}, "max_tokens"), ({"schedule": "cosine"}, "schedule"), ({"metric": "ter"}, "metric"),
+    ({"label_smoothing": 1.0}, "label_smoothing"), ({"precision": "fp8"}, "precision"),
+])
+def test_train_config_rejects_impossible_values(kwargs, words):
+    with pytest.raises(ValueError, match=words):
+        TrainConfig(**kwargs)
+
+
+def test_train_config_unknown_keys():
+    with pytest.raises(ValueError, match="unknown training keys: speed"):
+        TrainConfig.from_dict({"speed": 3})
+    assert TrainConfig.from_dict(TrainConfig().to_dict()) == TrainConfig()

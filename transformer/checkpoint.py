@@ -1,0 +1,171 @@
+"""Weights and training state on disk: safetensors + JSON only (nothing is unpickled), atomic writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file, save_model
+
+from transformer.config import ModelConfig
+from transformer.model import Transformer
+
+MODEL_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+
+
+class CheckpointError(ValueError):
+    """A weights file or run directory that cannot be used; the message names the file."""
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def save_weights(model: Transformer, path: Path) -> None:
+    """model.safetensors, written beside and renamed over (tied weights stored once)."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    save_model(model, str(tmp))
+    os.replace(tmp, path)
+
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: file not found")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({str(e)[:100]})") from None
+
+
+def load_weights(model: Transformer, path: Path) -> None:
+    """Load weights into `model`, refusing a file made for another architecture."""
+    tensors = read_tensors(path)
+    own = model.state_dict()
+    missing = [k for k in own if k not in tensors and not _tied_alias(model, k, tensors)]
+    unexpected = [k for k in tensors if k not in own]
+    if missing or unexpected:
+        what = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+        raise CheckpointError(f"{path}: weights do not belong to this model ({what})")
+    for k, v in tensors.items():
+        if own[k].shape != v.shape:
+            raise CheckpointError(f"{path}: {k} has shape {tuple(v.shape)}, the config says {tuple(own[k].shape)}")
+    model.load_state_dict(tensors, strict=False)
+
+
+def _tied_alias(model: Transformer, name: str, tensors: dict) -> bool:
+    """True when `name` shares storage with a parameter that is in `tensors`."""
+    params = dict(model.named_parameters(remove_duplicate=False))
+    if name not in params:
+        return False
+    return any(params[other] is params[name] for other in tensors if other in params)
+
+
+def read_config(run_dir: Path) -> dict:
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{run_dir}: no {CONFIG_FILE} (is this a model directory from 'train'?)")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e})") from None
+
+
+def load_model(run_dir: Path, device: str | torch.device = "cpu") -> Transformer:
+    """A model directory (config.json + model.safetensors) -> the model, in eval mode."""
+    config = read_config(run_dir)
+    try:
+        model_config = ModelConfig.from_dict(config["model"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{run_dir / CONFIG_FILE}: bad model configuration ({e})") from None
+    model = Transformer(model_config)
+    load_weights(model, run_dir / MODEL_FILE)
+    return model.to(device).eval()
+
+
+def average_weights(paths: list[Path]) -> dict[str, torch.Tensor]:
+    """Element-wise mean of several weight files (checkpoint averaging)."""
+    total: dict[str, torch.Tensor] = {}
+    for p in paths:
+        for k, v in read_tensors(p).items():
+            total[k] = total.get(k, 0) + v.double()
+    return {k: (v / len(paths)).float() for k, v in total.items()}
+
+
+# ---- full training checkpoints -----------------------------------------------------------------
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    sd = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for pid, state in sd["state"].items():
+        for key, value in state.items():
+            if torch.is_tensor(value):
+                tensors[f"{pid}.{key}"] = value.contiguous()
+            else:
+                scalars[f"{pid}.{key}"] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _optimizer_state(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state: dict[int, dict] = {}
+    for name, value in list(tensors.items()) + list(meta["scalars"].items()):
+        pid, key = name.split(".", 1)
+        state.setdefault(int(pid), {})[key] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def save_checkpoint(directory: Path, model: Transformer, optimizer: torch.optim.Optimizer,
+                    state: dict) -> None:
+    """checkpoints/step-N/: weights, optimizer, every RNG, and `state` (JSON). Written to a hidden
+    directory and renamed, so a kill at any instant leaves the previous checkpoints intact."""
+    tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_model(model, str(tmp / MODEL_FILE))
+    opt_tensors, opt_meta = _optimizer_tensors(optimizer)
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng.update({f"cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+    save_file(rng, str(tmp / "rng.safetensors"))
+    py_state = random.getstate()
+    meta = {"state": state, "optimizer": opt_meta,
+            "python_random": [py_state[0], list(py_state[1]), py_state[2]]}
+    (tmp / "state.json").write_text(json.dumps(meta, indent=1))
+    if directory.exists():
+        shutil.rmtree(directory)
+    os.replace(tmp, directory)
+
+
+def load_checkpoint(directory: Path, model: Transformer, optimizer: torch.optim.Optimizer) -> dict:
+    """Restore weights, optimizer and RNGs from save_checkpoint's directory; returns its `state`."""
+    load_weights(model, directory / MODEL_FILE)
+    try:
+        meta = json.loads((directory / "state.json").read_text())
+        optimizer.load_state_dict(_optimizer_state(read_tensors(directory / "optimizer.safetensors"),
+                                                   meta["optimizer"]))
+    except (OSError, KeyError, ValueError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{directory}: incomplete or corrupt checkpoint ({str(e)[:100]})") from None
+    rng = read_tensors(directory / "rng.safetensors")
+    torch.set_rng_state(rng["torch"])
+    if torch.cuda.is_available() and "cuda.0" in rng:
+        torch.cuda.set_rng_state_all([rng[f"cuda.{i}"] for i in range(torch.cuda.device_count())])
+    version, internal, gauss = meta["python_random"]
+    random.setstate((version, tuple(internal), gauss))
+    return meta["state"]
+
+
+def list_checkpoints(checkpoints: Path) -> list[Path]:
+    """Complete checkpoints, oldest first (hidden temporary directories are ignored)."""
+    if not checkpoints.is_dir():
+        return []
+    found = [p for p in checkpoints.iterdir() if p.is_dir() and p.name.startswith("step-")
+             and (p / "state.json").is_file()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))

@@ -1,0 +1,34 @@
+"""Named model sizes and the training defaults that go with them."""
+
+from __future__ import annotations
+
+PRESETS: dict[str, dict[str, dict]] = {
+    # learns the demo corpus in a couple of minutes on 2 CPU cores
+    "tiny": {
+        "model": {"d_model": 128, "n_heads": 4, "d_ff": 512, "n_encoder_layers": 2, "n_decoder_layers": 2,
+                  "dropout": 0.1, "max_len": 256},
+        "training": {"max_tokens": 2048, "warmup": 400, "lr_factor": 0.7, "eval_every": 200,
+                     "max_steps": 800, "eval_samples": 200, "log_every": 25},
+    },
+    # Multi30k-sized
+    "small": {
+        "model": {"d_model": 256, "n_heads": 8, "d_ff": 1024, "n_encoder_layers": 3, "n_decoder_layers": 3,
+                  "dropout": 0.1, "max_len": 512},
+        "training": {"max_tokens": 4096, "warmup": 4000, "lr_factor": 1.0, "eval_every": 1000,
+                     "max_steps": 30000},
+    },
+    # the paper's base model
+    "base": {
+        "model": {"d_model": 512, "n_heads": 8, "d_ff": 2048, "n_encoder_layers": 6, "n_decoder_layers": 6,
+                  "dropout": 0.1, "max_len": 1024},
+        "training": {"max_tokens": 25000, "warmup": 4000, "lr_factor": 1.0, "eval_every": 2000,
+                     "max_steps": 100000},
+    },
+    # the paper's big model
+    "big": {
+        "model": {"d_model": 1024, "n_heads": 16, "d_ff": 4096, "n_encoder_layers": 6, "n_decoder_layers": 6,
+                  "dropout": 0.3, "max_len": 1024},
+        "training": {"max_tokens": 25000, "warmup": 4000, "lr_factor": 1.0, "eval_every": 2000,
+                     "max_steps": 300000},
+    },
+}

@@ -1,0 +1,163 @@
+"""fit(): a loop over train_step() with evaluation, checkpoints and stopping rules; state in TrainState."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator, Protocol
+
+import torch
+
+from transformer.model import Transformer
+from transformer.training import BatchLike, learning_rate, train_step
+
+METRICS = ("bleu", "chrf", "loss")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    max_tokens: int = 4096  # tokens per batch (padded size of the wider side)
+    accumulate: int = 1  # batches per optimizer step
+    label_smoothing: float = 0.1  # epsilon_ls
+    schedule: str = "noam"  # noam | inverse_sqrt | constant
+    lr_factor: float = 1.0  # noam: factor * d_model^-0.5 * min(step^-0.5, step * warmup^-1.5)
+    lr: float = 5e-4  # peak rate for inverse_sqrt and constant
+    warmup: int = 4000  # warm-up steps
+    beta1: float = 0.9  # Adam beta_1
+    beta2: float = 0.98  # Adam beta_2
+    adam_eps: float = 1e-9  # Adam epsilon
+    clip_norm: float = 1.0  # gradient clipping by global norm; 0 = off
+    precision: str = "fp32"  # fp32 | bf16 (autocast)
+    device: str = "auto"  # auto | cpu | cuda
+    threads: int = 0  # torch intra-op threads; 0 = torch's default
+    seed: int = 1  # model init, dropout and batch order
+    eval_every: int = 1000  # steps between validations (and checkpoints)
+    eval_samples: int = 500  # validation sentences translated for BLEU/chrF; 0 = all
+    log_every: int = 50  # steps between log lines
+    keep_last: int = 3  # checkpoints kept besides the best
+    metric: str = "bleu"  # bleu | chrf | loss: what selects the best checkpoint
+    patience: int = 0  # stop after this many validations without improvement; 0 = never
+    average_last: int = 0  # final model = mean of the last N checkpoints; 0 = the best checkpoint
+    max_steps: int = 100000  # stop after this many updates
+    max_epochs: int = 0  # stop after this many epochs; 0 = no limit
+    max_time: float = 0.0  # stop after this many seconds of training; 0 = no limit
+    tensorboard: bool = False  # also log to RUN/tensorboard
+
+    def __post_init__(self) -> None:
+        positive = ("max_tokens", "accumulate", "warmup", "eval_every", "log_every", "max_steps")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("threads", "eval_samples", "keep_last", "patience", "average_last", "max_epochs",
+                     "max_time", "clip_norm"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.lr <= 0 or self.lr_factor <= 0:
+            raise ValueError("lr and lr_factor must be > 0")
+        choices = {"schedule": ("noam", "inverse_sqrt", "constant"), "precision": ("fp32", "bf16"),
+                   "device": ("auto", "cpu", "cuda"), "metric": METRICS}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown training keys: {', '.join(unknown)}")
+        return cls(**d)
+
+
+@dataclass
+class TrainState:
+    step: int = 0  # optimizer updates done
+    epoch: int = 0  # current epoch (0-based)
+    batch_in_epoch: int = 0  # batches of the current epoch already consumed
+    tokens: int = 0  # target tokens trained on
+    elapsed: float = 0.0  # seconds of training, summed over resumes
+    best_score: float | None = None  # higher is better (the negated loss when the metric is loss)
+    best_step: int = 0
+    evals_without_improvement: int = 0
+    last_eval_step: int = 0
+    stop_reason: str = ""
+
+
+class Hooks(Protocol):
+    def batches(self, epoch: int, start: int) -> Iterator[BatchLike]: ...
+    def evaluate(self, state: TrainState) -> dict: ...  # must hold "score", higher is better
+    def checkpoint(self, state: TrainState, is_best: bool) -> None: ...
+    def log(self, event: dict) -> None: ...
+
+
+def _validate(model, hooks: Hooks, state: TrainState, cfg: TrainConfig) -> None:
+    metrics = hooks.evaluate(state)
+    score = metrics["score"]
+    is_best = state.best_score is None or score > state.best_score
+    if is_best:
+        state.best_score, state.best_step, state.evals_without_improvement = score, state.step, 0
+    else:
+        state.evals_without_improvement += 1
+    state.last_eval_step = state.step
+    hooks.log({"event": "eval", "step": state.step, "epoch": state.epoch, "best_step": state.best_step,
+               "is_best": is_best, **metrics})
+    hooks.checkpoint(state, is_best)
+
+
+def fit(model: Transformer, optimizer: torch.optim.Optimizer, cfg: TrainConfig, state: TrainState,
+        hooks: Hooks, should_stop: Callable[[], bool] = lambda: False) -> TrainState:
+    """Train until max_steps / max_epochs / max_time / patience, or should_stop() (Ctrl-C)."""
+    d_model = model.config.d_model
+    started = time.perf_counter() - state.elapsed
+    window_tokens, window_start = 0, time.perf_counter()
+    while not state.stop_reason:
+        group: list[BatchLike] = []
+        for batch in hooks.batches(state.epoch, state.batch_in_epoch):
+            group.append(batch)
+            if len(group) < cfg.accumulate:
+                continue
+            lr = learning_rate(state.step + 1, cfg.schedule, d_model, cfg.warmup, cfg.lr_factor, cfg.lr)
+            stats = train_step(model, optimizer, group, lr, cfg.label_smoothing, cfg.clip_norm, cfg.precision)
+            state.step += 1
+            state.batch_in_epoch += len(group)
+            state.tokens += stats.tokens
+            state.elapsed = time.perf_counter() - started
+            window_tokens += stats.tokens
+            group = []
+            if state.step % cfg.log_every == 0:
+                now = time.perf_counter()
+                hooks.log({"event": "train", "step": state.step, "epoch": state.epoch, "loss": stats.loss,
+                           "nll": stats.nll, "lr": lr, "grad_norm": stats.grad_norm,
+                           "tokens_per_s": window_tokens / max(now - window_start, 1e-9),
+                           "elapsed": state.elapsed})
+                window_tokens, window_start = 0, now
+            if state.step % cfg.eval_every == 0:
+                _validate(model, hooks, state, cfg)
+                if cfg.patience and state.evals_without_improvement >= cfg.patience:
+                    state.stop_reason = f"no improvement in {cfg.patience} validations"
+            if not state.stop_reason:
+                if state.step >= cfg.max_steps:
+                    state.stop_reason = f"max steps ({cfg.max_steps})"
+                elif cfg.max_time and state.elapsed >= cfg.max_time:
+                    state.stop_reason = f"max time ({cfg.max_time:g} s)"
+                elif should_stop():
+                    state.stop_reason = "interrupted"
+            if state.stop_reason:
+                break
+        else:  # the epoch ran out (a last partial accumulation group is dropped)
+            state.epoch += 1
+            state.batch_in_epoch = 0
+            if cfg.max_epochs and state.epoch >= cfg.max_epochs:
+                state.stop_reason = f"max epochs ({cfg.max_epochs})"
+            elif should_stop():
+                state.stop_reason = "interrupted"
+    if state.last_eval_step != state.step and state.stop_reason != "interrupted":
+        _validate(model, hooks, state, cfg)
+    elif state.stop_reason == "interrupted":
+        hooks.checkpoint(state, False)
+    return state
