@@ -1,14 +1,153 @@
-"""`transformer-cli translate` (not implemented yet)."""
+"""`transformer-cli translate`: lines in (stdin or files), translations out, one per line, in order."""
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
 import typer
 
-from cli.errors import fail
+from cli.errors import UserError, fail
+
+O = typer.Option
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("translate", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-    def command() -> None:
-        """Not implemented yet."""
-        fail("'translate' is not implemented yet")
+    @app.command("translate")
+    def translate_cli(
+        model: Path = O(..., "--model", "-m", help="Run directory from 'train'."),
+        inputs: Optional[List[Path]] = O(None, "--input", "-i", help="Input file (repeatable); default stdin."),
+        output: Optional[Path] = O(None, "--output", "-o", help="Output file; default stdout."),
+        beam_size: int = O(5, "--beam-size", "-b", help="1 = greedy."),
+        length_penalty: float = O(0.6, "--length-penalty", help="GNMT alpha: score = log P / ((5+|Y|)/6)^alpha."),
+        max_len_a: float = O(1.5, "--max-len-a", help="Output length limit a * source length + b."),
+        max_len_b: int = O(10, "--max-len-b"),
+        n_best: int = O(1, "--n-best", help="Hypotheses per sentence (jsonl output)."),
+        batch_tokens: int = O(4000, "--batch-tokens", help="Source tokens per batch."),
+        buffer_lines: int = O(256, "--buffer-lines", help="Lines read before translating (less if input pauses)."),
+        scores: bool = O(False, "--scores", help="Print score<TAB>translation."),
+        fmt: str = O("text", "--format", help="text | jsonl (tokens, log-probs, n-best, alignment)."),
+        reference: Optional[Path] = O(None, "--reference", help="Print BLEU/chrF against this file on stderr."),
+        device: str = O("cpu", "--device", help="cpu | cuda | auto"),
+        threads: int = O(0, "--threads", help="Torch threads (0 = default)."),
+        precision: str = O("fp32", "--precision", help="fp32 | bf16"),
+    ) -> None:
+        """Translate lines from stdin (or --input files) to stdout, one output line per input line."""
+        try:
+            run(model, inputs or [], output, beam_size, length_penalty, max_len_a, max_len_b, n_best,
+                batch_tokens, buffer_lines, scores, fmt, reference, device, threads, precision)
+        except UserError as e:
+            fail(str(e))
+
+
+def check_flags(beam_size: int, n_best: int, fmt: str, batch_tokens: int, buffer_lines: int, device: str,
+                precision: str, inputs: list[Path], reference: Path | None, scores: bool) -> None:
+    if beam_size < 1:
+        raise UserError(f"--beam-size must be >= 1, got {beam_size}")
+    if not 1 <= n_best <= beam_size:
+        raise UserError(f"--n-best {n_best} must be between 1 and --beam-size {beam_size}")
+    if fmt not in ("text", "jsonl"):
+        raise UserError(f"--format must be text or jsonl, got {fmt!r}")
+    if n_best > 1 and fmt != "jsonl":
+        raise UserError("--n-best > 1 needs --format jsonl (text output keeps one line per input line)")
+    if scores and fmt == "jsonl":
+        raise UserError("--scores is for text output; jsonl always has the scores")
+    if batch_tokens < 1 or buffer_lines < 1:
+        raise UserError("--batch-tokens and --buffer-lines must be >= 1")
+    if device not in ("cpu", "cuda", "auto"):
+        raise UserError(f"--device must be cpu, cuda or auto, got {device!r}")
+    if precision not in ("fp32", "bf16"):
+        raise UserError(f"--precision must be fp32 or bf16, got {precision!r}")
+    for path in [*inputs, *([reference] if reference else [])]:
+        if not path.is_file():
+            raise UserError(f"{path}: input file not found")
+
+
+def run(model_dir: Path, inputs: list[Path], output: Path | None, beam_size: int, alpha: float,
+        max_len_a: float, max_len_b: int, n_best: int, batch_tokens: int, buffer_lines: int, scores: bool,
+        fmt: str, reference: Path | None, device: str, threads: int, precision: str) -> None:
+    check_flags(beam_size, n_best, fmt, batch_tokens, buffer_lines, device, precision, inputs, reference, scores)
+    import torch
+
+    from cli.translator import load_translator
+    from data.textfiles import decode_line, read_chunks
+
+    if threads:
+        torch.set_num_threads(threads)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available")
+    translator = load_translator(model_dir, device, precision)
+    interactive = not inputs and sys.stdin.isatty()
+    out = open(output, "w", encoding="utf-8") if output else sys.stdout
+    invalid = total = 0
+    hypotheses: list[str] = []
+    try:
+        for chunk in chunks(inputs, buffer_lines, interactive, read_chunks):
+            decoded = [decode_line(raw) for raw in chunk]
+            invalid += sum(bad for _, bad in decoded)
+            texts = [t for t, _ in decoded]
+            results = translator.translate(texts, beam_size, n_best, alpha, max_len_a, max_len_b, batch_tokens)
+            for text, r in zip(texts, results):
+                out.write(format_line(text, r, fmt, scores, translator) + "\n")
+                if reference:
+                    hypotheses.append(r.text)
+            out.flush()
+            total += len(texts)
+    finally:
+        if output:
+            out.close()
+    warn = lambda m: print(f"warning: {m}", file=sys.stderr)  # noqa: E731
+    if translator.truncated:
+        warn(f"{translator.truncated} line(s) longer than {translator.max_src_tokens} tokens were truncated")
+    if invalid:
+        warn(f"{invalid} line(s) were not valid UTF-8; invalid bytes were replaced with U+FFFD")
+    if reference:
+        print(score_against(reference, hypotheses), file=sys.stderr)
+
+
+def chunks(inputs: list[Path], buffer_lines: int, interactive: bool, read_chunks):
+    if interactive:
+        while True:
+            print("> ", end="", file=sys.stderr, flush=True)
+            line = sys.stdin.buffer.readline()
+            if not line:
+                return
+            yield [line]
+    if not inputs:
+        yield from read_chunks(sys.stdin.buffer, buffer_lines)
+        return
+    for path in inputs:
+        with open(path, "rb") as f:
+            yield from read_chunks(f, buffer_lines)
+
+
+def format_line(source: str, r, fmt: str, scores: bool, translator) -> str:
+    if fmt == "jsonl":
+        return json.dumps({
+            "source": source, "translation": r.text, "score": r.score, "tokens": r.tokens,
+            "token_logprobs": r.token_logprobs,
+            "nbest": [{"translation": t, "score": s} for t, s in r.nbest],
+            "alignment": translator.alignment(source, r),
+        }, ensure_ascii=False)
+    return f"{r.score:.4f}\t{r.text}" if scores else r.text
+
+
+def score_against(reference: Path, hypotheses: list[str]) -> str:
+    import sacrebleu
+
+    from data.errors import DataError
+    from data.textfiles import read_lines
+
+    try:
+        refs = list(read_lines(reference))
+    except DataError as e:
+        raise UserError(str(e)) from None
+    if len(refs) != len(hypotheses):
+        raise UserError(f"{reference} has {len(refs)} lines but {len(hypotheses)} lines were translated")
+    bleu = sacrebleu.corpus_bleu(hypotheses, [refs])
+    chrf = sacrebleu.corpus_chrf(hypotheses, [refs])
+    return f"{bleu}\n{chrf}"

@@ -215,11 +215,12 @@ def filter_split(ds: datasets.Dataset, split: str, opts: PrepareOptions) -> tupl
     if stats.kept == 0:
         raise DataError(f"the {split} split is empty after filtering: {stats.read} pairs read, dropped "
                         + ", ".join(f"{v} {k}" for k, v in stats.dropped.items() if v))
-    kept = ds.select(np.flatnonzero(reasons == 0)) if stats.kept < ds.num_rows else ds
-    src_len, tgt_len = column(kept, "src_len"), column(kept, "tgt_len")
+    keep = reasons == 0  # statistics from whole columns of the unselected split (no index mapping)
+    src_len, tgt_len = column(ds, "src_len")[keep], column(ds, "tgt_len")[keep]
     stats.src_len, stats.tgt_len = _length_stats(src_len), _length_stats(tgt_len)
-    stats.src_unk = round(float(column(kept, "src_unk").sum()) / max(1, int(src_len.sum())), 6)
-    stats.tgt_unk = round(float(column(kept, "tgt_unk").sum()) / max(1, int(tgt_len.sum())), 6)
+    stats.src_unk = round(float(column(ds, "src_unk")[keep].sum()) / max(1, int(src_len.sum())), 6)
+    stats.tgt_unk = round(float(column(ds, "tgt_unk")[keep].sum()) / max(1, int(tgt_len.sum())), 6)
+    kept = ds.select(np.flatnonzero(keep)) if stats.kept < ds.num_rows else ds
     return kept.remove_columns(["reason", "src_unk", "tgt_unk"]), stats
 
 

@@ -38,3 +38,38 @@ def read_lines(path: Path) -> Iterator[str]:
 def count_lines(path: Path) -> int:
     with open_binary(path) as f:
         return sum(1 for _ in f)
+
+
+def decode_line(raw: bytes) -> tuple[str, bool]:
+    """bytes -> (text without line ending, True if invalid UTF-8 was replaced)."""
+    try:
+        return raw.decode("utf-8").rstrip("\r\n"), False
+    except UnicodeDecodeError:
+        return raw.decode("utf-8", errors="replace").rstrip("\r\n"), True
+
+
+def read_chunks(stream: io.BufferedIOBase, max_lines: int) -> Iterator[list[bytes]]:
+    """Lines in chunks of at most max_lines; a chunk also ends when no more input is ready yet,
+    so a slow producer (tail -f) gets each line translated as it arrives."""
+    import select
+
+    try:
+        fd = stream.fileno()
+    except (OSError, io.UnsupportedOperation, AttributeError):
+        fd = None
+    chunk: list[bytes] = []
+    while True:
+        line = stream.readline()
+        if not line:
+            break
+        chunk.append(line)
+        if len(chunk) >= max_lines:
+            yield chunk
+            chunk = []
+        elif fd is not None and not getattr(stream, "peek", lambda n: b"")(1):
+            ready, _, _ = select.select([fd], [], [], 0)
+            if not ready:
+                yield chunk
+                chunk = []
+    if chunk:
+        yield chunk

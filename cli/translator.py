@@ -1,0 +1,156 @@
+"""A model directory loaded for use: the model, its tokenizers, and translation of text batches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from data.errors import DataError
+from data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizers, decode
+from transformer.beam import beam_search, length_penalty
+from transformer.checkpoint import MODEL_FILE, CheckpointError, load_model, read_config
+from transformer.decoding import Hypothesis, greedy_search
+from transformer.model import Transformer
+from transformer.training import autocast
+
+from cli.errors import UserError
+
+
+@dataclass
+class Translation:
+    text: str
+    score: float = 0.0
+    tokens: list[str] = field(default_factory=list)
+    token_logprobs: list[float] = field(default_factory=list)
+    nbest: list[tuple[str, float]] = field(default_factory=list)
+    ids: list[int] = field(default_factory=list)
+
+
+def load_translator(run_dir: Path, device: str = "cpu", precision: str = "fp32") -> "Translator":
+    """Check and load a model directory from `train`; every problem is a UserError."""
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir}: model directory not found")
+    try:
+        config = read_config(run_dir)
+        toks = Tokenizers.load(run_dir)
+        if not (run_dir / MODEL_FILE).is_file():
+            raise UserError(f"{run_dir}: no {MODEL_FILE} (is training finished, or was it interrupted "
+                            "before the first validation?)")
+        expected = config.get("data", {}).get("tokenizer_fingerprint")
+        if expected and expected != toks.fingerprint():
+            raise UserError(f"{run_dir}: the tokenizer does not match the one the model was trained with")
+        model_cfg = config.get("model", {})
+        sizes = (toks.src.get_vocab_size(), toks.tgt.get_vocab_size())
+        if sizes != (model_cfg.get("src_vocab_size"), model_cfg.get("tgt_vocab_size")):
+            raise UserError(f"{run_dir}: tokenizer vocabularies {sizes} do not match the model's "
+                            f"({model_cfg.get('src_vocab_size')}, {model_cfg.get('tgt_vocab_size')})")
+        model = load_model(run_dir, device)
+    except (CheckpointError, DataError) as e:
+        raise UserError(str(e)) from None
+    return Translator(model, toks, torch.device(device), precision)
+
+
+class Translator:
+    def __init__(self, model: Transformer, toks: Tokenizers, device: torch.device, precision: str) -> None:
+        self.model, self.toks, self.device, self.precision = model, toks, device, precision
+        self.max_src_tokens = model.config.max_len - 1  # room for </s>
+        self.truncated = 0
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        out = []
+        for enc in self.toks.src.encode_batch(texts, add_special_tokens=False):
+            ids = enc.ids
+            if len(ids) > self.max_src_tokens:
+                self.truncated += 1
+                ids = ids[: self.max_src_tokens]
+            out.append(ids)
+        return out
+
+    def batches(self, ids: list[list[int]], batch_tokens: int) -> list[list[int]]:
+        """Indices grouped into batches of at most batch_tokens padded source tokens, by length."""
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        groups, current, widest = [], [], 0
+        for i in order:
+            w = max(widest, len(ids[i]) + 1)
+            if current and w * (len(current) + 1) > batch_tokens:
+                groups.append(current)
+                current, w = [], len(ids[i]) + 1
+            current.append(i)
+            widest = w
+        if current:
+            groups.append(current)
+        return groups
+
+    def tensor(self, rows: list[list[int]]) -> torch.Tensor:
+        width = max(len(r) for r in rows) + 1
+        src = torch.full((len(rows), width), PAD_ID, dtype=torch.long)
+        for i, r in enumerate(rows):
+            src[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+            src[i, len(r)] = EOS_ID
+        return src.to(self.device)
+
+    @torch.inference_mode()
+    def translate(self, texts: list[str], beam_size: int = 5, n_best: int = 1, alpha: float = 0.6,
+                  max_len_a: float = 1.5, max_len_b: int = 10, batch_tokens: int = 4000) -> list[Translation]:
+        results = [Translation("") for _ in texts]
+        todo = [i for i, t in enumerate(texts) if t.strip()]  # empty lines stay empty, no model call
+        ids = self.encode([texts[i].strip() for i in todo])
+        for group in self.batches(ids, batch_tokens):
+            src = self.tensor([ids[g] for g in group])
+            with autocast(self.device, self.precision):
+                if beam_size == 1:
+                    hyps = [[h] for h in greedy_search(self.model, src, BOS_ID, EOS_ID, max_len_a, max_len_b)]
+                else:
+                    hyps = beam_search(self.model, src, BOS_ID, EOS_ID, beam_size, n_best, alpha,
+                                       max_len_a, max_len_b)
+            for g, nbest in zip(group, hyps):
+                results[todo[g]] = self.result(nbest, alpha, greedy=beam_size == 1)
+        return results
+
+    def result(self, nbest: list[Hypothesis], alpha: float, greedy: bool) -> Translation:
+        def strip(h: Hypothesis) -> list[int]:
+            return h.tokens[:-1] if h.tokens and h.tokens[-1] == EOS_ID else h.tokens
+
+        def score(h: Hypothesis) -> float:  # greedy reports the same normalised score as beam search
+            return h.score / length_penalty(len(h.tokens), alpha) if greedy else h.score
+
+        best = nbest[0]
+        ids = strip(best)
+        return Translation(
+            text=decode(self.toks.tgt, ids), score=score(best),
+            tokens=[self.toks.tgt.id_to_token(i) for i in best.tokens], token_logprobs=best.token_logprobs,
+            nbest=[(decode(self.toks.tgt, strip(h)), score(h)) for h in nbest], ids=ids)
+
+    @torch.inference_mode()
+    def alignment(self, source: str, translation: Translation) -> str:
+        """Word alignment read from the last layer's cross-attention (mean over heads): for each
+        output word, the source word its first subword attends to most. Pharaoh 'src-tgt' pairs."""
+        if not source.strip() or not translation.ids:
+            return ""
+        src_ids = self.encode([source.strip()])[0]
+        src = self.tensor([src_ids])
+        tgt = torch.tensor([[BOS_ID] + translation.ids], device=self.device)
+        _, maps = self.model(src, tgt, return_attention=True)
+        weights = maps.cross[-1].weights[0].mean(0)  # (tgt_len, src_len)
+        src_words = word_index([self.toks.src.id_to_token(i) for i in src_ids])
+        tgt_words = word_index([self.toks.tgt.id_to_token(i) for i in translation.ids])
+        pairs, seen = [], set()
+        for t, w in enumerate(tgt_words):
+            if w in seen:
+                continue
+            seen.add(w)
+            s = int(weights[t, : len(src_ids)].argmax())  # row t produced output token t
+            pairs.append(f"{src_words[s]}-{w}")
+        return " ".join(pairs)
+
+
+def word_index(pieces: list[str]) -> list[int]:
+    """Word number of each subword: a piece starting with ▁ opens a new word."""
+    out, word = [], -1
+    for p in pieces:
+        if p.startswith("▁") or word < 0:
+            word += 1
+        out.append(word)
+    return out

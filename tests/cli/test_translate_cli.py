@@ -1,0 +1,115 @@
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests_shared import assert_one_line_error
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def model_dir(demo_data, tmp_path_factory):
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    run = tmp_path_factory.mktemp("translate") / "run"
+    result = CliRunner().invoke(app, ["train", "--data", str(demo_data), "--out", str(run), "--preset", "tiny",
+                                      "--d-model", "32", "--heads", "2", "--d-ff", "64", "--layers", "1",
+                                      "--max-steps", "30", "--eval-every", "30", "--eval-samples", "4",
+                                      "--threads", "1", "--max-len", "40"])
+    assert result.exit_code == 0, result.output
+    return run
+
+
+LINES = ["I am a student.", "", "   ", "They buy tea often.", "word " * 80, "We went home.",
+         "My father watches a play at the library."]
+
+
+def test_one_output_line_per_input_line_in_order(cli, model_dir):
+    raw = ("\n".join(LINES) + "\n").encode() + b"bad \xff\xfe bytes\n" + b"last line without newline"
+    result = cli("translate", "--model", model_dir, "--beam-size", "2", input=raw)
+    assert result.exit_code == 0, result.stderr
+    out = result.stdout.split("\n")
+    assert out[-1] == "" and len(out) - 1 == len(LINES) + 2
+    assert out[1] == "" and out[2] == "", "empty and whitespace-only lines give empty lines"
+    assert "1 line(s) longer than 39 tokens were truncated" in result.stderr
+    assert "1 line(s) were not valid UTF-8" in result.stderr
+    # the same sentences alone, or in other batches, translate the same
+    for i in (0, 3, 6):
+        alone = cli("translate", "--model", model_dir, "--beam-size", "2", input=LINES[i] + "\n")
+        assert alone.stdout == out[i] + "\n"
+    tiny_batches = cli("translate", "--model", model_dir, "--beam-size", "2", "--batch-tokens", "8",
+                       "--buffer-lines", "3", input=raw)
+    assert tiny_batches.stdout == result.stdout
+
+
+def test_scores_jsonl_and_nbest(cli, model_dir):
+    scored = cli("translate", "--model", model_dir, "--scores", "-b", "3", input="We went home.\n")
+    score, text = scored.stdout.rstrip("\n").split("\t")
+    assert float(score) <= 0.0
+    result = cli("translate", "--model", model_dir, "--format", "jsonl", "-b", "4", "--n-best", "3",
+                 input="We went home.\n\n")
+    first, empty = [json.loads(line) for line in result.stdout.splitlines()]
+    assert first["translation"] == text and first["score"] == pytest.approx(float(score), abs=1e-4)
+    assert len(first["nbest"]) == 3
+    assert [n["score"] for n in first["nbest"]] == sorted((n["score"] for n in first["nbest"]), reverse=True)
+    assert len(first["tokens"]) == len(first["token_logprobs"])
+    assert all(p <= 0 for p in first["token_logprobs"])
+    pairs = [tuple(map(int, p.split("-"))) for p in first["alignment"].split()]
+    assert all(0 <= s < 3 for s, _ in pairs), "source word indices of 'We went home.'"
+    assert empty["translation"] == "" and empty["nbest"] == []
+
+
+def test_files_output_and_reference(cli, model_dir, tmp_path):
+    (tmp_path / "a.txt").write_text("I am a student.\nWe went home.\n")
+    (tmp_path / "b.txt").write_text("They buy tea often.\n")
+    (tmp_path / "ref.txt").write_text("나는 학생이다.\n우리는 집으로 갔다.\n그들은 자주 차를 산다.\n")
+    out = tmp_path / "out.txt"
+    result = cli("translate", "--model", model_dir, "-i", tmp_path / "a.txt", "-i", tmp_path / "b.txt",
+                 "-o", out, "--reference", tmp_path / "ref.txt")
+    assert result.exit_code == 0, result.stderr
+    assert len(out.read_text().splitlines()) == 3 and result.stdout == ""
+    assert "BLEU" in result.stderr and "chrF" in result.stderr
+
+
+def test_errors(cli, model_dir, tmp_path):
+    assert_one_line_error(cli("translate", "--model", tmp_path / "none", input="x\n"), "not found")
+    assert_one_line_error(cli("translate", "--model", model_dir, "-b", "2", "--n-best", "3",
+                              "--format", "jsonl", input="x\n"), "--n-best 3")
+    assert_one_line_error(cli("translate", "--model", model_dir, "-i", tmp_path / "nope.txt"), "nope.txt")
+    broken = tmp_path / "broken"
+    shutil.copytree(model_dir, broken)
+    (broken / "model.safetensors").write_bytes(b"\x00" * 64)
+    assert_one_line_error(cli("translate", "--model", broken, input="x\n"), "model.safetensors")
+    foreign = tmp_path / "foreign"
+    shutil.copytree(model_dir, foreign)
+    config = json.loads((foreign / "config.json").read_text())
+    config["model"]["d_model"] = 64
+    config["model"]["n_heads"] = 4
+    (foreign / "config.json").write_text(json.dumps(config))
+    assert_one_line_error(cli("translate", "--model", foreign, input="x\n"), "model.safetensors")
+    mismatch = tmp_path / "mismatch"
+    shutil.copytree(model_dir, mismatch)
+    from data.tokenizer import train_bpe
+
+    train_bpe(["something else entirely"] * 5, 50, 1).save(str(mismatch / "tokenizer.json"))
+    assert_one_line_error(cli("translate", "--model", mismatch, input="x\n"), "tokenizer")
+    incomplete = tmp_path / "incomplete"
+    shutil.copytree(model_dir, incomplete)
+    (incomplete / "model.safetensors").unlink()
+    assert_one_line_error(cli("translate", "--model", incomplete, input="x\n"), "no model.safetensors")
+
+
+def test_pipe_startup_does_not_import_datasets(model_dir):
+    code = ("import sys; from cli.main import main; sys.argv = ['transformer-cli', 'translate', '--model', "
+            f"{str(model_dir)!r}, '-b', '1']\ntry:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print('datasets' in sys.modules, 'sacrebleu' in sys.modules, file=sys.stderr)")
+    proc = subprocess.run([sys.executable, "-c", code], input="I am a student.\n", capture_output=True,
+                          text=True, cwd=REPO)
+    assert proc.stdout.count("\n") == 1
+    assert proc.stderr.strip().endswith("False False"), proc.stderr

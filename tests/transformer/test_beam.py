@@ -1,0 +1,80 @@
+import pytest
+import torch
+
+from transformer.beam import beam_search, length_penalty
+from transformer.decoding import greedy_search
+
+BOS, EOS, PAD = 1, 2, 0
+
+
+def sources(n, length, vocab=23):
+    src = torch.randint(3, vocab, (n, length))
+    for i in range(n):
+        cut = int(torch.randint(2, length + 1, (1,)))
+        src[i, cut:] = PAD
+    return src
+
+
+@torch.no_grad()
+def teacher_forced_logprob(model, src_row, tokens):
+    src = src_row[src_row != PAD][None]
+    tgt_in = torch.tensor([[BOS] + tokens[:-1]])
+    logits, _ = model(src, tgt_in)
+    logp = torch.log_softmax(logits[0].double(), -1)
+    return float(sum(logp[i, t] for i, t in enumerate(tokens)))
+
+
+def test_beam_of_one_is_greedy(tiny_model):
+    src = sources(4, 7)
+    greedy = greedy_search(tiny_model, src, BOS, EOS, max_len_b=6)
+    beam = beam_search(tiny_model, src, BOS, EOS, beam_size=1, alpha=0.0, max_len_b=6)
+    assert [g.tokens for g in greedy] == [b[0].tokens for b in beam]
+
+
+def test_nbest_sorted_and_scores_match_definition(tiny_model):
+    src = sources(3, 6)
+    alpha = 0.8
+    results = beam_search(tiny_model, src, BOS, EOS, beam_size=4, n_best=4, alpha=alpha, max_len_b=5)
+    for i, nbest in enumerate(results):
+        assert len(nbest) == 4
+        assert [h.score for h in nbest] == sorted((h.score for h in nbest), reverse=True)
+        assert len({tuple(h.tokens) for h in nbest}) == 4, "distinct hypotheses"
+        for h in nbest:
+            logprob = teacher_forced_logprob(tiny_model, src[i], h.tokens)
+            assert sum(h.token_logprobs) == pytest.approx(logprob, abs=1e-4)
+            assert h.score == pytest.approx(logprob / length_penalty(len(h.tokens), alpha), abs=1e-4)
+
+
+def test_beam_finds_at_least_the_greedy_score(tiny_model):
+    src = sources(5, 6)
+    greedy = greedy_search(tiny_model, src, BOS, EOS, max_len_b=5)
+    beam = beam_search(tiny_model, src, BOS, EOS, beam_size=6, alpha=0.0, max_len_b=5)
+    for g, b in zip(greedy, beam):
+        if g.tokens[-1] == EOS:  # a finished greedy output competes with the finished beam outputs
+            assert b[0].score >= g.score - 1e-5
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_batch_invariance_with_random_batches(tiny_model, beam_size):
+    src = sources(8, 9)
+    full = beam_search(tiny_model, src, BOS, EOS, beam_size=beam_size, max_len_b=6)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        perm = torch.randperm(8, generator=gen)[:5]
+        part = src[perm]
+        width = int((part != PAD).sum(1).max())
+        out = beam_search(tiny_model, part[:, :width], BOS, EOS, beam_size=beam_size, max_len_b=6)
+        for j, i in enumerate(perm.tolist()):
+            assert out[j][0].tokens == full[i][0].tokens
+            assert out[j][0].score == pytest.approx(full[i][0].score, abs=1e-4)
+
+
+def test_length_penalty_formula():
+    assert length_penalty(1, 0.0) == 1.0
+    assert length_penalty(7, 1.0) == pytest.approx(2.0)
+    assert length_penalty(13, 0.6) == pytest.approx(3.0**0.6)
+
+
+def test_n_best_larger_than_beam_rejected(tiny_model):
+    with pytest.raises(ValueError, match="n_best"):
+        beam_search(tiny_model, sources(1, 4), BOS, EOS, beam_size=2, n_best=3)
