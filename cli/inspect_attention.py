@@ -1,14 +1,95 @@
-"""`transformer-cli inspect-attention` (not implemented yet)."""
+"""`transformer-cli inspect-attention`: the model's attention maps as tables in the terminal."""
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
 import typer
 
-from cli.errors import fail
+from cli.errors import UserError, fail
+
+O = typer.Option
+KINDS = ("encoder", "decoder", "cross")
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("inspect-attention", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-    def command() -> None:
-        """Not implemented yet."""
-        fail("'inspect-attention' is not implemented yet")
+    @app.command("inspect-attention")
+    def inspect_cli(
+        sentence: Optional[str] = typer.Argument(None, help="Source sentence (default: first line of stdin)."),
+        model: Path = O(..., "--model", "-m", help="Run directory from 'train'."),
+        target: Optional[str] = O(None, "--target", "-t", help="Show teacher-forced attention for this translation."),
+        beam_size: int = O(1, "--beam-size", "-b", help="Without --target: translate with this beam (1 = greedy)."),
+        kind: str = O("all", "--kind", help="encoder | decoder | cross | all"),
+        layer: str = O("last", "--layer", help="N (1-based) | last | all"),
+        head: str = O("mean", "--head", help="N (1-based) | mean | all"),
+        scores: bool = O(False, "--scores", help="Also show the pre-softmax scores QK^T/sqrt(d_k)."),
+        heads_summary: bool = O(False, "--heads-summary", help="One row per layer and head: entropy, max, diagonality."),
+        align: bool = O(False, "--align", help="Word alignment read from the last layer's cross-attention."),
+        max_tokens: int = O(0, "--max-tokens", help="Show at most this many tokens per axis (0 = all)."),
+        fmt: str = O("table", "--format", help="table | json | png"),
+        output: Optional[Path] = O(None, "--output", "-o", help="File for json (default stdout) or png."),
+        device: str = O("cpu", "--device"),
+    ) -> None:
+        """Show encoder self-attention, masked decoder self-attention and cross-attention."""
+        try:
+            run(sentence, model, target, beam_size, kind, layer, head, scores, heads_summary, align, max_tokens,
+                fmt, output, device)
+        except UserError as e:
+            fail(str(e))
+
+
+def parse_choice(value: str, name: str, count: int, words: tuple[str, ...]) -> list[int] | str:
+    """'all' -> every index; a word from `words` -> that word; 'N' -> [N-1] checked against count."""
+    if value == "all":
+        return list(range(count))
+    if value in words:
+        return value
+    try:
+        n = int(value)
+    except ValueError:
+        raise UserError(f"--{name} must be a number from 1 to {count} or one of "
+                        f"{', '.join(words + ('all',))}, got {value!r}") from None
+    if not 1 <= n <= count:
+        raise UserError(f"--{name} {n} does not exist: the model has {name}s 1-{count}")
+    return [n - 1]
+
+
+def run(sentence, model_dir, target, beam_size, kind, layer, head, scores, heads_summary, align, max_tokens,
+        fmt, output, device) -> None:
+    if kind not in KINDS + ("all",):
+        raise UserError(f"--kind must be encoder, decoder, cross or all, got {kind!r}")
+    if fmt not in ("table", "json", "png"):
+        raise UserError(f"--format must be table, json or png, got {fmt!r}")
+    if fmt == "png" and output is None:
+        raise UserError("--format png needs --output FILE.png")
+    if beam_size < 1 or max_tokens < 0:
+        raise UserError("--beam-size must be >= 1 and --max-tokens >= 0")
+    text = sentence if sentence is not None else (sys.stdin.readline() if not sys.stdin.isatty() else "")
+    if not text.strip():
+        raise UserError("empty sentence: give it as an argument or on stdin")
+    from cli.translator import inspect, load_translator
+
+    translator = load_translator(model_dir, device)
+    config = translator.model.config
+    kinds = list(KINDS) if kind == "all" else [kind]
+    layers_by_kind = {"encoder": config.n_encoder_layers, "decoder": config.n_decoder_layers,
+                      "cross": config.n_decoder_layers}
+    layer_choice = {k: ([n - 1] if layer == "last" else parse_choice(layer, "layer", n, ()))
+                    for k, n in layers_by_kind.items() if k in kinds}
+    heads = parse_choice(head, "head", config.n_heads, ("mean",))
+    result = inspect(translator, text, target, beam_size)
+    from cli import attention_view as view
+
+    grids = view.grids(result, kinds, layer_choice, heads, scores, max_tokens)
+    if fmt == "json":
+        view.write_json(result, kinds, layer_choice, heads, output)
+        return
+    if fmt == "png":
+        view.write_png(grids, output)
+        print(f"wrote {output}", file=sys.stderr)
+        return
+    view.show(result, grids, heads == list(range(config.n_heads)) and head == "all", heads_summary, align, kinds,
+              layer_choice)

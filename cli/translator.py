@@ -154,3 +154,38 @@ def word_index(pieces: list[str]) -> list[int]:
             word += 1
         out.append(word)
     return out
+
+
+@dataclass
+class Inspection:
+    """Everything inspect-attention shows for one sentence."""
+
+    source: str
+    translation: str
+    src_tokens: list[str]  # encoder positions: source subwords + </s>
+    tgt_in_tokens: list[str]  # decoder inputs: <s> + output subwords
+    out_tokens: list[str]  # what each decoder position produced: output subwords + </s>
+    maps: object  # transformer.model.AttentionMaps, batch of one
+
+
+def inspect(translator: Translator, text: str, target: str | None, beam_size: int) -> Inspection:
+    """Teacher-forced forward over (source, output) returning every attention map. Without
+    `target` the output is the model's own translation, so these are the weights that produced it."""
+    src_ids = translator.encode([text.strip()])[0]
+    if target is None:
+        result = translator.translate([text], beam_size=beam_size)[0]
+        out_ids, translation = result.ids, result.text
+    else:
+        out_ids = [e for e in translator.toks.tgt.encode(target.strip(), add_special_tokens=False).ids]
+        out_ids = out_ids[: translator.model.config.max_len - 1]
+        translation = decode(translator.toks.tgt, out_ids)
+    src = translator.tensor([src_ids])
+    tgt_in = torch.tensor([[BOS_ID] + out_ids], device=translator.device)
+    with torch.inference_mode():
+        _, maps = translator.model(src, tgt_in, return_attention=True)
+    src_tok, tgt_tok = translator.toks.src.id_to_token, translator.toks.tgt.id_to_token
+    return Inspection(
+        source=text.strip(), translation=translation,
+        src_tokens=[src_tok(i) for i in src_ids] + ["</s>"],
+        tgt_in_tokens=["<s>"] + [tgt_tok(i) for i in out_ids],
+        out_tokens=[tgt_tok(i) for i in out_ids] + ["</s>"], maps=maps)

@@ -1,0 +1,142 @@
+import io
+import json
+import math
+import re
+
+import pytest
+import torch
+from rich.console import Console
+
+from cli.render import AttentionGrid, attention_table, fit_tables
+from tests_shared import assert_one_line_error
+from transformer.checkpoint import load_model
+from transformer.embeddings import sinusoidal_table
+
+
+def inspect_json(cli, model_dir, *args):
+    result = cli("inspect-attention", "--model", model_dir, "--format", "json", *args)
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def heads_of(model, layer, x):
+    """q, k of one attention module computed by hand: (heads, len, d_k)."""
+    c = model.config
+    def proj(lin):
+        return (x @ lin.weight.T + lin.bias).view(x.size(0), c.n_heads, c.d_k).transpose(0, 1)
+    return proj(layer.q_proj), proj(layer.k_proj)
+
+
+def test_maps_equal_an_independent_computation(cli, model_dir):
+    doc = inspect_json(cli, model_dir, "I am a student.", "--layer", "1", "--head", "all")
+    model = load_model(model_dir)
+    c = model.config
+    from data.tokenizer import Tokenizers
+
+    toks = Tokenizers.load(model_dir)
+    src = toks.src.encode("I am a student.", add_special_tokens=False).ids + [3]
+    pe = sinusoidal_table(c.max_len, c.d_model)
+    with torch.no_grad():
+        x = model.src_embed.weight[src] * math.sqrt(c.d_model) + pe[: len(src)]
+        q, k = heads_of(model, model.encoder.layers[0].self_attn, x)
+        enc = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(c.d_k), -1)
+        tgt_in = [toks.tgt.token_to_id(t) for t in doc["target_input_tokens"]]
+        y = model.tgt_embed.weight[tgt_in] * math.sqrt(c.d_model) + pe[: len(tgt_in)]
+        q, k = heads_of(model, model.decoder.layers[0].self_attn, y)
+        scores = (q @ k.transpose(-1, -2) / math.sqrt(c.d_k)).masked_fill(
+            torch.ones(len(tgt_in), len(tgt_in)).triu(1).bool(), float("-inf"))
+        dec = torch.softmax(scores, -1)
+    for m in doc["maps"]:
+        if m["kind"] == "encoder":
+            assert m["rows"] == m["columns"] == doc["source_tokens"]
+            torch.testing.assert_close(torch.tensor(m["weights"]), enc[m["head"] - 1], atol=1e-5, rtol=1e-4)
+        if m["kind"] == "decoder":
+            expected = dec[m["head"] - 1]
+            for i, row in enumerate(m["weights"]):
+                for j, v in enumerate(row):
+                    if j > i:
+                        assert v is None and m["scores"][i][j] is None, "masked, not 0.00"
+                    else:
+                        assert v == pytest.approx(float(expected[i, j]), abs=1e-5)
+
+
+def test_json_round_trips_the_model_maps(cli, model_dir):
+    doc = inspect_json(cli, model_dir, "We went home.", "--layer", "all", "--head", "all")
+    from cli.translator import inspect, load_translator
+
+    result = inspect(load_translator(model_dir), "We went home.", None, 1)
+    assert doc["translation"] == result.translation
+    by_key = {(m["kind"], m["layer"], m["head"]): m for m in doc["maps"]}
+    for kind, recs in (("encoder", result.maps.encoder), ("decoder", result.maps.decoder),
+                       ("cross", result.maps.cross)):
+        for layer, rec in enumerate(recs, 1):
+            for head in range(rec.weights.size(1)):
+                got = torch.tensor([[0.0 if v is None else v for v in row]
+                                    for row in by_key[(kind, layer, head + 1)]["weights"]])
+                torch.testing.assert_close(got, rec.weights[0, head], atol=1e-6, rtol=1e-5)
+
+
+def test_target_gives_teacher_forced_maps(cli, model_dir):
+    doc = inspect_json(cli, model_dir, "I am a student.", "--target", "나는 학생이다.", "--kind", "cross")
+    assert doc["translation"] == "나는 학생이다."
+    (m,) = doc["maps"]
+    assert m["rows"] == doc["output_tokens"] and m["rows"][-1] == "</s>"
+    assert m["columns"] == doc["source_tokens"]
+    for row in m["weights"]:
+        assert sum(row) == pytest.approx(1.0, abs=1e-5)
+
+
+def render(table, width=100) -> str:
+    buf = io.StringIO()
+    Console(file=buf, width=width, color_system=None).print(table)
+    return buf.getvalue()
+
+
+def test_table_rendering_tokens_values_masks_and_sums():
+    grid = AttentionGrid("decoder", ["<s>", "▁나는", "▁학생"], ["<s>", "▁나는", "▁학생"],
+                         [[1.0, None, None], [0.25, 0.75, None], [0.1, 0.2, 0.7]])
+    text = render(attention_table(grid))
+    assert "▁나는" in text and "▁학생" in text
+    lines = [l for l in text.splitlines() if l.startswith("│")]
+    assert len(lines) == 3
+    for line in lines:
+        numbers = [float(x) for x in re.findall(r"\d\.\d\d", line)]
+        assert sum(numbers) == pytest.approx(1.0, abs=0.011)
+    assert lines[0].count("·") == 2 and lines[1].count("·") == 1 and "0.00" not in text
+    assert "\x1b[" not in text
+
+
+def test_long_sentences_wrap_in_column_blocks():
+    tokens = [f"▁tok{i}" for i in range(40)]
+    grid = AttentionGrid("encoder", tokens, tokens, [[1 / 40] * 40 for _ in range(40)])
+    tables = fit_tables(grid, 80)
+    assert len(tables) > 1
+    for t in tables:
+        assert all(len(line) <= 80 for line in render(t, 80).splitlines())
+    assert "columns 1–" in render(tables[0], 80) and "of 40" in render(tables[-1], 80)
+
+
+def test_cli_tables_summary_and_alignment(cli, model_dir):
+    result = cli("inspect-attention", "--model", model_dir, "I am a student.", "--heads-summary", "--align",
+                 "--scores", "--kind", "cross")
+    assert result.exit_code == 0, result.stderr
+    out = result.stdout
+    assert "cross-attention" in out and "scores" in out and "▁student" in out
+    assert "attention heads" in out and "word alignment" in out
+    assert "\x1b[" not in out, "no colour codes when not a terminal"
+    summary_rows = [l for l in out.split("attention heads")[1].splitlines() if l.startswith("│ cross")]
+    assert len(summary_rows) == 2, "one row per head of the last layer"
+    piped = cli("inspect-attention", "--model", model_dir, "--kind", "encoder", "--max-tokens", "3",
+                input="I am a student.\n")
+    assert piped.exit_code == 0 and "first 3 tokens" in piped.stdout
+
+
+def test_errors(cli, model_dir, tmp_path):
+    assert_one_line_error(cli("inspect-attention", "--model", tmp_path / "none", "hi"), "not found")
+    assert_one_line_error(cli("inspect-attention", "--model", model_dir, "   "), "empty sentence")
+    assert_one_line_error(cli("inspect-attention", "--model", model_dir, "hi", "--layer", "7"),
+                          "--layer 7 does not exist", "1-1")
+    assert_one_line_error(cli("inspect-attention", "--model", model_dir, "hi", "--head", "0"),
+                          "--head 0 does not exist", "1-2")
+    assert_one_line_error(cli("inspect-attention", "--model", model_dir, "hi", "--kind", "self"), "--kind")
+    assert_one_line_error(cli("inspect-attention", "--model", model_dir, "hi", "--format", "png"), "--output")
