@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from data.batching import token_groups
 from data.errors import DataError
 from data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizers, decode
 from transformer.beam import beam_search, length_penalty
@@ -71,17 +72,7 @@ class Translator:
     def batches(self, ids: list[list[int]], batch_tokens: int) -> list[list[int]]:
         """Indices grouped into batches of at most batch_tokens padded source tokens, by length."""
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        groups, current, widest = [], [], 0
-        for i in order:
-            w = max(widest, len(ids[i]) + 1)
-            if current and w * (len(current) + 1) > batch_tokens:
-                groups.append(current)
-                current, w = [], len(ids[i]) + 1
-            current.append(i)
-            widest = w
-        if current:
-            groups.append(current)
-        return groups
+        return token_groups(order, [len(r) + 1 for r in ids], batch_tokens)
 
     def tensor(self, rows: list[list[int]]) -> torch.Tensor:
         width = max(len(r) for r in rows) + 1

@@ -8,14 +8,32 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator, Sequence
 
-import datasets
 import numpy as np
 import torch
 
 from data.errors import DataError
 from data.tokenizer import BOS_ID, EOS_ID, PAD_ID
+
+if TYPE_CHECKING:
+    import datasets
+
+
+def token_groups(order: Sequence[int], widths: Sequence[int], max_tokens: int) -> list[list[int]]:
+    """Cut `order` into consecutive groups whose padded size (rows x widest row) stays within
+    max_tokens; a row wider than max_tokens alone still forms a group of one."""
+    groups, current, widest = [], [], 0
+    for row in order:
+        w = max(widest, int(widths[row]))
+        if current and w * (len(current) + 1) > max_tokens:
+            groups.append(current)
+            current, w = [], int(widths[row])
+        current.append(row)
+        widest = w
+    if current:
+        groups.append(current)
+    return groups
 
 
 @dataclass(frozen=True)
@@ -83,15 +101,7 @@ class SplitBatches:
             rng = np.random.default_rng([seed, epoch])
             shuffled = rng.permutation(self.size)  # random order inside each length bucket
             order = shuffled[np.argsort(self.widths[shuffled], kind="stable")]
-        batches, start, widest = [], 0, 0
-        for pos, row in enumerate(order):
-            w = max(widest, int(self.widths[row]))
-            if w * (pos - start + 1) > self.max_tokens:
-                batches.append(order[start:pos])
-                start, w = pos, int(self.widths[row])
-            widest = w
-        if start < len(order):
-            batches.append(order[start:])
+        batches = [np.asarray(g) for g in token_groups(order.tolist(), self.widths, self.max_tokens)]
         if seed is not None:
             perm = np.random.default_rng([seed, epoch, 1]).permutation(len(batches))
             batches = [batches[i] for i in perm]
@@ -106,15 +116,8 @@ class SplitBatches:
     def rows_batches(self, rows: np.ndarray) -> Iterator[Batch]:
         """Batches over the given rows, sorted by length (evaluation on a sample)."""
         rows = np.asarray(rows)[np.argsort(self.widths[rows], kind="stable")]
-        start, widest = 0, 0
-        for pos, row in enumerate(rows):
-            w = max(widest, int(self.widths[row]))
-            if w * (pos - start + 1) > self.max_tokens:
-                yield self.make(rows[start:pos])
-                start, w = pos, int(self.widths[row])
-            widest = w
-        if start < len(rows):
-            yield self.make(rows[start:])
+        for group in token_groups(rows.tolist(), self.widths, self.max_tokens):
+            yield self.make(np.asarray(group))
 
     def epoch(self, seed: int | None, epoch: int = 0, start: int = 0) -> Iterator[Batch]:
         """The batches of `epoch`, from batch number `start` on."""
@@ -122,7 +125,9 @@ class SplitBatches:
             yield self.make(rows)
 
 
-def load_split(prepared: Path, split: str) -> datasets.Dataset:
+def load_split(prepared: Path, split: str) -> "datasets.Dataset":
+    import datasets
+
     try:
         dd = datasets.load_from_disk(str(prepared / "dataset"))
     except FileNotFoundError:
