@@ -151,8 +151,14 @@ def write_png(grid_list, output: Path) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         raise UserError("--format png needs matplotlib: pip install 'transformer-cli[plot]'") from None
+    import warnings
+
     import numpy as np
 
+    # Korean, Japanese, Chinese subwords: use a CJK font where one is installed (glyph by glyph)
+    matplotlib.rcParams["font.family"] = ["DejaVu Sans", "Noto Sans CJK KR", "NanumGothic", "Noto Sans CJK JP"]
+    warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+    warnings.filterwarnings("ignore", message="findfont: Font family")
     n = len(grid_list)
     cols = min(n, 3)
     rows = -(-n // cols)

@@ -14,10 +14,11 @@ def shared_data_dir() -> Path:
 
 
 def assert_one_line_error(result, *words: str) -> None:
+    """A non-zero exit whose stderr ends with exactly one 'error: ...' line, and no traceback."""
     assert result.exit_code != 0
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], result.stderr
     assert "Traceback" not in result.output
     for w in words:
-        assert w in lines[0], lines[0]
+        assert w in errors[0], errors[0]

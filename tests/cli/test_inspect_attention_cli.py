@@ -140,3 +140,11 @@ def test_errors(cli, model_dir, tmp_path):
                           "--head 0 does not exist", "1-2")
     assert_one_line_error(cli("inspect-attention", "--model", model_dir, "hi", "--kind", "self"), "--kind")
     assert_one_line_error(cli("inspect-attention", "--model", model_dir, "hi", "--format", "png"), "--output")
+
+
+def test_png_export(cli, model_dir, tmp_path):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "maps.png"
+    result = cli("inspect-attention", "--model", model_dir, "I am a student.", "--format", "png", "-o", out)
+    assert result.exit_code == 0, result.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -117,3 +117,22 @@ def test_config_file_and_resume_mismatch(cli, demo_data, tmp_path):
     extended = cli("train", "--resume", run, "--max-steps", "4")
     assert extended.exit_code == 0, extended.output
     assert (run / "checkpoints" / "step-0000004").is_dir()
+
+
+def test_out_of_memory_names_a_smaller_batch(cli, demo_data, tmp_path, monkeypatch):
+    import transformer.trainer as trainer
+
+    def oom(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
+
+    monkeypatch.setattr(trainer, "train_step", oom)
+    result = cli(*train_args(demo_data, tmp_path / "r", "--max-steps", "4"))
+    assert_one_line_error(result, "out of memory with --max-tokens 400", "--max-tokens 200")
+
+
+def test_curves_png_written(cli, demo_data, tmp_path):
+    pytest.importorskip("matplotlib")
+    run = tmp_path / "run"
+    result = cli(*train_args(demo_data, run, "--max-steps", "4", "--eval-every", "2", "--log-every", "1"))
+    assert result.exit_code == 0, result.output
+    assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

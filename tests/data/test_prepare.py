@@ -113,3 +113,13 @@ def test_errors_leave_nothing_behind(tmp_path, make, words):
 def test_vocab_size_too_small(tmp_path):
     with pytest.raises(DataError, match="--vocab-size 3 is too small"):
         prepare(PrepareOptions("demo", "en", "ko", vocab_size=3), tmp_path / "o")
+
+
+def test_num_proc_gives_the_same_result(tmp_path):
+    a = prepare(PrepareOptions("demo", "en", "ko", vocab_size=400), tmp_path / "a")
+    b = prepare(PrepareOptions("demo", "en", "ko", vocab_size=400, num_proc=2), tmp_path / "b")
+    da = datasets.load_from_disk(str(tmp_path / "a/dataset"))
+    db = datasets.load_from_disk(str(tmp_path / "b/dataset"))
+    assert a["splits"] == b["splits"]
+    for split in da:
+        assert da[split][:] == db[split][:]
