@@ -104,17 +104,22 @@ class Transformer(nn.Module):
         c = config
         self.config = c
         self.src_embed = TokenEmbedding(c.src_vocab_size, c.d_model, c.pad_id)
-        self.tgt_embed = (
-            self.src_embed if c.share_embeddings else TokenEmbedding(c.tgt_vocab_size, c.d_model, c.pad_id)
-        )
+        self.tgt_embed = TokenEmbedding(c.tgt_vocab_size, c.d_model, c.pad_id) if not c.share_embeddings \
+            else self.src_embed
         self.positions = PositionalEncoding(c.d_model, c.max_len, c.dropout)
         self.encoder = Encoder(c)
         self.decoder = Decoder(c)
         self.generator = nn.Linear(c.d_model, c.tgt_vocab_size, bias=False)  # pre-softmax projection
-        if c.tie_output:
-            self.generator.weight = self.tgt_embed.weight
-        else:
+        if not c.tie_output:
             nn.init.xavier_uniform_(self.generator.weight)
+        self.tie_weights()
+
+    def tie_weights(self) -> None:
+        """Share the target embedding with the output projection (and the source embedding)."""
+        if self.config.share_embeddings:
+            self.tgt_embed = self.src_embed
+        if self.config.tie_output:
+            self.generator.weight = self.tgt_embed.weight
 
     def encode(self, src: torch.Tensor, need_weights: bool = False
                ) -> tuple[DecoderCache, list[AttentionRecord]]:
