@@ -155,6 +155,8 @@ def run(data: Path | None, out: Path | None, resume: Path | None, preset: str | 
             raise UserError(f"out of memory with --max-tokens {cfg.max_tokens}: try --max-tokens "
                             f"{max(cfg.max_tokens // 2, 1)} (with --accumulate 2 to keep the batch size)") from None
         raise
+    except ValueError as e:
+        raise UserError(str(e)) from None
     except KeyboardInterrupt:
         raise UserError(f"interrupted twice: stopped without a new checkpoint; {run_dir} keeps the last one") from None
     finally:

@@ -213,6 +213,7 @@ def build(model_config: ModelConfig, cfg: TrainConfig, device: torch.device):
 def resume_state(run_dir: Path, model, optimizer) -> TrainState:
     checkpoints = list_checkpoints(run_dir / "checkpoints")
     if not checkpoints:
+        truncate_metrics(run_dir, 0)  # killed before its first checkpoint: start over
         return TrainState()
     try:
         state = TrainState(**load_checkpoint(checkpoints[-1], model, optimizer))

@@ -117,6 +117,7 @@ def fit(model: Transformer, optimizer: torch.optim.Optimizer, cfg: TrainConfig, 
     window_tokens, window_start = 0, time.perf_counter()
     while not state.stop_reason:
         group: list[BatchLike] = []
+        whole_epoch, steps_before = state.batch_in_epoch == 0, state.step
         for batch in hooks.batches(state.epoch, state.batch_in_epoch):
             group.append(batch)
             if len(group) < cfg.accumulate:
@@ -150,6 +151,9 @@ def fit(model: Transformer, optimizer: torch.optim.Optimizer, cfg: TrainConfig, 
             if state.stop_reason:
                 break
         else:  # the epoch ran out (a last partial accumulation group is dropped)
+            if whole_epoch and state.step == steps_before:
+                raise ValueError(f"an epoch has fewer batches than accumulate={cfg.accumulate}: "
+                                 "lower --accumulate or --max-tokens")
             state.epoch += 1
             state.batch_in_epoch = 0
             if cfg.max_epochs and state.epoch >= cfg.max_epochs:

@@ -136,3 +136,8 @@ def test_curves_png_written(cli, demo_data, tmp_path):
     result = cli(*train_args(demo_data, run, "--max-steps", "4", "--eval-every", "2", "--log-every", "1"))
     assert result.exit_code == 0, result.output
     assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_accumulate_beyond_an_epoch_is_an_error(cli, demo_data, tmp_path):
+    result = cli(*train_args(demo_data, tmp_path / "r", "--accumulate", "100000", "--max-tokens", "20000"))
+    assert_one_line_error(result, "fewer batches than accumulate=100000")
