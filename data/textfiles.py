@@ -49,27 +49,46 @@ def decode_line(raw: bytes) -> tuple[str, bool]:
 
 
 def read_chunks(stream: io.BufferedIOBase, max_lines: int) -> Iterator[list[bytes]]:
-    """Lines in chunks of at most max_lines; a chunk also ends when no more input is ready yet,
-    so a slow producer (tail -f) gets each line translated as it arrives."""
+    """Lines (bytes, with their newline) in chunks of at most max_lines. A chunk also ends when no
+    more input is ready yet, so a slow producer (tail -f) gets each line translated as it arrives.
+    Reads the file descriptor directly: a buffered peek would block exactly when input pauses."""
+    import os
     import select
 
     try:
         fd = stream.fileno()
     except (OSError, io.UnsupportedOperation, AttributeError):
         fd = None
-    chunk: list[bytes] = []
-    while True:
-        line = stream.readline()
-        if not line:
-            break
-        chunk.append(line)
-        if len(chunk) >= max_lines:
-            yield chunk
-            chunk = []
-        elif fd is not None and not getattr(stream, "peek", lambda n: b"")(1):
-            ready, _, _ = select.select([fd], [], [], 0)
-            if not ready:
+    if fd is None:  # an in-memory stream: nothing can pause
+        chunk: list[bytes] = []
+        for line in stream:
+            chunk.append(line)
+            if len(chunk) >= max_lines:
                 yield chunk
                 chunk = []
-    if chunk:
-        yield chunk
+        if chunk:
+            yield chunk
+        return
+    lines: list[bytes] = []
+    partial: list[bytes] = []
+    while True:
+        if lines and not select.select([fd], [], [], 0)[0]:
+            yield lines
+            lines = []
+        data = os.read(fd, 1 << 16)
+        if not data:
+            break
+        pieces = data.split(b"\n")
+        for piece in pieces[:-1]:
+            partial.append(piece + b"\n")
+            lines.append(b"".join(partial))
+            partial = []
+            if len(lines) >= max_lines:
+                yield lines
+                lines = []
+        if pieces[-1]:
+            partial.append(pieces[-1])
+    if partial:
+        lines.append(b"".join(partial))
+    if lines:
+        yield lines

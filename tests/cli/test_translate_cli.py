@@ -98,3 +98,36 @@ def test_pipe_startup_does_not_import_datasets(model_dir):
                           text=True, cwd=REPO)
     assert proc.stdout.count("\n") == 1
     assert proc.stderr.strip().endswith("False False"), proc.stderr
+
+
+def test_streams_each_line_as_it_arrives(model_dir):
+    """tail -f style: a line is translated while stdin stays open."""
+    import select
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "translate", "--model", str(model_dir), "-b", "1"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+    try:
+        for sentence in (b"I am a student.\n", b"We went home.\n"):
+            proc.stdin.write(sentence)
+            proc.stdin.flush()
+            ready, _, _ = select.select([proc.stdout], [], [], 60)
+            assert ready, "no output while the input stays open"
+            assert proc.stdout.readline().endswith(b"\n"), "one complete output line per input line"
+            time.sleep(0.1)
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=60)
+    assert proc.returncode == 0
+
+
+def test_read_chunks_splits_lines_and_keeps_the_last_partial_line(tmp_path):
+    from data.textfiles import read_chunks
+
+    path = tmp_path / "in.txt"
+    path.write_bytes(b"a\nb\n\nc" + b"x" * 200_000)
+    with open(path, "rb") as f:
+        chunks = list(read_chunks(f, 2))
+    lines = [line for chunk in chunks for line in chunk]
+    assert lines == [b"a\n", b"b\n", b"\n", b"c" + b"x" * 200_000]
+    assert all(len(c) <= 2 for c in chunks)
