@@ -148,3 +148,20 @@ def test_png_export(cli, model_dir, tmp_path):
     result = cli("inspect-attention", "--model", model_dir, "I am a student.", "--format", "png", "-o", out)
     assert result.exit_code == 0, result.stderr
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_all_heads_side_by_side_when_wide(cli, model_dir, monkeypatch):
+    from cli import console
+
+    buf = io.StringIO()
+    monkeypatch.setattr(console, "out", Console(file=buf, width=220, color_system=None))
+    result = cli("inspect-attention", "--model", model_dir, "I am a student.", "--kind", "encoder",
+                 "--head", "all")
+    assert result.exit_code == 0, result.stderr
+    text = buf.getvalue()
+    header = next(l for l in text.splitlines() if "head 1" in l)
+    assert "head 2" in header, "the two heads' tables share lines"
+    narrow = io.StringIO()
+    monkeypatch.setattr(console, "out", Console(file=narrow, width=60, color_system=None))
+    cli("inspect-attention", "--model", model_dir, "I am a student.", "--kind", "encoder", "--head", "all")
+    assert not any("head 1" in l and "head 2" in l for l in narrow.getvalue().splitlines())

@@ -131,3 +131,32 @@ def test_read_chunks_splits_lines_and_keeps_the_last_partial_line(tmp_path):
     lines = [line for chunk in chunks for line in chunk]
     assert lines == [b"a\n", b"b\n", b"\n", b"c" + b"x" * 200_000]
     assert all(len(c) <= 2 for c in chunks)
+
+
+def test_interactive_prompt_on_a_terminal(model_dir):
+    import os
+    import pty
+    import select
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "translate", "--model", str(model_dir), "-b", "1"],
+                            stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+    os.close(slave)
+    try:
+        ready, _, _ = select.select([proc.stderr], [], [], 60)
+        assert ready and proc.stderr.read1(16).startswith(b"> "), "a prompt on stderr"
+        os.write(master, b"I am a student.\n")
+        ready, _, _ = select.select([proc.stdout], [], [], 60)
+        assert ready and proc.stdout.readline().endswith(b"\n")
+        os.write(master, b"\x04")  # Ctrl-D ends the session
+        assert proc.wait(timeout=60) == 0
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_bf16_precision(cli, model_dir):
+    result = cli("translate", "--model", model_dir, "--precision", "bf16", "-b", "2", input="I am a student.\n\n")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.count("\n") == 2
