@@ -129,10 +129,18 @@ def capitalize(s: str) -> str:
 
 
 def copula_sentence(rng: random.Random) -> tuple[str, str]:
+    """X is (was / is not / was not) a Y: 이다/다, 이었다/였다, 이/가 아니다, 이/가 아니었다."""
     s = rng.choice(SUBJECTS)
     singular, plural, ko = rng.choice(PROFESSIONS)
-    en = f"{s.en} {s.be} {plural if s.plural else singular}"
-    return capitalize(en) + ".", f"{topic(s.ko)} {copula(ko)}."
+    noun = plural if s.plural else singular
+    tense, negated = rng.choice(["present", "past"]), rng.random() < 0.35
+    be = s.be if tense == "present" else ("was" if s.be in ("am", "is") else "were")
+    en = f"{s.en} {be}{' not' if negated else ''} {noun}"
+    if negated:
+        predicate = f"{subject(ko)} {'아니다' if tense == 'present' else '아니었다'}"
+    else:
+        predicate = copula(ko) if tense == "present" else particle(ko, "이었다", "였다")
+    return capitalize(en) + ".", f"{topic(s.ko)} {predicate}."
 
 
 def action_sentence(rng: random.Random) -> tuple[str, str]:
@@ -183,7 +191,7 @@ def existence_sentence(rng: random.Random) -> tuple[str, str]:
     return f"There {verb} {thing_en} {at_en}.", f"{place_ko}에 {subject(thing_ko)} 있다."
 
 
-GENERATORS = [(copula_sentence, 0.15), (action_sentence, 0.6), (motion_sentence, 0.15),
+GENERATORS = [(copula_sentence, 0.25), (action_sentence, 0.5), (motion_sentence, 0.15),
               (existence_sentence, 0.1)]
 
 

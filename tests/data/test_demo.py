@@ -29,3 +29,21 @@ def test_korean_is_verb_final():
     for en, ko in demo_pairs(2000):
         assert ko.endswith("다."), (en, ko)
         assert en.endswith(".") and en[0].isupper()
+
+
+def test_copula_forms_follow_final_consonant():
+    import random
+
+    from data.demo import copula_sentence
+
+    seen = {}
+    rng = random.Random(0)
+    for _ in range(3000):
+        en, ko = copula_sentence(rng)
+        seen[en] = ko
+    assert seen["I am a student."] == "나는 학생이다."
+    assert seen["I was a student."] == "나는 학생이었다."
+    assert seen["I was a doctor."] == "나는 의사였다."
+    assert seen["I am not a student."] == "나는 학생이 아니다."
+    assert seen["I am not a doctor."] == "나는 의사가 아니다."
+    assert seen["We were not students."] == "우리는 학생이 아니었다."
