@@ -41,6 +41,7 @@ def _lengths(d: dict) -> str:
 from dataclasses import dataclass  # noqa: E402
 
 from rich.console import Group, RenderableType  # noqa: E402
+from rich.cells import cell_len  # noqa: E402
 from rich.style import Style  # noqa: E402
 from rich.text import Text  # noqa: E402
 
@@ -94,8 +95,9 @@ def attention_table(grid: AttentionGrid, col_start: int = 0, col_end: int | None
 
 def fit_tables(grid: AttentionGrid, width: int) -> list[Table]:
     """The grid as one table, or as blocks of columns that each fit `width`."""
-    label = max([len(t) for t in grid.row_tokens] + [1]) + 2
-    widths = [max(len(t), 5 if grid.is_scores else 4) + 1 for t in grid.col_tokens]
+    # display cells (Hangul is two wide) + one space of padding each side + one border
+    label = max([cell_len(t) for t in grid.row_tokens] + [1]) + 3 + 1
+    widths = [max(cell_len(t), 5 if grid.is_scores else 4) + 3 for t in grid.col_tokens]
     blocks, start, used = [], 0, label
     for j, w in enumerate(widths):
         if used + w > width and j > start:

@@ -165,3 +165,15 @@ def test_all_heads_side_by_side_when_wide(cli, model_dir, monkeypatch):
     monkeypatch.setattr(console, "out", Console(file=narrow, width=60, color_system=None))
     cli("inspect-attention", "--model", model_dir, "I am a student.", "--kind", "encoder", "--head", "all")
     assert not any("head 1" in l and "head 2" in l for l in narrow.getvalue().splitlines())
+
+
+def test_wide_hangul_tokens_never_squeezed():
+    cols = ["▁My", "▁friend", "▁drinks", "▁coffee", "▁at", "▁the", "▁cafe", ".", "</s>"]
+    rows = ["▁내", "▁친구는", "▁카페에서", "▁커피를", "▁마신다", ".", "</s>"]
+    grid = AttentionGrid("cross", rows, cols, [[1 / 9] * 9 for _ in rows])
+    for width in (60, 80):
+        text = "".join(render(t, width) for t in fit_tables(grid, width))
+        assert "…" not in text, "no cell or header cut short"
+        for tok in cols:
+            assert tok in text
+        assert all(len(line) <= width for line in text.splitlines())
