@@ -48,12 +48,21 @@ _register()
 
 
 def main() -> None:
-    """Console entry point; a broken pipe (| head) ends quietly."""
+    """Console entry point: a broken pipe (| head) ends quietly; an unexpected failure is one line
+    (TRANSFORMER_CLI_DEBUG=1 shows the traceback)."""
+    import os
+
     try:
         app()
     except BrokenPipeError:
         sys.stderr.close()
         sys.exit(1)
+    except Exception as e:  # noqa: BLE001 - the last resort: never a bare traceback for users
+        if os.environ.get("TRANSFORMER_CLI_DEBUG"):
+            raise
+        print(f"error: internal error ({type(e).__name__}: {e}); set TRANSFORMER_CLI_DEBUG=1 for the traceback",
+              file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

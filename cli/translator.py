@@ -138,12 +138,21 @@ class Translator:
 
 
 def word_index(pieces: list[str]) -> list[int]:
-    """Word number of each subword: a piece starting with ▁ opens a new word."""
-    out, word = [], -1
+    """Word number of each subword: a piece starting with ▁ opens a new word, and punctuation
+    (which the tokenizer isolates) is a word of its own."""
+    import unicodedata
+
+    def punctuation(piece: str) -> bool:
+        text = piece.lstrip("▁")
+        return bool(text) and all(unicodedata.category(ch).startswith("P") for ch in text)
+
+    out, word, previous_punct = [], -1, False
     for p in pieces:
-        if p.startswith("▁") or word < 0:
+        punct = punctuation(p)
+        if word < 0 or p.startswith("▁") or punct or previous_punct:
             word += 1
         out.append(word)
+        previous_punct = punct
     return out
 
 

@@ -177,3 +177,13 @@ def test_wide_hangul_tokens_never_squeezed():
         for tok in cols:
             assert tok in text
         assert all(len(line) <= width for line in text.splitlines())
+
+
+def test_word_grouping_of_subwords():
+    from cli.attention_view import words_of
+    from cli.translator import word_index
+
+    pieces = ["▁Ein", "▁Hund", "▁renn", "t", "▁durch", "▁den", "▁Schnee", "."]
+    assert word_index(pieces) == [0, 1, 2, 2, 3, 4, 5, 6]
+    assert words_of(pieces) == ["Ein", "Hund", "rennt", "durch", "den", "Schnee", "."]
+    assert word_index(["▁(", "x", ")", "▁y"]) == [0, 1, 2, 3]

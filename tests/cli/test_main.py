@@ -12,3 +12,20 @@ def test_help_lists_commands(cli):
     assert result.exit_code == 0
     for command in ("prepare", "train", "translate", "inspect-attention"):
         assert command in result.stdout
+
+
+def test_unexpected_errors_are_one_line(monkeypatch, capsys):
+    import pytest
+
+    import cli.main as m
+
+    def boom():
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(m, "app", boom)
+    monkeypatch.delenv("TRANSFORMER_CLI_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        m.main()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "internal error (RuntimeError: boom)" in err
