@@ -4,7 +4,7 @@ import random
 import pytest
 import torch
 
-from transformer import ModelConfig, Transformer
+from transformer import Transformer
 from transformer import checkpoint as ck
 
 
