@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from tests_shared import assert_one_line_error
@@ -148,3 +149,68 @@ def test_bf16_training_runs(cli, demo_data, tmp_path):
                              "--precision", "bf16"))
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "r" / "config.json").read_text())["training"]["precision"] == "bf16"
+
+
+def evals(run):
+    return [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if '"eval"' in l]
+
+
+def test_stopping_rules(cli, demo_data, tmp_path):
+    # max epochs: the tiny batches of max-tokens 3000 make an epoch a few dozen steps
+    run = tmp_path / "epochs"
+    result = cli(*train_args(demo_data, run, "--max-tokens", "3000", "--max-epochs", "1", "--eval-every", "1000"))
+    assert result.exit_code == 0, result.output
+    assert "max epochs (1)" in result.stdout
+    assert json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["epoch"] == 1
+    # max time
+    result = cli(*train_args(demo_data, tmp_path / "time", "--max-time", "0.5", "--eval-every", "1000"))
+    assert result.exit_code == 0 and "max time (0.5 s)" in result.stdout
+    # patience: a constant zero-ish learning rate cannot improve the metric
+    run = tmp_path / "patience"
+    result = cli(*train_args(demo_data, run, "--schedule", "constant", "--lr", "1e-12", "--metric", "loss",
+                             "--eval-every", "1", "--patience", "2", "--max-steps", "50"))
+    assert result.exit_code == 0, result.output
+    assert "no improvement in 2 validations" in result.stdout
+    assert len(evals(run)) <= 10
+
+
+def test_average_last_checkpoints(cli, demo_data, tmp_path):
+    from transformer.checkpoint import average_weights
+
+    run = tmp_path / "avg"
+    result = cli(*train_args(demo_data, run, "--max-steps", "6", "--eval-every", "2", "--average-last", "3"))
+    assert result.exit_code == 0, result.output
+    assert "mean of the last 3 checkpoints" in result.stdout
+    expected = average_weights([run / "checkpoints" / f"step-{s:07d}" / "model.safetensors" for s in (2, 4, 6)])
+    final = load_file(run / "model.safetensors")
+    for k, v in final.items():
+        assert torch.allclose(v, expected[k], atol=1e-6), k
+
+
+def test_yaml_config(cli, demo_data, tmp_path):
+    pytest.importorskip("yaml")
+    conf = tmp_path / "c.yaml"
+    conf.write_text("preset: tiny\nmodel:\n  d_model: 32\n  n_heads: 2\n  d_ff: 64\ntraining:\n  max_steps: 2\n"
+                    "  eval_every: 2\n  eval_samples: 4\n")
+    result = cli("train", "--data", demo_data, "--out", tmp_path / "run", "--config", conf, "--threads", "1")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["model"]["d_ff"] == 64
+
+
+def test_live_display_renders_on_a_terminal():
+    import io
+
+    from rich.console import Console
+
+    from cli.train_display import LiveDisplay
+
+    buf = io.StringIO()
+    console = Console(file=buf, force_terminal=True, width=100, color_system=None)
+    with LiveDisplay(console, max_steps=10, start_step=0) as display:
+        display.update({"event": "train", "step": 5, "epoch": 0, "loss": 2.5, "nll": 2.0, "lr": 1e-3,
+                        "tokens_per_s": 1234.0, "grad_norm": 1.0, "elapsed": 1.0})
+        display.update({"event": "eval", "step": 10, "epoch": 0, "loss": 2.0, "nll": 1.5, "ppl": 4.5,
+                        "bleu": 12.3, "chrf": 40.0, "best_step": 10, "is_best": True,
+                        "samples": [("I am a student.", "나는 학생이다.", "나는 학생이다.")]})
+    text = buf.getvalue()
+    assert "10/10" in text and "12.30" in text and "1,234" in text and "나는 학생이다." in text
