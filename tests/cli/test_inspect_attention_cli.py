@@ -187,3 +187,23 @@ def test_word_grouping_of_subwords():
     assert word_index(pieces) == [0, 1, 2, 2, 3, 4, 5, 6]
     assert words_of(pieces) == ["Ein", "Hund", "rennt", "durch", "den", "Schnee", "."]
     assert word_index(["▁(", "x", ")", "▁y"]) == [0, 1, 2, 3]
+
+
+def test_colour_backgrounds_and_no_color(model_dir):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    args = [sys.executable, "-m", "cli.main", "inspect-attention", "--model", str(model_dir), "I am a student.",
+            "--kind", "encoder"]
+    base = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR", "TERM")}
+    coloured = subprocess.run(args, capture_output=True, text=True, cwd=repo,
+                              env={**base, "FORCE_COLOR": "1", "TERM": "xterm-256color", "COLUMNS": "120"})
+    assert coloured.returncode == 0, coloured.stderr
+    assert re.search(r"\x1b\[[0-9;]*48;[25];", coloured.stdout), "weights drawn on a background colour"
+    plain = subprocess.run(args, capture_output=True, text=True, cwd=repo,
+                           env={**base, "FORCE_COLOR": "1", "NO_COLOR": "1", "COLUMNS": "120"})
+    assert not re.search(r"\x1b\[[0-9;]*[34]8;", plain.stdout), "NO_COLOR: no colour codes"
+    assert "0." in plain.stdout
