@@ -123,3 +123,15 @@ def test_num_proc_gives_the_same_result(tmp_path):
     assert a["splits"] == b["splits"]
     for split in da:
         assert da[split][:] == db[split][:]
+
+
+def test_huge_lines_are_dropped_without_tokenizing(tmp_path):
+    huge = "x" * 200_000
+    (tmp_path / "c.de").write_text("ein Haus\n" + huge + "\nder Hund\n")
+    (tmp_path / "c.en").write_text("a house\nhuge\nthe dog\n")
+    manifest = prepare(PrepareOptions(str(tmp_path / "c"), "de", "en", vocab_size=60, min_frequency=1,
+                                      max_tokens=64, valid_size=0), tmp_path / "o")
+    assert manifest["splits"]["train"]["dropped"]["too long"] == 1
+    assert manifest["splits"]["train"]["kept"] == 2
+    toks = Tokenizers.load(tmp_path / "o")
+    assert "x" * 20 not in toks.src.get_vocab(), "the huge line took no part in BPE training"
