@@ -231,7 +231,7 @@ def load_training_data(data_dir: Path, cfg: TrainConfig) -> tuple[SplitBatches, 
         valid = SplitBatches(valid_ds, cfg.max_tokens)
     except DataError as e:
         raise UserError(str(e)) from None
-    return train, valid, valid_ds["tgt"], valid_ds["src"]
+    return train, valid, list(valid_ds["tgt"]), list(valid_ds["src"])
 
 
 def open_tensorboard(run_dir: Path, enabled: bool, warn):
