@@ -10,7 +10,7 @@ from cli import console
 from cli.errors import UserError
 from cli.render import (AttentionGrid, alignment_table, attention_table, fit_tables, heads_summary_table,
                         side_by_side)
-from cli.translator import word_index
+from cli.translator import align_words, word_index
 
 TITLES = {"encoder": "encoder self-attention", "decoder": "masked decoder self-attention",
           "cross": "cross-attention (output ← source)"}
@@ -42,25 +42,30 @@ def matrix(record, head, use_scores: bool):
     return [[None if m else float(v) for v, m in zip(vr, mr)] for vr, mr in zip(values.tolist(), mask.tolist())]
 
 
-def grids(result, kinds, layer_choice, heads, scores: bool, max_tokens: int) -> list[AttentionGrid]:
-    out = []
+def selected(result, kinds, layer_choice, heads):
+    """(kind, layer, head, record, row tokens, column tokens) for every requested map."""
     for kind in kinds:
         rows, cols = axes(result, kind)
         for layer in layer_choice[kind]:
             record = records(result, kind)[layer]
             for head in (["mean"] if heads == "mean" else heads):
-                head_name = "mean of heads" if head == "mean" else f"head {head + 1}"
-                for use_scores in ([False, True] if scores else [False]):
-                    values = matrix(record, head, use_scores)
-                    r, c = rows, cols
-                    note = ""
-                    if max_tokens and (len(r) > max_tokens or len(c) > max_tokens):
-                        note = f" (first {max_tokens} tokens ▸)"
-                        r, c = r[:max_tokens], c[:max_tokens]
-                        values = [row[:max_tokens] for row in values[:max_tokens]]
-                    what = "scores QKᵀ/√d_k" if use_scores else "weights"
-                    out.append(AttentionGrid(f"{TITLES[kind]} · layer {layer + 1} · {head_name} · {what}{note}",
-                                             r, c, values, is_scores=use_scores))
+                yield kind, layer, head, record, rows, cols
+
+
+def grids(result, kinds, layer_choice, heads, scores: bool, max_tokens: int) -> list[AttentionGrid]:
+    out = []
+    for kind, layer, head, record, rows, cols in selected(result, kinds, layer_choice, heads):
+        head_name = "mean of heads" if head == "mean" else f"head {head + 1}"
+        for use_scores in ([False, True] if scores else [False]):
+            values = matrix(record, head, use_scores)
+            r, c, note = rows, cols, ""
+            if max_tokens and (len(r) > max_tokens or len(c) > max_tokens):
+                note = f" (first {max_tokens} tokens ▸)"
+                r, c = r[:max_tokens], c[:max_tokens]
+                values = [row[:max_tokens] for row in values[:max_tokens]]
+            what = "scores QKᵀ/√d_k" if use_scores else "weights"
+            out.append(AttentionGrid(f"{TITLES[kind]} · layer {layer + 1} · {head_name} · {what}{note}",
+                                     r, c, values, is_scores=use_scores))
     return out
 
 
@@ -98,20 +103,11 @@ def summary_rows(result, kinds, layer_choice):
 
 
 def alignment(result) -> list[tuple[str, str, float]]:
-    """For each output word, the source word its first subword attends to most (last layer, mean of heads)."""
-    weights = result.maps.cross[-1].weights[0].mean(0)  # (out_len, src_len)
+    """(output word, source word, weight) from the last layer's cross-attention."""
     src_pieces, out_pieces = result.src_tokens[:-1], result.out_tokens[:-1]
-    src_words, out_words = word_index(src_pieces), word_index(out_pieces)
-    src_text = words_of(src_pieces)
-    out_text = words_of(out_pieces)
-    pairs, seen = [], set()
-    for t, w in enumerate(out_words):
-        if w in seen:
-            continue
-        seen.add(w)
-        s = int(weights[t, : len(src_pieces)].argmax())
-        pairs.append((out_text[w], src_text[src_words[s]], float(weights[t, s])))
-    return pairs
+    src_text, out_text = words_of(src_pieces), words_of(out_pieces)
+    return [(out_text[o], src_text[s], w)
+            for o, s, w in align_words(result.maps.cross[-1].weights[0], src_pieces, out_pieces)]
 
 
 def words_of(pieces: list[str]) -> list[str]:
@@ -125,15 +121,10 @@ def words_of(pieces: list[str]) -> list[str]:
 
 
 def write_json(result, kinds, layer_choice, heads, output: Path | None) -> None:
-    maps = []
-    for kind in kinds:
-        rows, cols = axes(result, kind)
-        for layer in layer_choice[kind]:
-            record = records(result, kind)[layer]
-            for head in (["mean"] if heads == "mean" else heads):
-                maps.append({"kind": kind, "layer": layer + 1, "head": head if head == "mean" else head + 1,
-                             "rows": rows, "columns": cols, "weights": matrix(record, head, False),
-                             "scores": matrix(record, head, True)})
+    maps = [{"kind": kind, "layer": layer + 1, "head": head if head == "mean" else head + 1,
+             "rows": rows, "columns": cols, "weights": matrix(record, head, False),
+             "scores": matrix(record, head, True)}
+            for kind, layer, head, record, rows, cols in selected(result, kinds, layer_choice, heads)]
     doc = {"source": result.source, "translation": result.translation, "source_tokens": result.src_tokens,
            "target_input_tokens": result.tgt_in_tokens, "output_tokens": result.out_tokens, "maps": maps}
     text = json.dumps(doc, ensure_ascii=False)

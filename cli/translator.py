@@ -116,25 +116,32 @@ class Translator:
 
     @torch.inference_mode()
     def alignment(self, source: str, translation: Translation) -> str:
-        """Word alignment read from the last layer's cross-attention (mean over heads): for each
-        output word, the source word its first subword attends to most. Pharaoh 'src-tgt' pairs."""
+        """Pharaoh 'src-tgt' word pairs read from cross-attention (see align_words)."""
         if not source.strip() or not translation.ids:
             return ""
         src_ids = self.encode([source.strip()])[0]
-        src = self.tensor([src_ids])
         tgt = torch.tensor([[BOS_ID] + translation.ids], device=self.device)
-        _, maps = self.model(src, tgt, return_attention=True)
-        weights = maps.cross[-1].weights[0].mean(0)  # (tgt_len, src_len)
-        src_words = word_index([self.toks.src.id_to_token(i) for i in src_ids])
-        tgt_words = word_index([self.toks.tgt.id_to_token(i) for i in translation.ids])
-        pairs, seen = [], set()
-        for t, w in enumerate(tgt_words):
-            if w in seen:
-                continue
-            seen.add(w)
-            s = int(weights[t, : len(src_ids)].argmax())  # row t produced output token t
-            pairs.append(f"{src_words[s]}-{w}")
-        return " ".join(pairs)
+        _, maps = self.model(self.tensor([src_ids]), tgt, return_attention=True)
+        pairs = align_words(maps.cross[-1].weights[0], [self.toks.src.id_to_token(i) for i in src_ids],
+                            [self.toks.tgt.id_to_token(i) for i in translation.ids])
+        return " ".join(f"{s}-{t}" for t, s, _ in pairs)
+
+
+def align_words(cross: torch.Tensor, src_pieces: list[str], out_pieces: list[str]
+                ) -> list[tuple[int, int, float]]:
+    """Word alignment from one layer's cross-attention (heads, out_len(+1), src_len(+1)), mean over
+    heads: for each output word, the source word its first subword attends to most. Row t is the
+    step that produced output token t. Returns (output word, source word, weight) indices."""
+    weights = cross.mean(0)  # (out_len, src_len)
+    src_words, out_words = word_index(src_pieces), word_index(out_pieces)
+    pairs, seen = [], set()
+    for t, w in enumerate(out_words):
+        if w in seen:
+            continue
+        seen.add(w)
+        s = int(weights[t, : len(src_pieces)].argmax())
+        pairs.append((w, src_words[s], float(weights[t, s])))
+    return pairs
 
 
 def word_index(pieces: list[str]) -> list[int]:
