@@ -7,10 +7,10 @@ from pathlib import Path
 
 import torch
 
-from data.batching import token_groups
+from data.batching import pad_rows, token_groups
 from data.errors import DataError
-from data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizers, decode
-from transformer.beam import beam_search, length_penalty
+from data.tokenizer import BOS_ID, EOS_ID, Tokenizers, decode
+from transformer.beam import beam_search
 from transformer.checkpoint import MODEL_FILE, CheckpointError, load_model, read_config
 from transformer.decoding import Hypothesis, greedy_search
 from transformer.model import Transformer
@@ -75,12 +75,7 @@ class Translator:
         return token_groups(order, [len(r) + 1 for r in ids], batch_tokens)
 
     def tensor(self, rows: list[list[int]]) -> torch.Tensor:
-        width = max(len(r) for r in rows) + 1
-        src = torch.full((len(rows), width), PAD_ID, dtype=torch.long)
-        for i, r in enumerate(rows):
-            src[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-            src[i, len(r)] = EOS_ID
-        return src.to(self.device)
+        return pad_rows(rows, None, EOS_ID).to(self.device)  # (batch, longest + 1): ids </s> <pad>...
 
     @torch.inference_mode()
     def translate(self, texts: list[str], beam_size: int = 5, n_best: int = 1, alpha: float = 0.6,
@@ -92,27 +87,25 @@ class Translator:
             src = self.tensor([ids[g] for g in group])
             with autocast(self.device, self.precision):
                 if beam_size == 1:
-                    hyps = [[h] for h in greedy_search(self.model, src, BOS_ID, EOS_ID, max_len_a, max_len_b)]
+                    hyps = [[h] for h in greedy_search(self.model, src, BOS_ID, EOS_ID, max_len_a, max_len_b,
+                                                        alpha)]
                 else:
                     hyps = beam_search(self.model, src, BOS_ID, EOS_ID, beam_size, n_best, alpha,
                                        max_len_a, max_len_b)
             for g, nbest in zip(group, hyps):
-                results[todo[g]] = self.result(nbest, alpha, greedy=beam_size == 1)
+                results[todo[g]] = self.result(nbest)
         return results
 
-    def result(self, nbest: list[Hypothesis], alpha: float, greedy: bool) -> Translation:
+    def result(self, nbest: list[Hypothesis]) -> Translation:
         def strip(h: Hypothesis) -> list[int]:
             return h.tokens[:-1] if h.tokens and h.tokens[-1] == EOS_ID else h.tokens
-
-        def score(h: Hypothesis) -> float:  # greedy reports the same normalised score as beam search
-            return h.score / length_penalty(len(h.tokens), alpha) if greedy else h.score
 
         best = nbest[0]
         ids = strip(best)
         return Translation(
-            text=decode(self.toks.tgt, ids), score=score(best),
+            text=decode(self.toks.tgt, ids), score=best.score,
             tokens=[self.toks.tgt.id_to_token(i) for i in best.tokens], token_logprobs=best.token_logprobs,
-            nbest=[(decode(self.toks.tgt, strip(h)), score(h)) for h in nbest], ids=ids)
+            nbest=[(decode(self.toks.tgt, strip(h)), h.score) for h in nbest], ids=ids)
 
     @torch.inference_mode()
     def alignment(self, source: str, translation: Translation) -> str:

@@ -53,13 +53,18 @@ ENCODED = datasets.Features({
 })
 
 
+def usable(src: str, tgt: str, max_tokens: int) -> bool:
+    """Both sides non-empty and short enough in characters to be worth tokenizing."""
+    limit = max_tokens * CHARS_PER_TOKEN_LIMIT
+    return bool(src) and bool(tgt) and len(src) <= limit and len(tgt) <= limit
+
+
 TRAIN_ENCODED = datasets.Features({k: v for k, v in ENCODED.items() if k not in ("src", "tgt")})
 
 
 def _encode_and_classify(batch: dict, toks: Tokenizers, max_tokens: int, max_ratio: float | None) -> dict:
-    limit = max_tokens * CHARS_PER_TOKEN_LIMIT
     out = {k: [] for k in ("src_ids", "tgt_ids", "src_len", "tgt_len", "reason", "src_unk", "tgt_unk")}
-    ok = [bool(s) and bool(t) and len(s) <= limit and len(t) <= limit for s, t in zip(batch["src"], batch["tgt"])]
+    ok = [usable(s, t, max_tokens) for s, t in zip(batch["src"], batch["tgt"])]
     src_ids = iter(encode_batch(toks.src, [s for s, k in zip(batch["src"], ok) if k]))
     tgt_ids = iter(encode_batch(toks.tgt, [t for t, k in zip(batch["tgt"], ok) if k]))
     for s, t, k in zip(batch["src"], batch["tgt"], ok):

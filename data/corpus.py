@@ -57,23 +57,25 @@ def _no_report(stage: str, done: int, total: int | None) -> None:
     pass
 
 
-def _pairs_from_files(src_path: str, tgt_path: str, stage: str, report: Report) -> Iterator[dict]:
-    src_p, tgt_p = Path(src_path), Path(tgt_path)
+def _counted(pairs: Iterator[dict], stage: str, report: Report) -> Iterator[dict]:
+    """Pass pairs through, reporting progress every 10,000 and at the end."""
     n = 0
-    for n, (a, b) in enumerate(zip_longest(read_lines(src_p), read_lines(tgt_p)), 1):
+    for n, pair in enumerate(pairs, 1):
+        yield pair
+
+
+def _pairs_from_files(src_path: str, tgt_path: str) -> Iterator[dict]:
+    src_p, tgt_p = Path(src_path), Path(tgt_path)
+    for a, b in zip_longest(read_lines(src_p), read_lines(tgt_p)):
         if a is None or b is None:
             raise DataError(f"parallel files differ in length: {src_p} has {count_lines(src_p)} lines, "
                             f"{tgt_p} has {count_lines(tgt_p)}")
-        if n % 10000 == 0:
-            report(stage, n, None)
         yield {"src": a.strip(), "tgt": b.strip()}
-    report(stage, n, n)
 
 
-def _pairs_from_tsv(path: str, src: str, tgt: str, stage: str, report: Report) -> Iterator[dict]:
+def _pairs_from_tsv(path: str, src: str, tgt: str) -> Iterator[dict]:
     p = Path(path)
     columns = (0, 1)
-    n = 0
     for lineno, line in enumerate(read_lines(p), 1):
         fields = line.split("\t")
         if lineno == 1 and src in fields and tgt in fields:
@@ -82,16 +84,11 @@ def _pairs_from_tsv(path: str, src: str, tgt: str, stage: str, report: Report) -
         if len(fields) <= max(columns):
             raise DataError(f"{p}: line {lineno} has {len(fields)} tab-separated field(s), "
                             f"expected at least {max(columns) + 1}")
-        n += 1
-        if n % 10000 == 0:
-            report(stage, n, None)
         yield {"src": fields[columns[0]].strip(), "tgt": fields[columns[1]].strip()}
-    report(stage, n, n)
 
 
-def _pairs_from_jsonl(path: str, src: str, tgt: str, stage: str, report: Report) -> Iterator[dict]:
+def _pairs_from_jsonl(path: str, src: str, tgt: str) -> Iterator[dict]:
     p = Path(path)
-    n = 0
     for lineno, line in enumerate(read_lines(p), 1):
         if not line.strip():
             continue
@@ -103,17 +100,20 @@ def _pairs_from_jsonl(path: str, src: str, tgt: str, stage: str, report: Report)
         if not isinstance(pair, dict) or src not in pair or tgt not in pair:
             keys = sorted(pair) if isinstance(pair, dict) else type(record).__name__
             raise DataError(f"{p}: line {lineno} has no '{src}' and '{tgt}' fields (found {keys})")
-        n += 1
-        if n % 10000 == 0:
-            report(stage, n, None)
         yield {"src": str(pair[src]).strip(), "tgt": str(pair[tgt]).strip()}
-    report(stage, n, n)
 
 
-def _from_generator(gen: Callable, kwargs: dict, cache_dir: Path) -> datasets.Dataset:
+def _reading(reader: Callable[..., Iterator[dict]], args: dict, stage: str, report: Report) -> Iterator[dict]:
+    yield from _counted(reader(**args), stage, report)
+
+
+def _from_generator(reader: Callable, args: dict, stage: str, report: Report, cache_dir: Path
+                    ) -> datasets.Dataset:
+    """Arrow on disk from one of the readers above, as it reads."""
+    kwargs = {"reader": reader, "args": args, "stage": stage, "report": report}
     features = datasets.Features({"src": datasets.Value("string"), "tgt": datasets.Value("string")})
     try:
-        return datasets.Dataset.from_generator(gen, features=features, gen_kwargs=kwargs,
+        return datasets.Dataset.from_generator(_reading, features=features, gen_kwargs=kwargs,
                                                cache_dir=str(cache_dir))
     except ValueError as e:
         if "corresponds to no data" in str(e):  # the files hold no line at all
@@ -163,9 +163,8 @@ def load_directory(directory: Path, src: str, tgt: str, cache_dir: Path, report:
             continue
         paths = [langs[src], langs[tgt]]
         source.files[split] = paths
-        splits[split] = _from_generator(
-            _pairs_from_files, {"src_path": str(paths[0]), "tgt_path": str(paths[1]),
-                                "stage": f"reading {split}", "report": report}, cache_dir)
+        splits[split] = _from_generator(_pairs_from_files, {"src_path": str(paths[0]), "tgt_path": str(paths[1])},
+                                        f"reading {split}", report, cache_dir)
     if not splits:
         raise DataError(f"{directory}: no split has both .{src} and .{tgt} files "
                         f"(splits: {', '.join(sorted(found))})")
@@ -182,8 +181,8 @@ def load_prefix(prefix: Path, src: str, tgt: str, cache_dir: Path, report: Repor
 
     paths = [side(src), side(tgt)]
     split = canonical_split(prefix.name) or "train"
-    ds = _from_generator(_pairs_from_files, {"src_path": str(paths[0]), "tgt_path": str(paths[1]),
-                                             "stage": f"reading {split}", "report": report}, cache_dir)
+    ds = _from_generator(_pairs_from_files, {"src_path": str(paths[0]), "tgt_path": str(paths[1])},
+                         f"reading {split}", report, cache_dir)
     return datasets.DatasetDict({split: ds}), Source("parallel files", str(prefix), {split: paths})
 
 
@@ -192,8 +191,7 @@ def load_table(path: Path, src: str, tgt: str, cache_dir: Path, report: Report
     name = path.name.lower().removesuffix(".gz")
     gen = _pairs_from_tsv if name.endswith((".tsv", ".tab")) else _pairs_from_jsonl
     split = canonical_split(name.split(".")[0]) or "train"
-    ds = _from_generator(gen, {"path": str(path), "src": src, "tgt": tgt,
-                               "stage": f"reading {split}", "report": report}, cache_dir)
+    ds = _from_generator(gen, {"path": str(path), "src": src, "tgt": tgt}, f"reading {split}", report, cache_dir)
     kind = "tsv" if gen is _pairs_from_tsv else "jsonl"
     return datasets.DatasetDict({split: ds}), Source(kind, str(path), {split: [path]})
 

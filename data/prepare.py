@@ -20,7 +20,7 @@ import datasets
 import numpy as np
 import tokenizers
 
-from data.cleaning import CHARS_PER_TOKEN_LIMIT, SplitStats, encode_split, filter_split
+from data.cleaning import SplitStats, encode_split, filter_split, usable
 from data.corpus import Report, Source, _no_report, load_corpus
 from data.errors import DataError
 from data.tokenizer import Tokenizers, train_bpe
@@ -88,11 +88,10 @@ def arrange_splits(dd: datasets.DatasetDict, opts: PrepareOptions, source: Sourc
 
 
 def _training_texts(train: datasets.Dataset, opts: PrepareOptions, side: str | None, report: Report):
-    limit = opts.max_tokens * CHARS_PER_TOKEN_LIMIT
     done = 0
     for batch in train.iter(batch_size=10_000):
         for s, t in zip(batch["src"], batch["tgt"]):
-            if s and t and len(s) <= limit and len(t) <= limit:
+            if usable(s, t, opts.max_tokens):
                 if side != "tgt":
                     yield s
                 if side != "src":

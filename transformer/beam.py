@@ -5,13 +5,8 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from transformer.decoding import Hypothesis, output_limits
+from transformer.decoding import Hypothesis, length_penalty, output_limits
 from transformer.model import Transformer
-
-
-def length_penalty(length: int, alpha: float) -> float:
-    """GNMT: lp(Y) = ((5 + |Y|) / 6) ** alpha; |Y| counts the output tokens including </s>."""
-    return ((5.0 + length) / 6.0) ** alpha
 
 
 @torch.no_grad()

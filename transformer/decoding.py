@@ -19,6 +19,11 @@ class Hypothesis:
     score: float  # sum of log-probs, or the length-normalised score beam search ranked by
 
 
+def length_penalty(length: int, alpha: float) -> float:
+    """GNMT: lp(Y) = ((5 + |Y|) / 6) ** alpha; |Y| counts the output tokens including </s>."""
+    return ((5.0 + length) / 6.0) ** alpha
+
+
 def output_limits(src: torch.Tensor, pad_id: int, max_len_a: float, max_len_b: int,
                   model_max_len: int) -> torch.Tensor:
     """Per-sentence output length limit a * src_len + b (src_len without padding), capped so
@@ -30,8 +35,8 @@ def output_limits(src: torch.Tensor, pad_id: int, max_len_a: float, max_len_b: i
 
 @torch.no_grad()
 def greedy_search(model: Transformer, src: torch.Tensor, bos_id: int, eos_id: int,
-                  max_len_a: float = 1.5, max_len_b: int = 10) -> list[Hypothesis]:
-    """Pick the most probable token at every step. src: (batch, src_len) right-padded ids.
+                  max_len_a: float = 1.5, max_len_b: int = 10, alpha: float = 0.0) -> list[Hypothesis]:
+    """Pick the most probable token at every step; score = sum(log p) / lp(|Y|) (alpha 0: the sum). src: (batch, src_len) right-padded ids.
     Rows that finish leave the batch, so a sentence's output never depends on its neighbours'."""
     batch = src.size(0)
     limits = output_limits(src, model.config.pad_id, max_len_a, max_len_b, model.config.max_len)
@@ -56,4 +61,4 @@ def greedy_search(model: Transformer, src: torch.Tensor, bos_id: int, eos_id: in
             cache = cache.select(index)
             active, tok = active[index], tok[index]
         last = tok[:, None]
-    return [Hypothesis(t, p, float(sum(p))) for t, p in zip(tokens, logprobs)]
+    return [Hypothesis(t, p, float(sum(p)) / length_penalty(len(t), alpha)) for t, p in zip(tokens, logprobs)]
