@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import unicodedata
 from pathlib import Path
 
 from cli import console
@@ -134,34 +135,51 @@ def write_json(result, kinds, layer_choice, heads, output: Path | None) -> None:
         sys.stdout.write(text + "\n")
 
 
+CJK_FONTS = ("Noto Sans CJK KR", "NanumGothic", "Noto Sans CJK JP", "Noto Sans CJK SC", "Source Han Sans")
+
+
+def font_families(grid_list) -> tuple[list[str], bool]:
+    """Installed families to draw with (DejaVu Sans first, then a CJK font if one is installed), and
+    whether some token needs a CJK glyph that no installed font has. Only installed names are given to
+    matplotlib, so it never searches (and warns) for a missing one."""
+    from matplotlib import font_manager
+
+    installed = {f.name for f in font_manager.fontManager.ttflist}
+    cjk = [name for name in CJK_FONTS if name in installed]
+    tokens = "".join(t for g in grid_list for t in (*g.row_tokens, *g.col_tokens))
+    needs_cjk = any(unicodedata.east_asian_width(ch) in ("W", "F") for ch in tokens)
+    return ["DejaVu Sans", *cjk], needs_cjk and not cjk
+
+
 def write_png(grid_list, output: Path) -> None:
+    """Heat maps drawn on a matplotlib Figure of our own (no pyplot, no global settings changed)."""
     try:
         import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
     except ImportError:
         raise UserError("--format png needs matplotlib: pip install 'transformer-cli[plot]'") from None
     import warnings
 
     import numpy as np
 
-    # Korean, Japanese, Chinese subwords: use a CJK font where one is installed (glyph by glyph)
-    matplotlib.rcParams["font.family"] = ["DejaVu Sans", "Noto Sans CJK KR", "NanumGothic", "Noto Sans CJK JP"]
-    warnings.filterwarnings("ignore", message="Glyph .* missing from font")
-    warnings.filterwarnings("ignore", message="findfont: Font family")
+    families, missing = font_families(grid_list)
+    if missing:
+        console.err.print("note: no CJK font is installed, so Hangul/CJK subwords are drawn as boxes "
+                          "(install Noto Sans CJK or NanumGothic)", markup=False, soft_wrap=True)
     n = len(grid_list)
     cols = min(n, 3)
     rows = -(-n // cols)
-    fig, axs = plt.subplots(rows, cols, figsize=(5 * cols, 4.5 * rows), squeeze=False)
-    for ax in axs.flat[n:]:
-        ax.axis("off")
-    for ax, g in zip(axs.flat, grid_list):
-        data = np.array([[np.nan if v is None else v for v in row] for row in g.values], dtype=float)
-        ax.imshow(data, cmap="Blues", vmin=0 if not g.is_scores else None, vmax=1 if not g.is_scores else None)
-        ax.set_xticks(range(len(g.col_tokens)), g.col_tokens, rotation=90, fontsize=7)
-        ax.set_yticks(range(len(g.row_tokens)), g.row_tokens, fontsize=7)
-        ax.set_title(g.title, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(output, dpi=110)
-    plt.close(fig)
+    with matplotlib.rc_context({"font.family": families}), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+        fig = Figure(figsize=(5 * cols, 4.5 * rows))
+        axs = fig.subplots(rows, cols, squeeze=False)
+        for ax in axs.flat[n:]:
+            ax.axis("off")
+        for ax, g in zip(axs.flat, grid_list):
+            data = np.array([[np.nan if v is None else v for v in row] for row in g.values], dtype=float)
+            ax.imshow(data, cmap="Blues", vmin=None if g.is_scores else 0, vmax=None if g.is_scores else 1)
+            ax.set_xticks(range(len(g.col_tokens)), g.col_tokens, rotation=90, fontsize=7)
+            ax.set_yticks(range(len(g.row_tokens)), g.row_tokens, fontsize=7)
+            ax.set_title(g.title, fontsize=8)
+        fig.tight_layout()
+        fig.savefig(output, dpi=110)

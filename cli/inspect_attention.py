@@ -9,6 +9,9 @@ from typing import Optional
 import typer
 
 from cli.errors import UserError, fail
+from cli.runtime import check_decoding, check_range, pick_device
+from data.errors import DataError
+from data.textfiles import check_output_file, decode_argument, decode_line
 
 O = typer.Option
 KINDS = ("encoder", "decoder", "cross")
@@ -56,6 +59,19 @@ def parse_choice(value: str, name: str, count: int, words: tuple[str, ...]) -> l
     return [n - 1]
 
 
+def read_sentence(sentence: str | None) -> tuple[str, bool]:
+    """The sentence argument, or the first line of stdin; (text, True if invalid UTF-8 was replaced)."""
+    if sentence is not None:
+        text, invalid = decode_argument(sentence)
+    elif not sys.stdin.isatty():
+        text, invalid = decode_line(sys.stdin.buffer.readline())
+    else:
+        text, invalid = "", False
+    if not text.strip():
+        raise UserError("empty sentence: give it as an argument or on stdin")
+    return text, invalid
+
+
 def run(sentence, model_dir, target, beam_size, kind, layer, head, scores, heads_summary, align, max_tokens,
         fmt, output, device) -> None:
     if kind not in KINDS + ("all",):
@@ -64,14 +80,22 @@ def run(sentence, model_dir, target, beam_size, kind, layer, head, scores, heads
         raise UserError(f"--format must be table, json or png, got {fmt!r}")
     if fmt == "png" and output is None:
         raise UserError("--format png needs --output FILE.png")
-    if beam_size < 1 or max_tokens < 0:
-        raise UserError("--beam-size must be >= 1 and --max-tokens >= 0")
-    text = sentence if sentence is not None else (sys.stdin.readline() if not sys.stdin.isatty() else "")
-    if not text.strip():
-        raise UserError("empty sentence: give it as an argument or on stdin")
+    check_decoding(beam_size)
+    check_range("--max-tokens", max_tokens, 0, 1_000_000)
+    if output is not None:
+        try:
+            check_output_file(output)
+        except DataError as e:
+            raise UserError(str(e)) from None
+    text, invalid = read_sentence(sentence)
+    if target is not None:
+        target, bad_target = decode_argument(target)
+        invalid = invalid or bad_target
+    if invalid:
+        print("warning: the text was not valid UTF-8; invalid bytes were replaced with U+FFFD", file=sys.stderr)
     from cli.translator import inspect, load_translator
 
-    translator = load_translator(model_dir, device)
+    translator = load_translator(model_dir, str(pick_device(device)))
     config = translator.model.config
     kinds = list(KINDS) if kind == "all" else [kind]
     layers_by_kind = {"encoder": config.n_encoder_layers, "decoder": config.n_decoder_layers,

@@ -47,15 +47,48 @@ def _register() -> None:
 _register()
 
 
+def is_usage_error(e: BaseException) -> bool:
+    """A wrong flag or a value of the wrong type (click's UsageError and its subclasses)."""
+    return any(k.__name__ == "UsageError" for k in type(e).__mro__) and hasattr(e, "format_message")
+
+
+def invoke() -> int | None:
+    """app() with click's usage errors (an unknown flag, a value of the wrong type) as one line."""
+    try:
+        return app(standalone_mode=False)
+    except typer.Abort:
+        raise KeyboardInterrupt from None
+    except Exception as e:  # noqa: BLE001 - Typer may vendor click, so its errors are matched by shape
+        if not is_usage_error(e):
+            raise
+        if type(e).__name__ == "NoArgsIsHelpError":
+            print(e.ctx.get_help())
+            sys.exit(0)
+        command = f" {e.ctx.info_name}" if e.ctx and e.ctx.parent else ""
+        print(f"error: {e.format_message()} (see transformer-cli{command} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
 def main() -> None:
-    """Console entry point: a broken pipe (| head) ends quietly; an unexpected failure is one line
+    """Console entry point: a broken pipe (| head) ends quietly; Ctrl-C and file-system errors (disk
+    full, permission denied) are one line; an unexpected failure is one line too
     (TRANSFORMER_CLI_DEBUG=1 shows the traceback)."""
     import os
 
     try:
-        app()
+        code = invoke()
     except BrokenPipeError:
         sys.stderr.close()
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except OSError as e:
+        if os.environ.get("TRANSFORMER_CLI_DEBUG"):
+            raise
+        from cli.errors import os_error_message
+
+        print(f"error: {os_error_message(e)}", file=sys.stderr)
         sys.exit(1)
     except Exception as e:  # noqa: BLE001 - the last resort: never a bare traceback for users
         if os.environ.get("TRANSFORMER_CLI_DEBUG"):
@@ -63,6 +96,7 @@ def main() -> None:
         print(f"error: internal error ({type(e).__name__}: {e}); set TRANSFORMER_CLI_DEBUG=1 for the traceback",
               file=sys.stderr)
         sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

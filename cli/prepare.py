@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from cli import console
-from cli.errors import fail
+from cli.errors import fail, os_error_message
 
 
 def register(app: typer.Typer) -> None:
@@ -53,6 +53,8 @@ def register(app: typer.Typer) -> None:
                 manifest = prepare(opts, out, overwrite=overwrite, report=report)
         except DataError as e:
             fail(str(e))
+        except OSError as e:
+            fail(os_error_message(e))
         except KeyboardInterrupt:
             fail(f"interrupted: {out} was left as it was", code=130)
         console.out.print(prepare_summary(manifest))

@@ -69,24 +69,40 @@ def resolve(preset: str | None, config_file: Path | None, model_flags: dict, tra
     return model_config, train_config, name
 
 
-def resume_configs(stored: dict, model_flags: dict, train_flags: dict) -> tuple[ModelConfig, TrainConfig]:
-    """The stored configs of a run, with only the flags a resume may change applied."""
-    model_config = ModelConfig.from_dict(stored["model"])
-    train_config = TrainConfig.from_dict(stored["training"])
+def resume_configs(stored: dict, preset: str | None, config_file: Path | None, model_flags: dict,
+                   train_flags: dict, src_vocab: int, tgt_vocab: int, joint: bool
+                   ) -> tuple[ModelConfig, TrainConfig, str]:
+    """The stored configs of a run, with only the flags a resume may change applied. A --preset or
+    --config is accepted when it asks for what the run already is (the same command run again after
+    a crash), and refused naming the first difference otherwise."""
+    try:
+        model_config = ModelConfig.from_dict(stored["model"])
+        train_config = TrainConfig.from_dict(stored["training"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"the run's config.json has a bad configuration ({e})") from None
+    name = stored.get("preset", "?")
+    if preset or config_file:
+        wanted_model, wanted_train, wanted_name = resolve(preset, config_file, model_flags, train_flags,
+                                                          src_vocab, tgt_vocab, joint)
+        if wanted_name != name:
+            raise UserError(f"cannot resume: the run was made with preset {name}, not {wanted_name} "
+                            "(start a new run directory instead)")
+        model_flags = {k: v for k, v in wanted_model.to_dict().items() if k in MODEL_FIELDS}
+        train_flags = wanted_train.to_dict()
     for key, value in model_flags.items():
         if getattr(model_config, key) != value:
             raise UserError(f"cannot resume: the run has {key}={getattr(model_config, key)!r}, "
-                            f"the flags say {value!r} (start a new run directory instead)")
+                            f"this command asks for {value!r} (start a new run directory instead)")
     changes = {}
     for key, value in train_flags.items():
         if getattr(train_config, key) != value:
             if key not in RESUMABLE_CHANGES:
-                raise UserError(f"cannot resume: the run has {key}={getattr(train_config, key)!r}, the flags "
-                                f"say {value!r}; a resume may only change {', '.join(sorted(RESUMABLE_CHANGES))}")
+                raise UserError(f"cannot resume: the run has {key}={getattr(train_config, key)!r}, this command "
+                                f"asks for {value!r}; a resume may only change {', '.join(sorted(RESUMABLE_CHANGES))}")
             changes[key] = value
     try:
-        return model_config, dataclasses.replace(train_config, **changes)
-    except ValueError as e:
+        return model_config, dataclasses.replace(train_config, **changes), name
+    except (TypeError, ValueError) as e:
         raise UserError(f"impossible configuration: {e}") from None
 
 

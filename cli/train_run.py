@@ -17,8 +17,8 @@ from data.batching import SplitBatches, load_split
 from data.errors import DataError
 from data.tokenizer import BOS_ID, EOS_ID, Tokenizers, decode
 from transformer.checkpoint import (CONFIG_FILE, MODEL_FILE, CheckpointError, atomic_write_text,
-                                    average_weights, list_checkpoints, load_checkpoint, save_checkpoint,
-                                    save_weights)
+                                    average_weights, checkpoint_owner, list_checkpoints, load_checkpoint,
+                                    recover_checkpoints, save_checkpoint, save_weights)
 from transformer.config import ModelConfig
 from transformer.decoding import greedy_search
 from transformer.model import Transformer
@@ -38,17 +38,24 @@ def check_prepared(data_dir: Path) -> dict:
         raise UserError(f"{data_dir}: incomplete prepared data (needs prepare.json and dataset/ "
                         "from 'transformer-cli prepare')")
     try:
-        return json.loads(manifest.read_text())
-    except json.JSONDecodeError as e:
+        found = json.loads(manifest.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{manifest}: not valid JSON ({e})") from None
+    if not (isinstance(found, dict) and all(isinstance(found.get(k), str) for k in ("src_lang", "tgt_lang"))):
+        raise UserError(f"{manifest}: not a manifest from 'transformer-cli prepare' (no src_lang/tgt_lang)")
+    return found
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is available")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+def check_lengths(manifest: dict, model_config: ModelConfig, data_dir: Path) -> None:
+    """The longest prepared pair (plus <s> or </s>) must fit the model's positions."""
+    longest = 0
+    for stats in (manifest.get("splits") or {}).values():
+        for side in ("src_len", "tgt_len"):
+            value = (stats.get(side) or {}).get("max", 0) if isinstance(stats, dict) else 0
+            longest = max(longest, int(value) if isinstance(value, (int, float)) else 0)
+    if longest + 1 > model_config.max_len:
+        raise UserError(f"{data_dir} has pairs of up to {longest} tokens, which need --max-len >= {longest + 1} "
+                        f"(the model has {model_config.max_len}); or prepare with --max-tokens {model_config.max_len - 1}")
 
 
 class RunHooks:
@@ -56,8 +63,8 @@ class RunHooks:
 
     def __init__(self, run_dir: Path, model: Transformer, optimizer, cfg: TrainConfig, toks: Tokenizers,
                  train: SplitBatches, valid: SplitBatches, valid_refs: list[str], valid_src: list[str],
-                 device: torch.device, display, tensorboard=None) -> None:
-        self.run_dir, self.model, self.optimizer, self.cfg = run_dir, model, optimizer, cfg
+                 device: torch.device, display, tensorboard=None, run_id: str = "") -> None:
+        self.run_dir, self.model, self.optimizer, self.cfg, self.run_id = run_dir, model, optimizer, cfg, run_id
         self.toks, self.train, self.valid, self.device = toks, train, valid, device
         self.display, self.tensorboard = display, tensorboard
         n = valid.size
@@ -95,15 +102,19 @@ class RunHooks:
 
     def checkpoint(self, state: TrainState, is_best: bool) -> None:
         checkpoints = self.run_dir / "checkpoints"
-        save_checkpoint(checkpoints / f"step-{state.step:07d}", self.model, self.optimizer, asdict(state))
+        target = checkpoints / f"step-{state.step:07d}"
+        if target.exists() and checkpoint_owner(target) not in ("", self.run_id):
+            raise CheckpointError(f"{target} belongs to another run; not replacing it")
+        save_checkpoint(checkpoints / f"step-{state.step:07d}", self.model, self.optimizer, asdict(state),
+                        self.run_id)
         if is_best:
             save_weights(self.model, self.run_dir / MODEL_FILE)
         keep = {f"step-{state.best_step:07d}"}
-        existing = list_checkpoints(checkpoints)
+        existing = own_checkpoints(self.run_dir, self.run_id)
         keep |= {p.name for p in existing[-max(self.cfg.keep_last, self.cfg.average_last, 1):]}
         for p in existing:
             if p.name not in keep:
-                shutil.rmtree(p, ignore_errors=True)
+                shutil.rmtree(p)
 
     def log(self, event: dict) -> None:
         if event["event"] == "eval" and event["is_best"]:
@@ -117,29 +128,47 @@ class RunHooks:
         self.display.update(event)
 
 
-def truncate_metrics(run_dir: Path, step: int) -> None:
-    """Drop log lines a killed run wrote after its last checkpoint (they will be written again)."""
+def read_metrics(run_dir: Path) -> tuple[list[dict], int]:
+    """The events of metrics.jsonl and the number of unreadable lines skipped (a run killed in the
+    middle of a write leaves a truncated last line)."""
     path = run_dir / METRICS_FILE
-    if path.is_file():
-        lines = [l for l in path.read_text().splitlines() if l.strip() and json.loads(l)["step"] <= step]
-        atomic_write_text(path, "".join(l + "\n" for l in lines))
+    if not path.is_file():
+        return [], 0
+    events, broken = [], 0
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            broken += bool(line.strip())
+            continue
+        if isinstance(event, dict) and isinstance(event.get("step"), int) and "event" in event:
+            events.append(event)
+        else:
+            broken += 1
+    return events, broken
+
+
+def truncate_metrics(run_dir: Path, step: int) -> int:
+    """Drop log lines a killed run wrote after its last checkpoint (they will be written again) and
+    lines it left unreadable; returns how many unreadable lines were dropped."""
+    events, broken = read_metrics(run_dir)
+    if (run_dir / METRICS_FILE).is_file():
+        kept = [e for e in events if e["step"] <= step]
+        atomic_write_text(run_dir / METRICS_FILE, "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in kept))
+    return broken
 
 
 def best_from_metrics(run_dir: Path) -> dict | None:
-    path = run_dir / METRICS_FILE
-    if not path.is_file():
-        return None
     best = None
-    for line in path.read_text().splitlines():
-        event = json.loads(line)
+    for event in read_metrics(run_dir)[0]:
         if event["event"] == "eval" and event.get("is_best"):
             best = event
     return best
 
 
-def finish_model(run_dir: Path, cfg: TrainConfig, model: Transformer) -> str:
+def finish_model(run_dir: Path, cfg: TrainConfig, model: Transformer, run_id: str) -> str:
     """The run's model.safetensors: the mean of the last N checkpoints, or the best one."""
-    checkpoints = list_checkpoints(run_dir / "checkpoints")
+    checkpoints = own_checkpoints(run_dir, run_id)
     if cfg.average_last and checkpoints:
         chosen = checkpoints[-cfg.average_last:]
         averaged = average_weights([p / MODEL_FILE for p in chosen])
@@ -161,7 +190,7 @@ def plot_curves(run_dir: Path) -> Path | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    events = [json.loads(l) for l in (run_dir / METRICS_FILE).read_text().splitlines() if l.strip()]
+    events = read_metrics(run_dir)[0]
     train = [e for e in events if e["event"] == "train"]
     evals = [e for e in events if e["event"] == "eval"]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
@@ -204,23 +233,87 @@ class StopFlag:
 
 
 def build(model_config: ModelConfig, cfg: TrainConfig, device: torch.device):
+    """The model and its optimizer; a size that cannot be allocated is a UserError (nothing is written
+    before this succeeds)."""
+    check_memory(model_config, device)
     torch.manual_seed(cfg.seed)
-    model = Transformer(model_config).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.0, betas=(cfg.beta1, cfg.beta2), eps=cfg.adam_eps)
+    try:
+        model = Transformer(model_config).to(device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=0.0, betas=(cfg.beta1, cfg.beta2), eps=cfg.adam_eps)
+    except (RuntimeError, MemoryError) as e:
+        if isinstance(e, MemoryError) or is_out_of_memory(e):
+            raise UserError(f"out of memory building a model of {model_config.parameter_count():,} "
+                            f"parameters on {device}") from None
+        raise
     return model, optimizer
 
 
-def resume_state(run_dir: Path, model, optimizer) -> TrainState:
-    checkpoints = list_checkpoints(run_dir / "checkpoints")
+BYTES_PER_PARAMETER = 16  # fp32 weights, gradients and Adam's two moments
+
+
+def check_memory(model_config: ModelConfig, device: torch.device) -> None:
+    """Refuse up front a model whose weights, gradients and optimizer state alone exceed the memory
+    there is (activations come on top)."""
+    need = model_config.parameter_count() * BYTES_PER_PARAMETER
+    have = available_memory(device)
+    if have is not None and need > have:
+        raise UserError(f"the model is too large: {model_config.parameter_count():,} parameters need about "
+                        f"{need / 2**30:.1f} GiB for weights, gradients and Adam state, and {device} has "
+                        f"{have / 2**30:.1f} GiB available (lower --d-model, --d-ff or --layers)")
+
+
+def available_memory(device: torch.device) -> int | None:
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def own_checkpoints(run_dir: Path, run_id: str) -> list[Path]:
+    """This run's complete checkpoints, oldest first: a checkpoint is the run's own when its state
+    records the run's id, or (made before ids were recorded) when it really lies inside the run
+    directory. A symlinked checkpoints/ never lets resume or rotation touch another run's files."""
+    inside = run_dir.resolve()
+
+    def own(p: Path) -> bool:
+        if p.is_symlink():
+            return False
+        owner = checkpoint_owner(p)
+        return owner == run_id if owner else inside in p.resolve().parents
+    return [p for p in list_checkpoints(run_dir / "checkpoints") if own(p)]
+
+
+def resume_state(run_dir: Path, run_id: str, model, optimizer, warn) -> TrainState:
+    """The state to continue from (a fresh one for a new run), after cleaning up what a killed or
+    failed run left: partial checkpoints, half-written files, a truncated metrics line."""
+    for line in recover_checkpoints(run_dir / "checkpoints"):
+        warn(line)
+    for tmp in run_dir.glob(".*.tmp-*"):
+        if tmp.is_file():
+            tmp.unlink()
+    checkpoints = own_checkpoints(run_dir, run_id)
     if not checkpoints:
         truncate_metrics(run_dir, 0)  # killed before its first checkpoint: start over
         return TrainState()
     try:
         state = TrainState(**load_checkpoint(checkpoints[-1], model, optimizer))
-    except (CheckpointError, TypeError) as e:
-        raise UserError(f"cannot resume from {checkpoints[-1]}: {e}") from None
+    except CheckpointError as e:
+        raise UserError(f"cannot resume: {e}") from None
+    except TypeError as e:
+        raise UserError(f"cannot resume: {checkpoints[-1]}: corrupt training state ({e})") from None
     state.stop_reason = ""
-    truncate_metrics(run_dir, state.step)
+    broken = truncate_metrics(run_dir, state.step)
+    if broken:
+        warn(f"{METRICS_FILE}: dropped {broken} unreadable line(s) left by an interrupted write")
     return state
 
 
@@ -250,20 +343,16 @@ def is_out_of_memory(e: BaseException) -> bool:
     return isinstance(e, torch.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
 
 
-def write_run_config(run_dir: Path, model_config: ModelConfig, cfg: TrainConfig, data: dict, preset: str) -> None:
+def write_run_config(run_dir: Path, model_config: ModelConfig, cfg: TrainConfig, data: dict, preset: str,
+                     run_id: str) -> None:
     from cli.main import package_version
 
     config = {"model": model_config.to_dict(), "training": cfg.to_dict(), "data": data, "preset": preset,
+              "run_id": run_id,
               "versions": {"transformer-cli": package_version(), "torch": torch.__version__}}
     atomic_write_text(run_dir / CONFIG_FILE, json.dumps(config, indent=2, ensure_ascii=False) + "\n")
 
 
-def threads(n: int) -> None:
-    if n:
-        torch.set_num_threads(n)
-        os.environ.setdefault("OMP_NUM_THREADS", str(n))
-
-
 __all__ = ["RunHooks", "StopFlag", "build", "check_prepared", "finish_model", "fit", "load_training_data",
-           "open_tensorboard", "pick_device", "plot_curves", "resume_state", "write_run_config",
-           "best_from_metrics", "is_out_of_memory", "threads"]
+           "open_tensorboard", "plot_curves", "resume_state", "write_run_config",
+           "best_from_metrics", "is_out_of_memory", "own_checkpoints", "read_metrics"]

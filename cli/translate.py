@@ -42,64 +42,53 @@ def register(app: typer.Typer) -> None:
             fail(str(e))
 
 
-def check_flags(beam_size: int, n_best: int, fmt: str, batch_tokens: int, buffer_lines: int, device: str,
-                precision: str, inputs: list[Path], reference: Path | None, scores: bool) -> None:
-    if beam_size < 1:
-        raise UserError(f"--beam-size must be >= 1, got {beam_size}")
-    if not 1 <= n_best <= beam_size:
-        raise UserError(f"--n-best {n_best} must be between 1 and --beam-size {beam_size}")
+def check_flags(beam_size: int, n_best: int, alpha: float, max_len_a: float, max_len_b: int, fmt: str,
+                batch_tokens: int, buffer_lines: int, precision: str, inputs: list[Path], output: Path | None,
+                reference: Path | None, scores: bool) -> None:
+    from data.errors import DataError
+    from data.textfiles import check_output_file
+
+    from cli.runtime import check_decoding, check_range
+
+    check_decoding(beam_size, alpha, max_len_a, max_len_b, n_best)
     if fmt not in ("text", "jsonl"):
         raise UserError(f"--format must be text or jsonl, got {fmt!r}")
     if n_best > 1 and fmt != "jsonl":
         raise UserError("--n-best > 1 needs --format jsonl (text output keeps one line per input line)")
     if scores and fmt == "jsonl":
         raise UserError("--scores is for text output; jsonl always has the scores")
-    if batch_tokens < 1 or buffer_lines < 1:
-        raise UserError("--batch-tokens and --buffer-lines must be >= 1")
-    if device not in ("cpu", "cuda", "auto"):
-        raise UserError(f"--device must be cpu, cuda or auto, got {device!r}")
+    check_range("--batch-tokens", batch_tokens, 1, 10_000_000)
+    check_range("--buffer-lines", buffer_lines, 1, 10_000_000)
     if precision not in ("fp32", "bf16"):
         raise UserError(f"--precision must be fp32 or bf16, got {precision!r}")
     for path in [*inputs, *([reference] if reference else [])]:
         if not path.is_file():
             raise UserError(f"{path}: input file not found")
+    if output is not None:
+        try:
+            check_output_file(output, [*inputs, *([reference] if reference else [])])
+        except DataError as e:
+            raise UserError(str(e)) from None
 
 
 def run(model_dir: Path, inputs: list[Path], output: Path | None, beam_size: int, alpha: float,
         max_len_a: float, max_len_b: int, n_best: int, batch_tokens: int, buffer_lines: int, scores: bool,
         fmt: str, reference: Path | None, device: str, threads: int, precision: str) -> None:
-    check_flags(beam_size, n_best, fmt, batch_tokens, buffer_lines, device, precision, inputs, reference, scores)
-    import torch
-
+    check_flags(beam_size, n_best, alpha, max_len_a, max_len_b, fmt, batch_tokens, buffer_lines, precision,
+                inputs, output, reference, scores)
+    from cli.runtime import pick_device, set_threads
     from cli.translator import load_translator
-    from data.textfiles import decode_line, read_chunks
 
-    if threads:
-        torch.set_num_threads(threads)
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is available")
-    translator = load_translator(model_dir, device, precision)
+    set_threads(threads)
+    translator = load_translator(model_dir, str(pick_device(device)), precision)
     interactive = not inputs and sys.stdin.isatty()
-    out = open(output, "w", encoding="utf-8") if output else sys.stdout
-    invalid = total = 0
-    hypotheses: list[str] = []
-    try:
-        for chunk in chunks(inputs, buffer_lines, interactive, read_chunks):
-            decoded = [decode_line(raw) for raw in chunk]
-            invalid += sum(bad for _, bad in decoded)
-            texts = [t for t, _ in decoded]
-            results = translator.translate(texts, beam_size, n_best, alpha, max_len_a, max_len_b, batch_tokens)
-            for text, r in zip(texts, results):
-                out.write(format_line(text, r, fmt, scores, translator) + "\n")
-                if reference:
-                    hypotheses.append(r.text)
-            out.flush()
-            total += len(texts)
-    finally:
-        if output:
-            out.close()
+    search = (beam_size, n_best, alpha, max_len_a, max_len_b, batch_tokens)
+
+    def write(out) -> tuple[int, list[str]]:
+        return write_translations(out, translator, inputs, interactive, buffer_lines, fmt, scores, search,
+                                  keep=reference is not None)
+
+    invalid, hypotheses = write(sys.stdout) if output is None else write_atomically(output, write)
     warn = lambda m: print(f"warning: {m}", file=sys.stderr)  # noqa: E731
     if translator.truncated:
         warn(f"{translator.truncated} line(s) longer than {translator.max_src_tokens} tokens were truncated")
@@ -107,6 +96,41 @@ def run(model_dir: Path, inputs: list[Path], output: Path | None, beam_size: int
         warn(f"{invalid} line(s) were not valid UTF-8; invalid bytes were replaced with U+FFFD")
     if reference:
         print(score_against(reference, hypotheses), file=sys.stderr)
+
+
+def write_translations(out, translator, inputs: list[Path], interactive: bool, buffer_lines: int, fmt: str,
+                       scores: bool, search: tuple, keep: bool) -> tuple[int, list[str]]:
+    """Translate every input line to `out`, one line each, flushed per chunk; returns (invalid UTF-8 lines,
+    translations kept for --reference)."""
+    from data.textfiles import decode_line, read_chunks
+
+    invalid = 0
+    hypotheses: list[str] = []
+    for chunk in chunks(inputs, buffer_lines, interactive, read_chunks):
+        decoded = [decode_line(raw) for raw in chunk]
+        invalid += sum(bad for _, bad in decoded)
+        texts = [t for t, _ in decoded]
+        for text, r in zip(texts, translator.translate(texts, *search)):
+            out.write(format_line(text, r, fmt, scores, translator) + "\n")
+            if keep:
+                hypotheses.append(r.text)
+        out.flush()
+    return invalid, hypotheses
+
+
+def write_atomically(output: Path, write):
+    """write(file) into `output` through AtomicOutput; an interruption or a write error is one line that
+    says where the lines already translated are."""
+    from data.textfiles import AtomicOutput
+
+    sink = AtomicOutput(output)
+    try:
+        with sink as out:
+            return write(out)
+    except (KeyboardInterrupt, OSError) as e:
+        why = "interrupted" if isinstance(e, KeyboardInterrupt) else f"cannot write {output} ({e.strerror})"
+        kept = f"; the lines done so far are in {sink.partial}" if sink.partial.exists() else ""
+        raise UserError(f"{why}: {output} was left as it was{kept}") from None
 
 
 def chunks(inputs: list[Path], buffer_lines: int, interactive: bool, read_chunks):

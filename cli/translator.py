@@ -9,7 +9,7 @@ import torch
 
 from data.batching import pad_rows, token_groups
 from data.errors import DataError
-from data.tokenizer import BOS_ID, EOS_ID, Tokenizers, decode
+from data.tokenizer import BOS_ID, EOS_ID, Tokenizers, decode, encode_batch
 from transformer.beam import beam_search
 from transformer.checkpoint import MODEL_FILE, CheckpointError, load_model, read_config
 from transformer.decoding import Hypothesis, greedy_search
@@ -61,8 +61,7 @@ class Translator:
 
     def encode(self, texts: list[str]) -> list[list[int]]:
         out = []
-        for enc in self.toks.src.encode_batch(texts, add_special_tokens=False):
-            ids = enc.ids
+        for ids in encode_batch(self.toks.src, texts):
             if len(ids) > self.max_src_tokens:
                 self.truncated += 1
                 ids = ids[: self.max_src_tokens]
@@ -176,8 +175,7 @@ def inspect(translator: Translator, text: str, target: str | None, beam_size: in
         result = translator.translate([text], beam_size=beam_size)[0]
         out_ids, translation = result.ids, result.text
     else:
-        out_ids = [e for e in translator.toks.tgt.encode(target.strip(), add_special_tokens=False).ids]
-        out_ids = out_ids[: translator.model.config.max_len - 1]
+        out_ids = encode_batch(translator.toks.tgt, [target.strip()])[0][: translator.model.config.max_len - 1]
         translation = decode(translator.toks.tgt, out_ids)
     src = translator.tensor([src_ids])
     tgt_in = torch.tensor([[BOS_ID] + out_ids], device=translator.device)

@@ -253,6 +253,16 @@ def load_hub(name: str, config: str | None, src: str, tgt: str, cache_dir: Path
     return pairs_from_hub_layout(dd, name, src, tgt), Source("hub", name if not config else f"{name}/{config}")
 
 
+def local_inputs(dataset: str, src: str, tgt: str) -> list[Path]:
+    """The local files or directory that `dataset` names (empty for demo and hub names)."""
+    if dataset == "demo":
+        return []
+    path = Path(dataset).expanduser()
+    if path.exists():
+        return [path]
+    return [p for lang in (src, tgt) for gz in ("", ".gz") if (p := Path(f"{path}.{lang}{gz}")).exists()]
+
+
 def load_corpus(dataset: str, src: str, tgt: str, cache_dir: Path, config: str | None = None,
                 seed: int = 0, report: Report = _no_report) -> tuple[datasets.DatasetDict, Source]:
     """Resolve `dataset` (demo, directory, file, prefix or hub name) into src/tgt text pairs."""

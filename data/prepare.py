@@ -10,6 +10,7 @@ import dataclasses
 import gc
 import hashlib
 import json
+import math
 import os
 import platform
 import shutil
@@ -21,7 +22,7 @@ import numpy as np
 import tokenizers
 
 from data.cleaning import SplitStats, encode_split, filter_split, usable
-from data.corpus import Report, Source, _no_report, load_corpus
+from data.corpus import Report, Source, _no_report, load_corpus, local_inputs
 from data.errors import DataError
 from data.tokenizer import Tokenizers, train_bpe
 
@@ -121,11 +122,50 @@ def write_split(raw: datasets.Dataset, split: str, toks: Tokenizers, opts: Prepa
     return stats
 
 
-def check_output(out_dir: Path, overwrite: bool) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise DataError(f"{out_dir} exists and is not a directory")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+def check_options(opts: PrepareOptions) -> None:
+    numbers = {"--max-tokens": opts.max_tokens, "--max-ratio": opts.max_ratio, "--num-proc": opts.num_proc,
+               "--min-frequency": opts.min_frequency, "--vocab-size": opts.vocab_size}
+    for flag, value in numbers.items():
+        if not (math.isfinite(value) and value >= 1):
+            raise DataError(f"{flag} must be a number >= 1, got {value}")
+    if opts.valid_size < 0:
+        raise DataError(f"--valid-size must be >= 0, got {opts.valid_size}")
+
+
+def check_output(out_dir: Path, overwrite: bool, inputs: list[Path] = ()) -> None:
+    """Refuse an --out that cannot be a directory, that holds or lies inside the input corpus, or that
+    --overwrite would empty of something prepare did not write."""
+    for parent in [out_dir, *out_dir.parents]:
+        if parent.exists() and not parent.is_dir():
+            raise DataError(f"--out {out_dir}: {parent} exists and is not a directory")
+    out = out_dir.resolve()
+    for path in inputs:
+        p = path.resolve()
+        if out == p or p in out.parents or out in p.parents:
+            raise DataError(f"--out {out_dir} {'is' if out == p else 'contains' if out in p.parents else 'is inside'}"
+                            f" the input {path}: choose an output outside the corpus")
+    if not out_dir.is_dir() or not any(out_dir.iterdir()):
+        return
+    if not overwrite:
         raise DataError(f"{out_dir} exists and is not empty (use --overwrite to replace it)")
+    if not _made_by_prepare(out_dir):
+        raise DataError(f"--overwrite: {out_dir} was not made by 'transformer-cli prepare' (no {MANIFEST}); "
+                        "refusing to delete it")
+    foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in OUTPUT_NAMES)
+    if foreign:
+        raise DataError(f"--overwrite: {out_dir} holds files prepare did not write ({', '.join(foreign[:5])}); "
+                        "move them away or choose another --out")
+
+
+OUTPUT_NAMES = {DATASET_DIR, MANIFEST, "tokenizer.json", "tokenizer.src.json", "tokenizer.tgt.json"}
+
+
+def _made_by_prepare(directory: Path) -> bool:
+    try:
+        manifest = json.loads((directory / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and "format" in manifest and "tokenizer" in manifest
 
 
 def publish(tmp: Path, out_dir: Path) -> None:
@@ -135,6 +175,24 @@ def publish(tmp: Path, out_dir: Path) -> None:
         out_dir.rename(old)
     tmp.rename(out_dir)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def remove_leftovers(out_dir: Path) -> None:
+    """Hidden .partial-PID / .old-PID directories of runs that were killed (their process is gone)."""
+    for p in out_dir.parent.glob(f".{out_dir.name}.*-*"):
+        kind, _, pid = p.name.rpartition("-")
+        if kind.endswith((".partial", ".old")) and pid.isdigit() and not _alive(int(pid)) and p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def library_versions() -> dict[str, str]:
@@ -152,10 +210,10 @@ def library_versions() -> dict[str, str]:
 def prepare(opts: PrepareOptions, out_dir: Path, overwrite: bool = False,
             report: Report = _no_report) -> dict:
     """Run the whole pipeline into out_dir; returns the manifest written as prepare.json."""
-    check_output(out_dir, overwrite)
-    if opts.max_tokens < 1 or opts.max_ratio < 1 or opts.num_proc < 1 or opts.min_frequency < 1:
-        raise DataError("--max-tokens, --max-ratio, --num-proc and --min-frequency must be >= 1")
+    check_output(out_dir, overwrite, local_inputs(opts.dataset, opts.src, opts.tgt))
+    check_options(opts)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(out_dir)
     tmp = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()

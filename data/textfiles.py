@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 import zlib
 from pathlib import Path
 from typing import Iterator
@@ -46,6 +47,16 @@ def decode_line(raw: bytes) -> tuple[str, bool]:
         return raw.decode("utf-8").rstrip("\r\n"), False
     except UnicodeDecodeError:
         return raw.decode("utf-8", errors="replace").rstrip("\r\n"), True
+
+
+def decode_argument(text: str) -> tuple[str, bool]:
+    """A command-line argument (Python keeps undecodable bytes as lone surrogates) -> (valid text,
+    True if invalid UTF-8 was replaced with U+FFFD)."""
+    try:
+        text.encode("utf-8")
+        return text, False
+    except UnicodeEncodeError:
+        return decode_line(text.encode("utf-8", "surrogateescape"))
 
 
 def read_chunks(stream: io.BufferedIOBase, max_lines: int) -> Iterator[list[bytes]]:
@@ -92,3 +103,58 @@ def read_chunks(stream: io.BufferedIOBase, max_lines: int) -> Iterator[list[byte
         lines.append(b"".join(partial))
     if lines:
         yield lines
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """True when a and b are one file (same path, or the same file through a link)."""
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_output_file(path: Path, inputs: list[Path] = (), flag: str = "--output") -> None:
+    """Refuse an output file that cannot be written, or that is one of the inputs, before anything
+    is opened for writing."""
+    if path.is_dir():
+        raise DataError(f"{flag} {path} is a directory, not a file")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        what = "is not a directory" if parent.exists() else "does not exist"
+        raise DataError(f"{flag} {path}: the directory {parent} {what}")
+    if not os.access(parent, os.W_OK):
+        raise DataError(f"{flag} {path}: the directory {parent} is not writable")
+    for source in inputs:
+        if same_file(path, source) or path.resolve() == source.resolve():
+            raise DataError(f"{flag} {path} is the input file {source}: writing it would destroy the input")
+
+
+class AtomicOutput:
+    """A text file written beside its destination and renamed over it on success, so a reader never
+    sees a half-written file under the real name. On failure what was written is kept as
+    `<name>.partial` (nothing is lost) and the destination is left as it was."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        self.partial = path.with_name(f"{path.name}.partial")
+        self.file = None
+
+    def __enter__(self):
+        self.file = open(self.tmp, "w", encoding="utf-8")
+        return self.file
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+        except (OSError, ValueError):
+            pass
+        self.file.close()
+        if exc_type is None:
+            os.replace(self.tmp, self.path)
+            return
+        if self.tmp.exists() and self.tmp.stat().st_size:
+            os.replace(self.tmp, self.partial)
+        else:
+            self.tmp.unlink(missing_ok=True)

@@ -25,6 +25,14 @@ def new_bpe() -> Tokenizer:
         [pre_tokenizers.Metaspace(), pre_tokenizers.Punctuation("isolated")]
     )
     tok.decoder = decoders.Metaspace()
+    return text_only(tok)
+
+
+def text_only(tok: Tokenizer) -> Tokenizer:
+    """Text is text: "<s>" typed by a user is encoded as the characters <, s, > and never as the
+    control id, which only the code adds. (tokenizers does not save this switch in tokenizer.json, nor
+    through pickling, so it is set on every load and before every encode.)"""
+    tok.encode_special_tokens = True
     return tok
 
 
@@ -71,7 +79,7 @@ class Tokenizers:
                 raise DataError(f"{path}: not a valid tokenizer file ({str(e).splitlines()[0][:120]})") from None
             if [tok.token_to_id(s) for s in SPECIALS] != list(range(len(SPECIALS))):
                 raise DataError(f"{path}: special tokens are not {' '.join(SPECIALS)} at ids 0-3")
-            return tok
+            return text_only(tok)
 
         if (directory / JOINT_FILE).is_file():
             tok = read(JOINT_FILE)
@@ -91,7 +99,8 @@ class Tokenizers:
 
 
 def encode_batch(tok: Tokenizer, texts: list[str]) -> list[list[int]]:
-    return [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]
+    """Texts -> ids, no special token added and none read from the text."""
+    return [e.ids for e in text_only(tok).encode_batch(texts, add_special_tokens=False)]
 
 
 def decode(tok: Tokenizer, ids: Iterable[int]) -> str:

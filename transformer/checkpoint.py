@@ -23,17 +23,36 @@ class CheckpointError(ValueError):
     """A weights file or run directory that cannot be used; the message names the file."""
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def _fsync(path: Path) -> None:
+    """Flush a file (or a directory's entries) to the disk before it is renamed into place."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _atomic_file(path: Path, write) -> None:
+    """write(tmp) beside `path`, fsync, rename over it; on any failure the temporary file is removed
+    (a full disk keeps no half-written file) and the old `path` is untouched."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        _fsync(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync(path.parent)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    _atomic_file(path, lambda tmp: tmp.write_text(text))
 
 
 def save_weights(model: Transformer, path: Path) -> None:
     """model.safetensors, written beside and renamed over (tied weights stored once)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    save_model(model, str(tmp))
-    os.replace(tmp, path)
+    _atomic_file(path, lambda tmp: save_model(model, str(tmp)))
 
 
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -73,9 +92,13 @@ def read_config(run_dir: Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{run_dir}: no {CONFIG_FILE} (is this a model directory from 'train'?)")
     try:
-        return json.loads(path.read_text())
+        config = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(config, dict) or not isinstance(config.get("model"), dict) or not all(
+            isinstance(config.get(k, {}), dict) for k in ("training", "data")):
+        raise CheckpointError(f"{path}: not a run configuration from 'train' (needs a model table)")
+    return config
 
 
 def load_model(run_dir: Path, device: str | torch.device = "cpu") -> Transformer:
@@ -122,12 +145,32 @@ def _optimizer_state(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
 
 
 def save_checkpoint(directory: Path, model: Transformer, optimizer: torch.optim.Optimizer,
-                    state: dict) -> None:
+                    state: dict, run_id: str = "") -> None:
     """checkpoints/step-N/: weights, optimizer, every RNG, and `state` (JSON). Written to a hidden
-    directory and renamed, so a kill at any instant leaves the previous checkpoints intact."""
+    directory, fsynced and renamed, so a kill at any instant leaves the previous checkpoints intact; a
+    failure (disk full) removes the partial directory. An existing directory of the same step is moved
+    aside first and removed last, so one of the two always exists (recover_checkpoints)."""
     tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    try:
+        tmp.mkdir(parents=True)
+        _write_checkpoint_files(tmp, model, optimizer, state, run_id)
+        for f in tmp.iterdir():
+            _fsync(f)
+        _fsync(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
+    if directory.exists():
+        os.replace(directory, old)
+    os.replace(tmp, directory)
+    _fsync(directory.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_checkpoint_files(tmp: Path, model: Transformer, optimizer: torch.optim.Optimizer, state: dict,
+                            run_id: str) -> None:
     save_model(model, str(tmp / MODEL_FILE))
     opt_tensors, opt_meta = _optimizer_tensors(optimizer)
     rng = {"torch": torch.get_rng_state()}
@@ -136,12 +179,30 @@ def save_checkpoint(directory: Path, model: Transformer, optimizer: torch.optim.
     save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
     save_file(rng, str(tmp / "rng.safetensors"))
     py_state = random.getstate()
-    meta = {"state": state, "optimizer": opt_meta,
+    meta = {"state": state, "optimizer": opt_meta, "run_id": run_id,
             "python_random": [py_state[0], list(py_state[1]), py_state[2]]}
     (tmp / "state.json").write_text(json.dumps(meta, indent=1))
-    if directory.exists():
-        shutil.rmtree(directory)
-    os.replace(tmp, directory)
+
+
+def recover_checkpoints(checkpoints: Path) -> list[str]:
+    """After a killed or failed run: partial `.step-N.tmp-*` directories are removed; a `.step-N.old-*`
+    left between the two renames of save_checkpoint is put back if step-N is missing, else removed.
+    Returns what was done, one line each."""
+    done: list[str] = []
+    if not checkpoints.is_dir():
+        return done
+    for p in sorted(checkpoints.iterdir()):
+        if not (p.name.startswith(".step-") and p.is_dir() and not p.is_symlink()):
+            continue
+        name, kind = p.name[1:].rsplit(".", 1)
+        target = checkpoints / name
+        if kind.startswith("old-") and not target.exists():
+            os.replace(p, target)
+            done.append(f"restored {target.name} from an interrupted save")
+        else:
+            shutil.rmtree(p, ignore_errors=True)
+            done.append(f"removed the partial checkpoint {p.name}")
+    return done
 
 
 def load_checkpoint(directory: Path, model: Transformer, optimizer: torch.optim.Optimizer) -> dict:
@@ -151,15 +212,26 @@ def load_checkpoint(directory: Path, model: Transformer, optimizer: torch.optim.
         meta = json.loads((directory / "state.json").read_text())
         optimizer.load_state_dict(_optimizer_state(read_tensors(directory / "optimizer.safetensors"),
                                                    meta["optimizer"]))
-    except (OSError, KeyError, ValueError, json.JSONDecodeError) as e:
+        rng = read_tensors(directory / "rng.safetensors")
+        torch.set_rng_state(rng["torch"])
+        if torch.cuda.is_available() and "cuda.0" in rng:
+            torch.cuda.set_rng_state_all([rng[f"cuda.{i}"] for i in range(torch.cuda.device_count())])
+        version, internal, gauss = meta["python_random"]
+        random.setstate((version, tuple(internal), gauss))
+        if not isinstance(meta["state"], dict):
+            raise ValueError("state is not a table")
+    except (OSError, KeyError, TypeError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{directory}: incomplete or corrupt checkpoint ({str(e)[:100]})") from None
-    rng = read_tensors(directory / "rng.safetensors")
-    torch.set_rng_state(rng["torch"])
-    if torch.cuda.is_available() and "cuda.0" in rng:
-        torch.cuda.set_rng_state_all([rng[f"cuda.{i}"] for i in range(torch.cuda.device_count())])
-    version, internal, gauss = meta["python_random"]
-    random.setstate((version, tuple(internal), gauss))
     return meta["state"]
+
+
+def checkpoint_owner(directory: Path) -> str:
+    """The run id recorded in a checkpoint ('' when none was, or it cannot be read)."""
+    try:
+        meta = json.loads((directory / "state.json").read_text())
+    except (OSError, ValueError):
+        return ""
+    return meta.get("run_id", "") if isinstance(meta, dict) else ""
 
 
 def list_checkpoints(checkpoints: Path) -> list[Path]:

@@ -4,7 +4,28 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
+
+_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+
+
+def check_types(config) -> None:
+    """Every field of a config dataclass has its declared type: `n_heads: true` or `d_model: 128.0`
+    from a JSON or TOML file is refused rather than silently used (bool is not an int here, and a
+    float must be finite)."""
+    for f in dataclasses.fields(config):
+        value, allowed = getattr(config, f.name), _TYPES.get(str(f.type))
+        if allowed is None:
+            continue
+        if isinstance(value, bool) and bool not in allowed or not isinstance(value, allowed):
+            raise ValueError(f"{f.name} must be {'a' if f.type != 'int' else 'an'} {f.type}, "
+                             f"got {value!r} ({type(value).__name__})")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{f.name} must be a finite number, got {value}")
+
+
+MIN_MAX_LEN = 16
 
 
 @dataclass(frozen=True)
@@ -26,6 +47,10 @@ class ModelConfig:
     layer_norm_eps: float = 1e-5  # eps inside LayerNorm's square root
 
     def __post_init__(self) -> None:
+        check_types(self)
+        if self.max_len < MIN_MAX_LEN:
+            raise ValueError(f"max_len must be >= {MIN_MAX_LEN} (positions for a sentence and its </s>), "
+                             f"got {self.max_len}")
         for name in ("src_vocab_size", "tgt_vocab_size", "d_model", "n_heads", "d_ff", "max_len"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ModelConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -57,6 +82,19 @@ class ModelConfig:
     @property
     def d_k(self) -> int:
         return self.d_model // self.n_heads
+
+    def parameter_count(self) -> int:
+        """Trainable parameters of Transformer(self), counted from the shapes (tied weights once)."""
+        d, f = self.d_model, self.d_ff
+        attention = 4 * (d * d + d)  # W^Q, W^K, W^V, W^O with biases
+        feed_forward = d * f + f + f * d + d
+        norm = 2 * d  # gamma, beta
+        encoder = self.n_encoder_layers * (attention + feed_forward + 2 * norm)
+        decoder = self.n_decoder_layers * (2 * attention + feed_forward + 3 * norm)
+        final_norms = 2 * norm if self.norm == "pre" else 0
+        embeddings = self.tgt_vocab_size * d + (0 if self.share_embeddings else self.src_vocab_size * d)
+        output = 0 if self.tie_output else self.tgt_vocab_size * d  # pre-softmax projection, no bias
+        return encoder + decoder + final_norms + embeddings + output
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

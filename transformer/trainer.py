@@ -9,6 +9,7 @@ from typing import Callable, Iterator, Protocol
 
 import torch
 
+from transformer.config import check_types
 from transformer.model import Transformer
 from transformer.training import BatchLike, learning_rate, train_step
 
@@ -45,6 +46,7 @@ class TrainConfig:
     tensorboard: bool = False  # also log to RUN/tensorboard
 
     def __post_init__(self) -> None:
+        check_types(self)
         positive = ("max_tokens", "accumulate", "warmup", "eval_every", "log_every", "max_steps")
         for name in positive:
             if getattr(self, name) < 1:
@@ -109,59 +111,70 @@ def _validate(model, hooks: Hooks, state: TrainState, cfg: TrainConfig) -> None:
     hooks.checkpoint(state, is_best)
 
 
+def stop_reason(state: TrainState, cfg: TrainConfig, should_stop: Callable[[], bool], epochs: bool = True) -> str:
+    """Why training should stop now ('' to go on): checked before the first update too, so a resumed
+    run that already reached a limit trains no further step. The epoch limit counts at epoch ends."""
+    if state.step >= cfg.max_steps:
+        return f"max steps ({cfg.max_steps})"
+    if epochs and cfg.max_epochs and state.epoch >= cfg.max_epochs:
+        return f"max epochs ({cfg.max_epochs})"
+    if cfg.max_time and state.elapsed >= cfg.max_time:
+        return f"max time ({cfg.max_time:g} s)"
+    return "interrupted" if should_stop() else ""
+
+
 def fit(model: Transformer, optimizer: torch.optim.Optimizer, cfg: TrainConfig, state: TrainState,
         hooks: Hooks, should_stop: Callable[[], bool] = lambda: False) -> TrainState:
     """Train until max_steps / max_epochs / max_time / patience, or should_stop() (Ctrl-C)."""
-    d_model = model.config.d_model
     started = time.perf_counter() - state.elapsed
-    window_tokens, window_start = 0, time.perf_counter()
+    window = [0, time.perf_counter()]  # tokens and start of the current log window
+    state.stop_reason = stop_reason(state, cfg, should_stop)
     while not state.stop_reason:
-        group: list[BatchLike] = []
         whole_epoch, steps_before = state.batch_in_epoch == 0, state.step
-        for batch in hooks.batches(state.epoch, state.batch_in_epoch):
-            group.append(batch)
-            if len(group) < cfg.accumulate:
-                continue
-            lr = learning_rate(state.step + 1, cfg.schedule, d_model, cfg.warmup, cfg.lr_factor, cfg.lr)
-            stats = train_step(model, optimizer, group, lr, cfg.label_smoothing, cfg.clip_norm, cfg.precision)
-            state.step += 1
-            state.batch_in_epoch += len(group)
-            state.tokens += stats.tokens
-            state.elapsed = time.perf_counter() - started
-            window_tokens += stats.tokens
-            group = []
-            if state.step % cfg.log_every == 0:
-                now = time.perf_counter()
-                hooks.log({"event": "train", "step": state.step, "epoch": state.epoch, "loss": stats.loss,
-                           "nll": stats.nll, "lr": lr, "grad_norm": stats.grad_norm,
-                           "tokens_per_s": window_tokens / max(now - window_start, 1e-9),
-                           "elapsed": state.elapsed})
-                window_tokens, window_start = 0, now
-            if state.step % cfg.eval_every == 0:
-                _validate(model, hooks, state, cfg)
-                if cfg.patience and state.evals_without_improvement >= cfg.patience:
-                    state.stop_reason = f"no improvement in {cfg.patience} validations"
-            if not state.stop_reason:
-                if state.step >= cfg.max_steps:
-                    state.stop_reason = f"max steps ({cfg.max_steps})"
-                elif cfg.max_time and state.elapsed >= cfg.max_time:
-                    state.stop_reason = f"max time ({cfg.max_time:g} s)"
-                elif should_stop():
-                    state.stop_reason = "interrupted"
-            if state.stop_reason:
-                break
-        else:  # the epoch ran out (a last partial accumulation group is dropped)
-            if whole_epoch and state.step == steps_before:
-                raise ValueError(f"an epoch has fewer batches than accumulate={cfg.accumulate}: "
-                                 "lower --accumulate or --max-tokens")
-            state.epoch += 1
-            state.batch_in_epoch = 0
-            if cfg.max_epochs and state.epoch >= cfg.max_epochs:
-                state.stop_reason = f"max epochs ({cfg.max_epochs})"
-            elif should_stop():
-                state.stop_reason = "interrupted"
+        ran_out = _epoch(model, optimizer, cfg, state, hooks, should_stop, started, window)
+        if not ran_out:
+            break
+        if whole_epoch and state.step == steps_before:
+            raise ValueError(f"an epoch has fewer batches than accumulate={cfg.accumulate}: "
+                             "lower --accumulate or --max-tokens")
+        state.epoch += 1  # the epoch ran out (a last partial accumulation group is dropped)
+        state.batch_in_epoch = 0
+        state.stop_reason = stop_reason(state, cfg, should_stop)
     if state.last_eval_step != state.step and state.stop_reason != "interrupted":
         _validate(model, hooks, state, cfg)
     elif state.stop_reason == "interrupted":
         hooks.checkpoint(state, False)
     return state
+
+
+def _epoch(model, optimizer, cfg: TrainConfig, state: TrainState, hooks: Hooks, should_stop, started: float,
+           window: list) -> bool:
+    """Updates over the rest of the current epoch; False when a stopping rule ended it early."""
+    group: list[BatchLike] = []
+    for batch in hooks.batches(state.epoch, state.batch_in_epoch):
+        group.append(batch)
+        if len(group) < cfg.accumulate:
+            continue
+        lr = learning_rate(state.step + 1, cfg.schedule, model.config.d_model, cfg.warmup, cfg.lr_factor, cfg.lr)
+        stats = train_step(model, optimizer, group, lr, cfg.label_smoothing, cfg.clip_norm, cfg.precision)
+        state.step += 1
+        state.batch_in_epoch += len(group)
+        state.tokens += stats.tokens
+        state.elapsed = time.perf_counter() - started
+        window[0] += stats.tokens
+        group = []
+        if state.step % cfg.log_every == 0:
+            now = time.perf_counter()
+            hooks.log({"event": "train", "step": state.step, "epoch": state.epoch, "loss": stats.loss,
+                       "nll": stats.nll, "lr": lr, "grad_norm": stats.grad_norm,
+                       "tokens_per_s": window[0] / max(now - window[1], 1e-9), "elapsed": state.elapsed})
+            window[:] = [0, now]
+        if state.step % cfg.eval_every == 0:
+            _validate(model, hooks, state, cfg)
+            if cfg.patience and state.evals_without_improvement >= cfg.patience:
+                state.stop_reason = f"no improvement in {cfg.patience} validations"
+        state.stop_reason = state.stop_reason or stop_reason(state, cfg, should_stop, epochs=False)
+        if state.stop_reason:
+            return False
+    return True
+

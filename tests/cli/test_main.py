@@ -19,7 +19,7 @@ def test_unexpected_errors_are_one_line(monkeypatch, capsys):
 
     import cli.main as m
 
-    def boom():
+    def boom(**kwargs):
         raise RuntimeError("boom")
 
     monkeypatch.setattr(m, "app", boom)
@@ -29,3 +29,19 @@ def test_unexpected_errors_are_one_line(monkeypatch, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "internal error (RuntimeError: boom)" in err
+
+
+def test_wrong_flags_are_one_line(monkeypatch, capsys):
+    import pytest
+
+    import cli.main as m
+
+    for argv, words in ((["translate", "--model", "x", "--beam-size", "abc"], "--beam-size"),
+                        (["inspect-attention", "--model", "x", "--no-such-flag", "hi"], "--no-such-flag"),
+                        (["translate"], "Missing option '--model'"), (["nosuch"], "No such command")):
+        monkeypatch.setattr("sys.argv", ["transformer-cli", *argv])
+        with pytest.raises(SystemExit) as exit_info:
+            m.main()
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("error: ") and words in err, err

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import datasets
@@ -88,10 +89,23 @@ def test_refuses_non_empty_output_and_overwrites_atomically(tmp_path):
     opts = PrepareOptions("demo", "en", "ko", vocab_size=300)
     with pytest.raises(DataError, match="not empty .*--overwrite"):
         prepare(opts, out)
+    with pytest.raises(DataError, match="not made by 'transformer-cli prepare'"):
+        prepare(opts, out, overwrite=True)
     assert (out / "keep.txt").read_text() == "mine"
-    prepare(opts, out, overwrite=True)
-    assert (out / "prepare.json").is_file() and not (out / "keep.txt").exists()
+    (out / "keep.txt").unlink()
+    prepare(opts, out)
+    first = json.loads((out / "prepare.json").read_text())
+    prepare(dataclasses.replace(opts, vocab_size=400), out, overwrite=True)
+    second = json.loads((out / "prepare.json").read_text())
+    assert (first["options"]["vocab_size"], second["options"]["vocab_size"]) == (300, 400)
     assert [p.name for p in tmp_path.iterdir()] == ["out"], "no temporary directory left behind"
+
+
+def test_leftovers_of_a_killed_prepare_are_removed(tmp_path):
+    stale = tmp_path / ".out.partial-999999"
+    (stale / "dataset").mkdir(parents=True)
+    prepare(PrepareOptions("demo", "en", "ko", vocab_size=300), tmp_path / "out")
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
 
 
 @pytest.mark.parametrize("make, words", [

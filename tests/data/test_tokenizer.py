@@ -65,3 +65,12 @@ def test_load_rejects_garbage(tmp_path):
         Tokenizers.load(tmp_path)
     with pytest.raises(DataError, match="no tokenizer.json"):
         Tokenizers.load(tmp_path / "..")
+
+
+def test_special_token_strings_in_text_are_text(tmp_path):
+    tok = train_bpe(["a house <s> </s> <pad> <unk>", "the dog"] * 20, 80, 1)
+    Tokenizers(tok, tok).save(tmp_path)
+    for t in (tok, Tokenizers.load(tmp_path).src):
+        ids = encode_batch(t, ["a <pad> house </s> <s> <unk>"])[0]
+        assert not {PAD_ID, BOS_ID, EOS_ID} & set(ids), ids
+        assert decode(t, ids) == "a <pad> house </s> <s> <unk>"

@@ -70,3 +70,47 @@ def test_crash_during_save_leaves_previous_checkpoint(tiny_config, tmp_path, mon
         ck.save_checkpoint(tmp_path / "step-0000001", model, opt, {"step": 1})
     assert [p.name for p in ck.list_checkpoints(tmp_path)] == ["step-0000001"]
     assert (tmp_path / "step-0000001" / "model.safetensors").read_bytes() == before
+
+
+def test_a_failed_save_removes_its_partial_directory(tiny_config, tmp_path, monkeypatch):
+    import errno
+
+    model = make(tiny_config)
+    opt = torch.optim.Adam(model.parameters())
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ck, "save_file", full)
+    with pytest.raises(OSError):
+        ck.save_checkpoint(tmp_path / "step-0000002", model, opt, {"step": 2})
+    assert list(tmp_path.iterdir()) == [], "no partial checkpoint keeps the disk full"
+    monkeypatch.setattr(ck, "save_model", full)
+    with pytest.raises(OSError):
+        ck.save_weights(model, tmp_path / "model.safetensors")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_saving_over_the_same_step_always_leaves_one_copy(tiny_config, tmp_path, monkeypatch):
+    import os
+
+    model = make(tiny_config)
+    opt = torch.optim.Adam(model.parameters())
+    ck.save_checkpoint(tmp_path / "step-0000001", model, opt, {"step": 1})
+    real_replace, seen = os.replace, []
+
+    def watch(src, dst):
+        real_replace(src, dst)
+        seen.append(sorted(p.name for p in tmp_path.iterdir()))
+        if len(seen) == 1:
+            raise KeyboardInterrupt  # killed between moving the old copy aside and the new one in
+
+    monkeypatch.setattr(ck.os, "replace", watch)
+    with pytest.raises(KeyboardInterrupt):
+        ck.save_checkpoint(tmp_path / "step-0000001", model, opt, {"step": 1})
+    monkeypatch.setattr(ck.os, "replace", real_replace)
+    assert any(name.startswith(".step-0000001.old-") for name in seen[0])
+    assert ck.recover_checkpoints(tmp_path) == ["restored step-0000001 from an interrupted save",
+                                                f"removed the partial checkpoint .step-0000001.tmp-{os.getpid()}"]
+    assert [p.name for p in tmp_path.iterdir()] == ["step-0000001"]
+    assert ck.load_checkpoint(tmp_path / "step-0000001", model, opt) == {"step": 1}

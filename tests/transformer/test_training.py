@@ -89,3 +89,39 @@ def test_train_config_unknown_keys():
     with pytest.raises(ValueError, match="unknown training keys: speed"):
         TrainConfig.from_dict({"speed": 3})
     assert TrainConfig.from_dict(TrainConfig().to_dict()) == TrainConfig()
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"lr": float("nan")}, "lr must be a finite number"),
+    ({"max_steps": 10.0}, "max_steps must be an int"),
+    ({"tensorboard": "yes"}, "tensorboard must be a bool"),
+])
+def test_train_config_checks_types(kwargs, words):
+    with pytest.raises(ValueError, match=words):
+        TrainConfig(**kwargs)
+
+
+def test_fit_takes_no_step_past_a_reached_limit():
+    from transformer.trainer import TrainState, fit
+
+    class Hooks:
+        def batches(self, epoch, start):
+            raise AssertionError("a finished run read a batch")
+
+        def evaluate(self, state):
+            raise AssertionError("nothing to validate")
+
+        def checkpoint(self, state, is_best):
+            raise AssertionError("nothing to save")
+
+        def log(self, event):
+            raise AssertionError("nothing to log")
+
+    model = Transformer(ModelConfig(src_vocab_size=10, tgt_vocab_size=10, d_model=8, n_heads=2, d_ff=8,
+                                    n_encoder_layers=1, n_decoder_layers=1, max_len=16))
+    optimizer = torch.optim.Adam(model.parameters())
+    for cfg, state in ((TrainConfig(max_steps=5), TrainState(step=5, last_eval_step=5)),
+                       (TrainConfig(max_epochs=2), TrainState(step=7, epoch=2, last_eval_step=7)),
+                       (TrainConfig(max_time=1.0), TrainState(step=3, elapsed=2.0, last_eval_step=3))):
+        assert fit(model, optimizer, cfg, state, Hooks()).step == state.step
+        assert state.stop_reason.startswith("max")

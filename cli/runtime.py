@@ -1,0 +1,54 @@
+"""Where and how a command runs: device choice, threads, numeric flag ranges. One place each."""
+
+from __future__ import annotations
+
+import math
+
+from cli.errors import UserError
+
+MAX_BEAM = 128
+MAX_THREADS = 1024
+
+
+def pick_device(name: str):
+    """'cpu' | 'cuda' | 'auto' -> torch.device; cuda without a CUDA device is a UserError."""
+    import torch
+
+    if name not in ("cpu", "cuda", "auto"):
+        raise UserError(f"--device must be cpu, cuda or auto, got {name!r}")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available on this machine")
+    return torch.device(name)
+
+
+def set_threads(n: int) -> None:
+    """Torch intra-op threads; 0 keeps torch's default."""
+    check_range("--threads", n, 0, MAX_THREADS)
+    if n:
+        import torch
+
+        torch.set_num_threads(n)
+
+
+def check_range(flag: str, value: float, low: float, high: float) -> None:
+    """value must be a finite number in [low, high]."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UserError(f"{flag} must be a finite number, got {value}")
+    if not low <= value <= high:
+        raise UserError(f"{flag} must be between {low:g} and {high:g}, got {value:g}")
+
+
+def check_decoding(beam_size: int, alpha: float = 0.6, max_len_a: float = 1.5, max_len_b: int = 10,
+                   n_best: int = 1) -> None:
+    """The search flags of translate and inspect-attention."""
+    check_range("--beam-size", beam_size, 1, MAX_BEAM)
+    check_range("--length-penalty", alpha, 0.0, 10.0)
+    check_range("--max-len-a", max_len_a, 0.0, 100.0)
+    check_range("--max-len-b", max_len_b, 0, 100_000)
+    if max_len_a + max_len_b < 1:
+        raise UserError("--max-len-a and --max-len-b allow no output token: "
+                        f"{max_len_a:g} * source length + {max_len_b} must be >= 1 for a one-token source")
+    if not 1 <= n_best <= beam_size:
+        raise UserError(f"--n-best {n_best} must be between 1 and --beam-size {beam_size}")
