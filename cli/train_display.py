@@ -17,9 +17,9 @@ def event_line(event: dict, max_steps: int) -> str:
 
 
 def _ppl(nll: float) -> float:
-    import math
+    from transformer.training import perplexity
 
-    return math.exp(min(nll, 50.0))
+    return perplexity(nll)
 
 
 class PlainDisplay:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import signal
@@ -23,7 +22,7 @@ from transformer.config import ModelConfig
 from transformer.decoding import greedy_search
 from transformer.model import Transformer
 from transformer.trainer import TrainConfig, TrainState, fit
-from transformer.training import evaluate_loss
+from transformer.training import evaluate_loss, perplexity
 
 from cli.errors import UserError
 
@@ -72,7 +71,6 @@ class RunHooks:
         self.sample_rows = np.sort(np.random.default_rng(0).choice(n, sample, replace=False))
         self.refs = [valid_refs[i] for i in self.sample_rows]
         self.srcs = [valid_src[i] for i in self.sample_rows]
-        self.best_eval: dict | None = None
 
     def batches(self, epoch: int, start: int):
         for b in self.train.epoch(self.cfg.seed, epoch, start):
@@ -83,8 +81,7 @@ class RunHooks:
         for batch in self.valid.rows_batches(self.sample_rows):
             out = greedy_search(self.model, batch.src.to(self.device), BOS_ID, EOS_ID)
             for row, h in zip(batch.index.tolist(), out):
-                ids = h.tokens[:-1] if h.tokens and h.tokens[-1] == EOS_ID else h.tokens
-                hyps[row] = decode(self.toks.tgt, ids)
+                hyps[row] = decode(self.toks.tgt, h.without_eos(EOS_ID))
         return [hyps[int(r)] for r in self.sample_rows]
 
     def evaluate(self, state: TrainState) -> dict:
@@ -95,7 +92,7 @@ class RunHooks:
         hyps = self.translate_sample()
         bleu = sacrebleu.corpus_bleu(hyps, [self.refs]).score
         chrf = sacrebleu.corpus_chrf(hyps, [self.refs]).score
-        metrics = {"loss": loss, "nll": nll, "ppl": math.exp(min(nll, 50.0)), "bleu": bleu, "chrf": chrf}
+        metrics = {"loss": loss, "nll": nll, "ppl": perplexity(nll), "bleu": bleu, "chrf": chrf}
         metrics["score"] = -loss if self.cfg.metric == "loss" else metrics[self.cfg.metric]
         metrics["samples"] = list(zip(self.srcs[:3], self.refs[:3], hyps[:3]))
         return metrics
@@ -117,8 +114,6 @@ class RunHooks:
                 shutil.rmtree(p)
 
     def log(self, event: dict) -> None:
-        if event["event"] == "eval" and event["is_best"]:
-            self.best_eval = event
         with open(self.run_dir / METRICS_FILE, "a") as f:
             f.write(json.dumps({k: v for k, v in event.items() if k != "samples"}, ensure_ascii=False) + "\n")
         if self.tensorboard is not None:
@@ -182,18 +177,17 @@ def finish_model(run_dir: Path, cfg: TrainConfig, model: Transformer, run_id: st
 
 
 def plot_curves(run_dir: Path) -> Path | None:
-    """curves.png of training loss and validation BLEU (needs matplotlib, an optional dependency)."""
+    """curves.png of training loss and validation BLEU (needs matplotlib, an optional dependency).
+    Drawn on a Figure of our own: no pyplot, no global matplotlib state."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
     except ImportError:
         return None
     events = read_metrics(run_dir)[0]
     train = [e for e in events if e["event"] == "train"]
     evals = [e for e in events if e["event"] == "eval"]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    ax1, ax2 = fig.subplots(1, 2)
     ax1.plot([e["step"] for e in train], [e["loss"] for e in train], label="train loss")
     ax1.plot([e["step"] for e in evals], [e["loss"] for e in evals], "o-", label="validation loss")
     ax1.set_xlabel("step")
@@ -205,7 +199,6 @@ def plot_curves(run_dir: Path) -> Path | None:
     fig.tight_layout()
     path = run_dir / "curves.png"
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 

@@ -96,15 +96,12 @@ class Translator:
         return results
 
     def result(self, nbest: list[Hypothesis]) -> Translation:
-        def strip(h: Hypothesis) -> list[int]:
-            return h.tokens[:-1] if h.tokens and h.tokens[-1] == EOS_ID else h.tokens
-
         best = nbest[0]
-        ids = strip(best)
+        ids = best.without_eos(EOS_ID)
         return Translation(
             text=decode(self.toks.tgt, ids), score=best.score,
             tokens=[self.toks.tgt.id_to_token(i) for i in best.tokens], token_logprobs=best.token_logprobs,
-            nbest=[(decode(self.toks.tgt, strip(h)), h.score) for h in nbest], ids=ids)
+            nbest=[(decode(self.toks.tgt, h.without_eos(EOS_ID)), h.score) for h in nbest], ids=ids)
 
     @torch.inference_mode()
     def alignment(self, source: str, translation: Translation) -> str:

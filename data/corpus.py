@@ -24,7 +24,6 @@ from data.errors import DataError
 from data.textfiles import count_lines, read_lines
 
 Report = Callable[[str, int, "int | None"], None]  # (stage, done, total)
-SPLITS = ("train", "validation", "test")
 _FILE = re.compile(r"^(?P<split>.+?)\.(?P<lang>[A-Za-z][A-Za-z_-]{0,15})(?P<gz>\.gz)?$")
 
 
@@ -61,7 +60,10 @@ def _counted(pairs: Iterator[dict], stage: str, report: Report) -> Iterator[dict
     """Pass pairs through, reporting progress every 10,000 and at the end."""
     n = 0
     for n, pair in enumerate(pairs, 1):
+        if n % 10_000 == 0:
+            report(stage, n, None)
         yield pair
+    report(stage, n, n)
 
 
 def _pairs_from_files(src_path: str, tgt_path: str) -> Iterator[dict]:

@@ -217,7 +217,8 @@ def prepare(opts: PrepareOptions, out_dir: Path, overwrite: bool = False,
     tmp = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    datasets.disable_progress_bars()
+    bars_were_on = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()  # our own progress display replaces them; restored below
     try:
         dd, source = load_corpus(opts.dataset, opts.src, opts.tgt, tmp / ".cache", opts.config,
                                  opts.seed, report)
@@ -248,3 +249,5 @@ def prepare(opts: PrepareOptions, out_dir: Path, overwrite: bool = False,
         return manifest
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if bars_were_on:
+            datasets.enable_progress_bars()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
@@ -107,7 +107,3 @@ def decode(tok: Tokenizer, ids: Iterable[int]) -> str:
     """Ids -> text, specials dropped (stops at nothing: callers cut at </s>)."""
     return tok.decode([i for i in ids if i >= len(SPECIALS)], skip_special_tokens=True)
 
-
-def iter_texts(columns: Iterable[list[str]]) -> Iterator[str]:
-    for batch in columns:
-        yield from batch

@@ -9,6 +9,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from transformer.masks import causal_mask
+
 
 @dataclass(frozen=True)
 class AttentionRecord:
@@ -54,10 +56,14 @@ def scaled_dot_product_attention(
     k: torch.Tensor,
     v: torch.Tensor,
     mask: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """softmax(QK^T/sqrt(d_k)) V. Returns (output (..., q_len, d_v), weights (..., q_len, k_len))."""
-    weights = softmax_weights(attention_scores(q, k, mask))
-    return weights @ v, weights
+    dropout_p: float = 0.0,
+) -> tuple[torch.Tensor, AttentionRecord]:
+    """softmax(QK^T/sqrt(d_k)) V. Returns the output (..., q_len, d_v) and what was looked at: the
+    weights (..., q_len, k_len) and the scores before the softmax. dropout_p drops weights (training)."""
+    scores = attention_scores(q, k, mask)
+    weights = softmax_weights(scores)
+    dropped = F.dropout(weights, dropout_p) if dropout_p > 0 else weights
+    return dropped @ v, AttentionRecord(weights=weights, scores=scores)
 
 
 class MultiHeadAttention(nn.Module):
@@ -98,27 +104,20 @@ class MultiHeadAttention(nn.Module):
         Returns (batch, q_len, d_model) and, when need_weights, the AttentionRecord."""
         q = self.split_heads(self.q_proj(query))  # (batch, heads, q_len, d_k)
         p_drop = self.attention_dropout if self.training else 0.0
-        if causal and q.size(2) == 1:
-            causal = False  # one new query position: every cached key is in its past
-        if causal and mask is None and not need_weights and q.size(2) == kv.k.size(2):
-            # the fused kernel's own causal path, no mask tensor built
+        q_len, k_len = q.size(2), kv.k.size(2)
+        causal = causal and q_len > 1  # one new query position: every cached key is in its past
+        record = None
+        if causal and mask is None and not need_weights and q_len == k_len:
+            # the fused kernel's own causal path (tested equal to causal_mask), no mask tensor built
             out = F.scaled_dot_product_attention(q, kv.k, kv.v, dropout_p=p_drop, is_causal=True)
-            record = None
         else:
             if causal:
-                # (q_len, key_len) lower triangle, aligned so the last query sees every key
-                offset = kv.k.size(2) - q.size(2)
-                tri = torch.ones(q.size(2), kv.k.size(2), dtype=torch.bool, device=q.device)
-                tri = tri.tril(diagonal=offset)
+                tri = causal_mask(q_len, k_len, q.device)  # (1, 1, q_len, key_len)
                 mask = tri if mask is None else mask & tri
-            if need_weights:
-                scores = attention_scores(q, kv.k, mask)
-                weights = softmax_weights(scores)
-                out = F.dropout(weights, p_drop, self.training) @ kv.v
-                record = AttentionRecord(weights=weights, scores=scores)
-            else:
+            if need_weights:  # the formula itself, so the maps are the ones it computes
+                out, record = scaled_dot_product_attention(q, kv.k, kv.v, mask, p_drop)
+            else:  # the same formula in torch's fused kernel (tested equal)
                 out = F.scaled_dot_product_attention(q, kv.k, kv.v, attn_mask=mask, dropout_p=p_drop)
-                record = None
         # (batch, heads, q_len, d_k) -> (batch, q_len, d_model)
         out = out.transpose(1, 2).reshape(query.size(0), query.size(1), -1)
         return self.out_proj(out), record

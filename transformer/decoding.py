@@ -18,6 +18,10 @@ class Hypothesis:
     token_logprobs: list[float]
     score: float  # sum of log-probs, or the length-normalised score beam search ranked by
 
+    def without_eos(self, eos_id: int) -> list[int]:
+        """The output ids with the final </s> removed (when it finished)."""
+        return self.tokens[:-1] if self.tokens and self.tokens[-1] == eos_id else self.tokens
+
 
 def length_penalty(length: int, alpha: float) -> float:
     """GNMT: lp(Y) = ((5 + |Y|) / 6) ** alpha; |Y| counts the output tokens including </s>."""

@@ -54,9 +54,16 @@ class Residual(nn.Module):
         self.pre_norm = norm == "pre"
 
     def forward(self, x: torch.Tensor, sublayer: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-        if self.pre_norm:
-            return x + self.dropout(sublayer(self.norm(x)))
-        return self.norm(x + self.dropout(sublayer(x)))
+        return self.output(x, sublayer(self.input(x)))
+
+    def input(self, x: torch.Tensor) -> torch.Tensor:
+        """What the sub-layer reads: LayerNorm(x) with pre-norm, x itself with post-norm."""
+        return self.norm(x) if self.pre_norm else x
+
+    def output(self, x: torch.Tensor, sublayer_out: torch.Tensor) -> torch.Tensor:
+        """x + Dropout(sub-layer output), normalised after the sum with post-norm (the paper)."""
+        y = x + self.dropout(sublayer_out)
+        return y if self.pre_norm else self.norm(y)
 
 
 class EncoderLayer(nn.Module):
@@ -73,15 +80,9 @@ class EncoderLayer(nn.Module):
     def forward(self, x: torch.Tensor, src_mask: torch.Tensor | None,
                 need_weights: bool = False) -> tuple[torch.Tensor, AttentionRecord | None]:
         # x: (batch, src_len, d_model); src_mask: (batch, 1, 1, src_len)
-        record = None
-
-        def attend(h: torch.Tensor) -> torch.Tensor:
-            nonlocal record
-            out, record = self.self_attn(h, self.self_attn.project_kv(h), src_mask,
-                                         need_weights=need_weights)
-            return out
-
-        x = self.attn_residual(x, attend)
+        h = self.attn_residual.input(x)
+        out, record = self.self_attn(h, self.self_attn.project_kv(h), src_mask, need_weights=need_weights)
+        x = self.attn_residual.output(x, out)
         return self.ff_residual(x, self.feed_forward), record
 
 
@@ -109,23 +110,13 @@ class DecoderLayer(nn.Module):
         """x: (batch, tgt_len, d_model) new target positions; memory_kv: this layer's projection of
         the encoder output; self_kv: cached keys/values of earlier target positions (None = none).
         Returns the output, the self-attention keys/values including x's (for the cache), and records."""
-        self_record = cross_record = None
-        new_kv: KeyValue | None = None
-
-        def self_attend(h: torch.Tensor) -> torch.Tensor:
-            nonlocal self_record, new_kv
-            step_kv = self.self_attn.project_kv(h)
-            new_kv = step_kv if self_kv is None else self_kv.append(step_kv)
-            out, self_record = self.self_attn(h, new_kv, causal=True, need_weights=need_weights)
-            return out
-
-        def cross_attend(h: torch.Tensor) -> torch.Tensor:
-            nonlocal cross_record
-            out, cross_record = self.cross_attn(h, memory_kv, src_mask, need_weights=need_weights)
-            return out
-
-        x = self.self_residual(x, self_attend)
-        x = self.cross_residual(x, cross_attend)
+        h = self.self_residual.input(x)  # masked self-attention over the target so far
+        step_kv = self.self_attn.project_kv(h)
+        new_kv = step_kv if self_kv is None else self_kv.append(step_kv)
+        out, self_record = self.self_attn(h, new_kv, causal=True, need_weights=need_weights)
+        x = self.self_residual.output(x, out)
+        h = self.cross_residual.input(x)  # cross-attention: queries from the decoder, keys from memory
+        out, cross_record = self.cross_attn(h, memory_kv, src_mask, need_weights=need_weights)
+        x = self.cross_residual.output(x, out)
         x = self.ff_residual(x, self.feed_forward)
-        assert new_kv is not None
         return x, new_kv, self_record, cross_record

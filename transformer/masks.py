@@ -10,11 +10,8 @@ def padding_mask(tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
     return (tokens != pad_id)[:, None, None, :]
 
 
-def causal_mask(size: int, device: torch.device | None = None) -> torch.Tensor:
-    """(1, 1, size, size) lower triangle: position t sees positions <= t, never the future."""
-    return torch.ones(size, size, dtype=torch.bool, device=device).tril()[None, None]
-
-
-def decoder_mask(tgt: torch.Tensor, pad_id: int) -> torch.Tensor:
-    """(batch, tgt_len) -> (batch, 1, tgt_len, tgt_len): causal and not padding."""
-    return padding_mask(tgt, pad_id) & causal_mask(tgt.size(1), tgt.device)
+def causal_mask(q_len: int, k_len: int | None = None, device: torch.device | None = None) -> torch.Tensor:
+    """(1, 1, q_len, k_len) lower triangle: query t sees keys <= t, never the future. With a cache
+    (k_len > q_len) the queries are the last q_len positions, so the last query sees every key."""
+    k_len = q_len if k_len is None else k_len
+    return torch.ones(q_len, k_len, dtype=torch.bool, device=device).tril(diagonal=k_len - q_len)[None, None]

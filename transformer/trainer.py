@@ -97,7 +97,7 @@ class Hooks(Protocol):
     def log(self, event: dict) -> None: ...
 
 
-def _validate(model, hooks: Hooks, state: TrainState, cfg: TrainConfig) -> None:
+def _validate(hooks: Hooks, state: TrainState) -> None:
     metrics = hooks.evaluate(state)
     score = metrics["score"]
     is_best = state.best_score is None or score > state.best_score
@@ -141,7 +141,7 @@ def fit(model: Transformer, optimizer: torch.optim.Optimizer, cfg: TrainConfig, 
         state.batch_in_epoch = 0
         state.stop_reason = stop_reason(state, cfg, should_stop)
     if state.last_eval_step != state.step and state.stop_reason != "interrupted":
-        _validate(model, hooks, state, cfg)
+        _validate(hooks, state)
     elif state.stop_reason == "interrupted":
         hooks.checkpoint(state, False)
     return state
@@ -170,7 +170,7 @@ def _epoch(model, optimizer, cfg: TrainConfig, state: TrainState, hooks: Hooks, 
                        "tokens_per_s": window[0] / max(now - window[1], 1e-9), "elapsed": state.elapsed})
             window[:] = [0, now]
         if state.step % cfg.eval_every == 0:
-            _validate(model, hooks, state, cfg)
+            _validate(hooks, state)
             if cfg.patience and state.evals_without_improvement >= cfg.patience:
                 state.stop_reason = f"no improvement in {cfg.patience} validations"
         state.stop_reason = state.stop_reason or stop_reason(state, cfg, should_stop, epochs=False)

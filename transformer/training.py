@@ -97,6 +97,11 @@ def train_step(model: Transformer, optimizer: torch.optim.Optimizer, batches: Se
 
 
 @torch.no_grad()
+def perplexity(nll: float) -> float:
+    """exp(NLL per token), capped so a diverged model reads as a large number, not an overflow."""
+    return math.exp(min(nll, 50.0))
+
+
 def evaluate_loss(model: Transformer, batches, label_smoothing: float, precision: str = "fp32"
                   ) -> tuple[float, float]:
     """(label-smoothed loss, NLL) per target token over `batches`; exp(NLL) is the perplexity."""

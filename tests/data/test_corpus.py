@@ -108,3 +108,13 @@ def test_hub_offline_fails_fast(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(DataError, match="Hub is unreachable.*--dataset demo"):
         load_corpus("bentrevett/multi30k", "de", "en", tmp_path)
+
+
+def test_reading_reports_progress(shared_data, tmp_path):
+    from data.corpus import load_corpus
+
+    calls = []
+    load_corpus(str(shared_data / "multi30k"), "de", "en", tmp_path / "cache",
+                report=lambda stage, done, total: calls.append((stage, done, total)))
+    train = [(done, total) for stage, done, total in calls if "train" in stage]
+    assert train == [(10_000, None), (20_000, None), (29_000, 29_000)], calls

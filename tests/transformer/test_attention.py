@@ -37,7 +37,8 @@ def qkv():
 def test_matches_float64_reference(qkv):
     q, k, v = qkv
     mask = torch.rand(2, 1, 5, 6) > 0.3
-    out, weights = scaled_dot_product_attention(q, k, v, mask)
+    out, record = scaled_dot_product_attention(q, k, v, mask)
+    weights = record.weights
     ref_out, ref_w = reference_attention(q, k, v, mask)
     torch.testing.assert_close(out.double(), ref_out, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(weights.double(), ref_w, atol=1e-6, rtol=1e-5)
@@ -57,7 +58,7 @@ def test_masked_weights_exactly_zero_and_rows_sum_to_one(qkv):
     q, k, v = qkv
     mask = torch.rand(2, 3, 5, 6) > 0.5
     mask[..., 2] = True
-    _, weights = scaled_dot_product_attention(q, k, v, mask)
+    weights = scaled_dot_product_attention(q, k, v, mask)[1].weights
     assert torch.all(weights[~mask] == 0.0)
     torch.testing.assert_close(weights.sum(-1), torch.ones(2, 3, 5))
 
@@ -66,7 +67,8 @@ def test_fully_masked_row_gives_no_nan(qkv):
     q, k, v = qkv
     mask = torch.ones(2, 1, 5, 6, dtype=torch.bool)
     mask[:, :, 1] = False
-    out, weights = scaled_dot_product_attention(q, k, v, mask)
+    out, record = scaled_dot_product_attention(q, k, v, mask)
+    weights = record.weights
     assert not torch.isnan(out).any() and not torch.isnan(weights).any()
     assert torch.all(weights[:, :, 1] == 0) and torch.all(out[:, :, 1] == 0)
 
