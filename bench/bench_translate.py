@@ -115,9 +115,9 @@ def main() -> None:
     p.add_argument("--batch-tokens", type=int, default=4000)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    from cli.translator import load_translator
+    from transformer_cli import SearchOptions, load_run
 
-    translator = load_translator(args.model)
+    translator = load_run(args.model)
     with gzip.open(TEST_DE, "rt", encoding="utf-8") as f:
         lines = [next(f).strip() for _ in range(args.sentences)]
     hf = marian_from(translator.model)
@@ -129,10 +129,10 @@ def main() -> None:
           f"vocab {translator.model.config.tgt_vocab_size}; {len(lines)} sentences of {TEST_DE.name}; "
           f"torch {torch.__version__}, {args.threads} threads, float32")
     for beam in (1, 5):
-        translator.translate(lines[:16], beam, 1, alpha, a, b, args.batch_tokens)  # warm-up
+        translator.translate(lines[:16], SearchOptions(beam, 1, alpha, a, b, args.batch_tokens))  # warm-up
         hf_translate(hf, translator, ids[:16], translator.batches(ids[:16], args.batch_tokens), beam, a, b, alpha)
         t0 = time.perf_counter()
-        ours = translator.translate(lines, beam, 1, alpha, a, b, args.batch_tokens)
+        ours = translator.translate(lines, SearchOptions(beam, 1, alpha, a, b, args.batch_tokens))
         t_ours = time.perf_counter() - t0
         t0 = time.perf_counter()
         theirs = hf_translate(hf, translator, ids, groups, beam, a, b, alpha)

@@ -11,7 +11,7 @@ from cli import console
 from cli.errors import UserError
 from cli.render import (AttentionGrid, alignment_table, attention_table, fit_tables, heads_summary_table,
                         side_by_side)
-from cli.translator import align_words, word_index
+from transformer_cli.translator import align_words, word_index
 
 TITLES = {"encoder": "encoder self-attention", "decoder": "masked decoder self-attention",
           "cross": "cross-attention (output ← source)"}

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from cli.errors import UserError, fail
-from cli.runtime import check_decoding, check_range, pick_device
+from transformer_cli.runtime import check_decoding, check_range
 from data.errors import DataError
 from data.textfiles import check_output_file, decode_argument, decode_line
 
@@ -93,9 +93,9 @@ def run(sentence, model_dir, target, beam_size, kind, layer, head, scores, heads
         invalid = invalid or bad_target
     if invalid:
         print("warning: the text was not valid UTF-8; invalid bytes were replaced with U+FFFD", file=sys.stderr)
-    from cli.translator import inspect, load_translator
+    from transformer_cli import load_run
 
-    translator = load_translator(model_dir, str(pick_device(device)))
+    translator = load_run(model_dir, device)
     config = translator.model.config
     kinds = list(KINDS) if kind == "all" else [kind]
     layers_by_kind = {"encoder": config.n_encoder_layers, "decoder": config.n_decoder_layers,
@@ -103,7 +103,7 @@ def run(sentence, model_dir, target, beam_size, kind, layer, head, scores, heads
     layer_choice = {k: ([n - 1] if layer == "last" else parse_choice(layer, "layer", n, ()))
                     for k, n in layers_by_kind.items() if k in kinds}
     heads = parse_choice(head, "head", config.n_heads, ("mean",))
-    result = inspect(translator, text, target, beam_size)
+    result = translator.inspect(text, target, beam_size)
     from cli import attention_view as view
 
     grids = view.grids(result, kinds, layer_choice, heads, scores, max_tokens)

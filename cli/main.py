@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import sys
-from importlib.metadata import PackageNotFoundError, version
 
 import typer
+
+from transformer_cli import package_version
 
 app = typer.Typer(
     name="transformer-cli",
@@ -14,13 +15,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-
-def package_version() -> str:
-    try:
-        return version("transformer-cli")
-    except PackageNotFoundError:
-        return "0+unknown"
 
 
 def _version(value: bool) -> None:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import uuid
+import signal
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from cli import console
-from cli.errors import UserError, fail, os_error_message
+from cli.errors import UserError, fail
 
 O = typer.Option
 
@@ -79,127 +79,48 @@ def register(app: typer.Typer) -> None:
 
 def run(data: Path | None, out: Path | None, resume: Path | None, preset: str | None, config: Path | None,
         model_flags: dict, train_flags: dict) -> None:
-    from cli.run_lock import RunLock
+    from transformer_cli.train import TrainRequest, train
+
+    from cli.train_display import TrainView, summary_table
 
     if resume and out and resume != out:
         raise UserError("--resume and --out name different directories")
     run_dir = resume or out
     if run_dir is None:
         raise UserError("--out RUN_DIR (a new run) or --resume RUN_DIR is required")
-    with RunLock(run_dir):
-        plan = plan_run(run_dir, data, resume is not None, preset, config, model_flags, train_flags)
-        start_and_train(run_dir, plan)
-
-
-def plan_run(run_dir: Path, data: Path | None, resume: bool, preset: str | None, config: Path | None,
-             model_flags: dict, train_flags: dict) -> dict:
-    """Everything a run needs, read and checked; nothing is written."""
-    from data.errors import DataError
-    from data.tokenizer import Tokenizers
-    from transformer.checkpoint import CONFIG_FILE, CheckpointError, read_config
-
-    from cli import train_config as tc
-    from cli import train_run as tr
-    from cli.run_lock import is_empty_run_dir
-
-    resuming = (run_dir / CONFIG_FILE).is_file()
-    if resume and not resuming:
-        raise UserError(f"{run_dir}: nothing to resume (no {CONFIG_FILE}; is this a run directory?)")
-    if not resuming and not is_empty_run_dir(run_dir):
-        raise UserError(f"{run_dir} exists, is not empty and is not a run directory")
-    try:
-        stored = read_config(run_dir) if resuming else None
-    except CheckpointError as e:
-        raise UserError(str(e)) from None
-    recorded = (stored or {}).get("data", {}).get("prepared")
-    data_dir = data or (Path(recorded) if isinstance(recorded, str) and recorded else None)
-    if data_dir is None:
-        raise UserError("--data PREPARED_DIR is required" + (" (the run does not record its data)" if stored
-                                                              else " for a new run"))
-    manifest = tr.check_prepared(data_dir)
-    try:
-        toks = Tokenizers.load(data_dir)
-    except DataError as e:
-        raise UserError(str(e)) from None
-    sizes = (toks.src.get_vocab_size(), toks.tgt.get_vocab_size(), toks.joint)
-    if stored:
-        if stored.get("data", {}).get("tokenizer_fingerprint") != toks.fingerprint():
-            raise UserError(f"cannot resume: the tokenizer in {data_dir} differs from the one {run_dir} "
-                            "was trained with")
-        model_config, cfg, name = tc.resume_configs(stored, preset, config, model_flags, train_flags, *sizes)
-    else:
-        model_config, cfg, name = tc.resolve(preset, config, model_flags, train_flags, *sizes)
-    tr.check_lengths(manifest, model_config, data_dir)
-    run_id = (stored or {}).get("run_id") or uuid.uuid4().hex
-    data_info = {"prepared": str(data_dir.resolve()), "src_lang": manifest["src_lang"],
-                 "tgt_lang": manifest["tgt_lang"], "tokenizer_fingerprint": toks.fingerprint()}
-    return {"data_dir": data_dir, "toks": toks, "model_config": model_config, "cfg": cfg, "name": name,
-            "resuming": resuming, "run_id": run_id, "data_info": data_info}
-
-
-def start_and_train(run_dir: Path, plan: dict) -> None:
-    """Model and optimizer first; only then is anything written into the run directory."""
-    from cli import train_run as tr
-    from cli.runtime import pick_device, set_threads
-
-    cfg, model_config = plan["cfg"], plan["model_config"]
-    set_threads(cfg.threads)
-    device = pick_device(cfg.device)
-    data = tr.load_training_data(plan["data_dir"], cfg)
-    model, optimizer = tr.build(model_config, cfg, device)
+    request = TrainRequest(out=run_dir, data=data, resume=resume is not None, preset=preset, config_file=config,
+                           model=model_flags, training=train_flags)
     err = console.err
-    try:
-        tr.write_run_config(run_dir, model_config, cfg, plan["data_info"], plan["name"], plan["run_id"])
-        if not plan["resuming"]:
-            plan["toks"].save(run_dir)
-        state = tr.resume_state(run_dir, plan["run_id"], model, optimizer,
-                                lambda m: err.print(f"note: {m}", markup=False, soft_wrap=True))
-    except OSError as e:
-        raise UserError(os_error_message(e)) from None
-    err.print(f"[bold]{'resuming' if state.step else 'training'}[/] preset {plan['name']} on {device}, "
-              f"{sum(p.numel() for p in model.parameters()):,} parameters, from step {state.step}; "
-              f"run directory {run_dir}")
-    from cli import train_config as tc
-
-    err.print(tc.describe(model_config, cfg), markup=False, highlight=False)
-    train_and_report(run_dir, plan, model, optimizer, state, device, data)
-
-
-def train_and_report(run_dir: Path, plan: dict, model, optimizer, state, device, data) -> None:
-    from cli import train_run as tr
-    from cli.train_display import LiveDisplay, PlainDisplay, summary_table
-
-    cfg, err, out_console = plan["cfg"], console.err, console.out
-    display = (LiveDisplay(out_console, cfg.max_steps, state.step) if out_console.is_terminal
-               else PlainDisplay(out_console, cfg.max_steps))
-    tensorboard = tr.open_tensorboard(run_dir, cfg.tensorboard, lambda m: err.print(f"warning: {m}"))
-    hooks = tr.RunHooks(run_dir, model, optimizer, cfg, plan["toks"], *data, device, display, tensorboard,
-                        plan["run_id"])
-    start_tokens, start_elapsed = state.tokens, state.elapsed
-    try:
-        with tr.StopFlag() as stop, display:
-            state = tr.fit(model, optimizer, cfg, state, hooks, should_stop=stop)
-        note = tr.finish_model(run_dir, cfg, model, plan["run_id"])
-    except RuntimeError as e:
-        if tr.is_out_of_memory(e):
-            raise UserError(f"out of memory with --max-tokens {cfg.max_tokens}: try --max-tokens "
-                            f"{max(cfg.max_tokens // 2, 1)} (with --accumulate 2 to keep the batch size)") from None
-        raise
-    except OSError as e:
-        raise UserError(f"{os_error_message(e)}; {run_dir} keeps its last complete checkpoint") from None
-    except ValueError as e:
-        raise UserError(str(e)) from None
-    except KeyboardInterrupt:
-        raise UserError(f"interrupted twice: stopped without a new checkpoint; {run_dir} keeps the last one") from None
-    finally:
-        if tensorboard is not None:
-            tensorboard.close()
-    plot = tr.plot_curves(run_dir)
-    rate = (state.tokens - start_tokens) / max(state.elapsed - start_elapsed, 1e-9)
-    out_console.print(summary_table(state, str(run_dir), tr.best_from_metrics(run_dir), rate, note))
-    if plot is None:
+    with StopFlag() as stop, TrainView(console.out, err) as view:
+        result = train(request, on_start=view.start, on_event=view.update, should_stop=stop,
+                       warn=lambda m: err.print(f"note: {m}", markup=False, soft_wrap=True))
+    console.out.print(summary_table(result.state, str(run_dir), result.best, result.tokens_per_s, result.model_note))
+    if result.curves is None:
         err.print("note: install matplotlib (pip install 'transformer-cli[plot]') for curves.png", markup=False)
-    if state.stop_reason == "interrupted":
+    if result.state.stop_reason == "interrupted":
         err.print(f"interrupted: checkpoint saved; continue with transformer-cli train --resume {run_dir}",
                   soft_wrap=True)
         raise typer.Exit(130)
+
+
+class StopFlag:
+    """First Ctrl-C asks training to checkpoint and stop after the current step; a second one aborts."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.previous = None
+
+    def __enter__(self) -> "StopFlag":
+        self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        signal.signal(signal.SIGINT, self.previous)
+
+    def __call__(self) -> bool:
+        return self.requested

@@ -83,6 +83,39 @@ class LiveDisplay:
         return Group(*parts)
 
 
+class TrainView:
+    """The terminal side of a training run: the header once the model exists, then the live view (on a
+    terminal) or plain log lines, fed by train()'s callbacks."""
+
+    def __init__(self, out: Console, err: Console) -> None:
+        self.out, self.err = out, err
+        self.display: LiveDisplay | PlainDisplay | None = None
+
+    def __enter__(self) -> "TrainView":
+        return self
+
+    def start(self, start) -> None:
+        """start: transformer_cli.train.RunStart."""
+        import json
+
+        self.err.print(f"[bold]{'resuming' if start.step else 'training'}[/] preset {start.preset} on {start.device}, "
+                       f"{start.parameters:,} parameters, from step {start.step}; run directory {start.run_dir}")
+        self.err.print(json.dumps({"model": start.model_config.to_dict(), "training": start.train_config.to_dict()},
+                                  indent=2), markup=False, highlight=False)
+        max_steps = start.train_config.max_steps
+        self.display = (LiveDisplay(self.out, max_steps, start.step) if self.out.is_terminal
+                        else PlainDisplay(self.out, max_steps))
+        self.display.__enter__()
+
+    def update(self, event: dict) -> None:
+        if self.display is not None:
+            self.display.update(event)
+
+    def __exit__(self, *exc) -> None:
+        if self.display is not None:
+            self.display.__exit__(*exc)
+
+
 def summary_table(state, run_dir: str, best: dict | None, tokens_per_s: float, model_note: str) -> Table:
     table = Table(title="training finished", title_justify="left", show_header=False)
     table.add_column(style="bold")

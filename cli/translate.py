@@ -42,25 +42,20 @@ def register(app: typer.Typer) -> None:
             fail(str(e))
 
 
-def check_flags(beam_size: int, n_best: int, alpha: float, max_len_a: float, max_len_b: int, fmt: str,
-                batch_tokens: int, buffer_lines: int, precision: str, inputs: list[Path], output: Path | None,
-                reference: Path | None, scores: bool) -> None:
+def check_flags(fmt: str, n_best: int, scores: bool, buffer_lines: int, inputs: list[Path], output: Path | None,
+                reference: Path | None) -> None:
+    """The flags SearchOptions does not check: output format, files, buffering."""
     from data.errors import DataError
     from data.textfiles import check_output_file
+    from transformer_cli.runtime import check_range
 
-    from cli.runtime import check_decoding, check_range
-
-    check_decoding(beam_size, alpha, max_len_a, max_len_b, n_best)
     if fmt not in ("text", "jsonl"):
         raise UserError(f"--format must be text or jsonl, got {fmt!r}")
     if n_best > 1 and fmt != "jsonl":
         raise UserError("--n-best > 1 needs --format jsonl (text output keeps one line per input line)")
     if scores and fmt == "jsonl":
         raise UserError("--scores is for text output; jsonl always has the scores")
-    check_range("--batch-tokens", batch_tokens, 1, 10_000_000)
     check_range("--buffer-lines", buffer_lines, 1, 10_000_000)
-    if precision not in ("fp32", "bf16"):
-        raise UserError(f"--precision must be fp32 or bf16, got {precision!r}")
     for path in [*inputs, *([reference] if reference else [])]:
         if not path.is_file():
             raise UserError(f"{path}: input file not found")
@@ -74,15 +69,14 @@ def check_flags(beam_size: int, n_best: int, alpha: float, max_len_a: float, max
 def run(model_dir: Path, inputs: list[Path], output: Path | None, beam_size: int, alpha: float,
         max_len_a: float, max_len_b: int, n_best: int, batch_tokens: int, buffer_lines: int, scores: bool,
         fmt: str, reference: Path | None, device: str, threads: int, precision: str) -> None:
-    check_flags(beam_size, n_best, alpha, max_len_a, max_len_b, fmt, batch_tokens, buffer_lines, precision,
-                inputs, output, reference, scores)
-    from cli.runtime import pick_device, set_threads
-    from cli.translator import load_translator
+    from transformer_cli import SearchOptions, load_run
+    from transformer_cli.runtime import set_threads
 
+    search = SearchOptions(beam_size, n_best, alpha, max_len_a, max_len_b, batch_tokens)
+    check_flags(fmt, n_best, scores, buffer_lines, inputs, output, reference)
     set_threads(threads)
-    translator = load_translator(model_dir, str(pick_device(device)), precision)
+    translator = load_run(model_dir, device, precision)
     interactive = not inputs and sys.stdin.isatty()
-    search = (beam_size, n_best, alpha, max_len_a, max_len_b, batch_tokens)
 
     def write(out) -> tuple[int, list[str]]:
         return write_translations(out, translator, inputs, interactive, buffer_lines, fmt, scores, search,
@@ -99,7 +93,7 @@ def run(model_dir: Path, inputs: list[Path], output: Path | None, beam_size: int
 
 
 def write_translations(out, translator, inputs: list[Path], interactive: bool, buffer_lines: int, fmt: str,
-                       scores: bool, search: tuple, keep: bool) -> tuple[int, list[str]]:
+                       scores: bool, search, keep: bool) -> tuple[int, list[str]]:
     """Translate every input line to `out`, one line each, flushed per chunk; returns (invalid UTF-8 lines,
     translations kept for --reference)."""
     from data.textfiles import decode_line, read_chunks
@@ -110,7 +104,7 @@ def write_translations(out, translator, inputs: list[Path], interactive: bool, b
         decoded = [decode_line(raw) for raw in chunk]
         invalid += sum(bad for _, bad in decoded)
         texts = [t for t, _ in decoded]
-        for text, r in zip(texts, translator.translate(texts, *search)):
+        for text, r in zip(texts, translator.translate(texts, search)):
             out.write(format_line(text, r, fmt, scores, translator) + "\n")
             if keep:
                 hypotheses.append(r.text)

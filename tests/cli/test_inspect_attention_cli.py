@@ -62,9 +62,9 @@ def test_maps_equal_an_independent_computation(cli, model_dir):
 
 def test_json_round_trips_the_model_maps(cli, model_dir):
     doc = inspect_json(cli, model_dir, "We went home.", "--layer", "all", "--head", "all")
-    from cli.translator import inspect, load_translator
+    from transformer_cli import load_run
 
-    result = inspect(load_translator(model_dir), "We went home.", None, 1)
+    result = load_run(model_dir).inspect("We went home.")
     assert doc["translation"] == result.translation
     by_key = {(m["kind"], m["layer"], m["head"]): m for m in doc["maps"]}
     for kind, recs in (("encoder", result.maps.encoder), ("decoder", result.maps.decoder),
@@ -181,7 +181,7 @@ def test_wide_hangul_tokens_never_squeezed():
 
 def test_word_grouping_of_subwords():
     from cli.attention_view import words_of
-    from cli.translator import word_index
+    from transformer_cli.translator import word_index
 
     pieces = ["▁Ein", "▁Hund", "▁renn", "t", "▁durch", "▁den", "▁Schnee", "."]
     assert word_index(pieces) == [0, 1, 2, 2, 3, 4, 5, 6]

@@ -58,7 +58,7 @@ def test_translate_output_is_atomic(cli, model_dir, tmp_path, monkeypatch):
 
 
 def test_a_run_directory_in_use_is_locked(cli, demo_data, tmp_path):
-    from cli.run_lock import RunLock
+    from transformer_cli.run_lock import RunLock
 
     run = tmp_path / "run"
     with RunLock(run):

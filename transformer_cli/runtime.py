@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import math
 
-from cli.errors import UserError
+from transformer_cli.errors import RunError
 
 MAX_BEAM = 128
 MAX_THREADS = 1024
 
 
 def pick_device(name: str):
-    """'cpu' | 'cuda' | 'auto' -> torch.device; cuda without a CUDA device is a UserError."""
+    """'cpu' | 'cuda' | 'auto' -> torch.device; cuda without a CUDA device is a RunError."""
     import torch
 
     if name not in ("cpu", "cuda", "auto"):
-        raise UserError(f"--device must be cpu, cuda or auto, got {name!r}")
+        raise RunError(f"--device must be cpu, cuda or auto, got {name!r}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is available on this machine")
+        raise RunError("--device cuda: no CUDA device is available on this machine")
     return torch.device(name)
 
 
@@ -35,9 +35,9 @@ def set_threads(n: int) -> None:
 def check_range(flag: str, value: float, low: float, high: float) -> None:
     """value must be a finite number in [low, high]."""
     if isinstance(value, float) and not math.isfinite(value):
-        raise UserError(f"{flag} must be a finite number, got {value}")
+        raise RunError(f"{flag} must be a finite number, got {value}")
     if not low <= value <= high:
-        raise UserError(f"{flag} must be between {low:g} and {high:g}, got {value:g}")
+        raise RunError(f"{flag} must be between {low:g} and {high:g}, got {value:g}")
 
 
 def check_decoding(beam_size: int, alpha: float = 0.6, max_len_a: float = 1.5, max_len_b: int = 10,
@@ -48,7 +48,7 @@ def check_decoding(beam_size: int, alpha: float = 0.6, max_len_a: float = 1.5, m
     check_range("--max-len-a", max_len_a, 0.0, 100.0)
     check_range("--max-len-b", max_len_b, 0, 100_000)
     if max_len_a + max_len_b < 1:
-        raise UserError("--max-len-a and --max-len-b allow no output token: "
-                        f"{max_len_a:g} * source length + {max_len_b} must be >= 1 for a one-token source")
+        raise RunError("--max-len-a and --max-len-b allow no output token: "
+                       f"{max_len_a:g} * source length + {max_len_b} must be >= 1 for a one-token source")
     if not 1 <= n_best <= beam_size:
-        raise UserError(f"--n-best {n_best} must be between 1 and --beam-size {beam_size}")
+        raise RunError(f"--n-best {n_best} must be between 1 and --beam-size {beam_size}")

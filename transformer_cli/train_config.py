@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import tomllib
 from pathlib import Path
 
@@ -11,7 +10,7 @@ from transformer.config import ModelConfig
 from transformer.presets import PRESETS
 from transformer.trainer import TrainConfig
 
-from cli.errors import UserError
+from transformer_cli.errors import RunError
 
 # fields a resumed run may change: where and how long it runs, not what it computes
 RESUMABLE_CHANGES = {"max_steps", "max_epochs", "max_time", "patience", "device", "threads", "tensorboard",
@@ -24,30 +23,30 @@ TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 def read_config_file(path: Path) -> dict:
     """A TOML or YAML file with optional `preset`, and [model] / [training] tables."""
     if not path.is_file():
-        raise UserError(f"{path}: config file not found")
+        raise RunError(f"{path}: config file not found")
     text = path.read_text()
     try:
         if path.suffix in (".yaml", ".yml"):
             try:
                 import yaml
             except ImportError:
-                raise UserError(f"{path}: YAML configs need PyYAML (pip install pyyaml), or use TOML") from None
+                raise RunError(f"{path}: YAML configs need PyYAML (pip install pyyaml), or use TOML") from None
             data = yaml.safe_load(text) or {}
         else:
             data = tomllib.loads(text)
-    except UserError:
+    except RunError:
         raise
     except Exception as e:  # noqa: BLE001 - tomllib/yaml parse errors
-        raise UserError(f"{path}: cannot parse ({str(e).splitlines()[0]})") from None
+        raise RunError(f"{path}: cannot parse ({str(e).splitlines()[0]})") from None
     if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a table of settings")
+        raise RunError(f"{path}: expected a table of settings")
     unknown = sorted(set(data) - {"preset", "model", "training"})
     if unknown:
-        raise UserError(f"{path}: unknown keys {', '.join(unknown)} (expected preset, [model], [training])")
+        raise RunError(f"{path}: unknown keys {', '.join(unknown)} (expected preset, [model], [training])")
     for section, allowed in (("model", MODEL_FIELDS), ("training", TRAIN_FIELDS)):
         bad = sorted(set(data.get(section, {})) - allowed)
         if bad:
-            raise UserError(f"{path}: unknown [{section}] keys: {', '.join(bad)}")
+            raise RunError(f"{path}: unknown [{section}] keys: {', '.join(bad)}")
     return data
 
 
@@ -57,7 +56,7 @@ def resolve(preset: str | None, config_file: Path | None, model_flags: dict, tra
     file = read_config_file(config_file) if config_file else {}
     name = preset or file.get("preset") or "small"
     if name not in PRESETS:
-        raise UserError(f"unknown preset '{name}': choose one of {', '.join(PRESETS)}")
+        raise RunError(f"unknown preset '{name}': choose one of {', '.join(PRESETS)}")
     model = {**PRESETS[name]["model"], **file.get("model", {}), **model_flags}
     training = {**PRESETS[name]["training"], **file.get("training", {}), **train_flags}
     try:
@@ -65,7 +64,7 @@ def resolve(preset: str | None, config_file: Path | None, model_flags: dict, tra
                                    share_embeddings=joint, **model)
         train_config = TrainConfig(**training)
     except (TypeError, ValueError) as e:
-        raise UserError(f"impossible configuration: {e}") from None
+        raise RunError(f"impossible configuration: {e}") from None
     return model_config, train_config, name
 
 
@@ -79,32 +78,29 @@ def resume_configs(stored: dict, preset: str | None, config_file: Path | None, m
         model_config = ModelConfig.from_dict(stored["model"])
         train_config = TrainConfig.from_dict(stored["training"])
     except (KeyError, TypeError, ValueError) as e:
-        raise UserError(f"the run's config.json has a bad configuration ({e})") from None
+        raise RunError(f"the run's config.json has a bad configuration ({e})") from None
     name = stored.get("preset", "?")
     if preset or config_file:
         wanted_model, wanted_train, wanted_name = resolve(preset, config_file, model_flags, train_flags,
                                                           src_vocab, tgt_vocab, joint)
         if wanted_name != name:
-            raise UserError(f"cannot resume: the run was made with preset {name}, not {wanted_name} "
-                            "(start a new run directory instead)")
+            raise RunError(f"cannot resume: the run was made with preset {name}, not {wanted_name} "
+                           "(start a new run directory instead)")
         model_flags = {k: v for k, v in wanted_model.to_dict().items() if k in MODEL_FIELDS}
         train_flags = wanted_train.to_dict()
     for key, value in model_flags.items():
         if getattr(model_config, key) != value:
-            raise UserError(f"cannot resume: the run has {key}={getattr(model_config, key)!r}, "
-                            f"this command asks for {value!r} (start a new run directory instead)")
+            raise RunError(f"cannot resume: the run has {key}={getattr(model_config, key)!r}, "
+                           f"this command asks for {value!r} (start a new run directory instead)")
     changes = {}
     for key, value in train_flags.items():
         if getattr(train_config, key) != value:
             if key not in RESUMABLE_CHANGES:
-                raise UserError(f"cannot resume: the run has {key}={getattr(train_config, key)!r}, this command "
-                                f"asks for {value!r}; a resume may only change {', '.join(sorted(RESUMABLE_CHANGES))}")
+                raise RunError(f"cannot resume: the run has {key}={getattr(train_config, key)!r}, this command "
+                               f"asks for {value!r}; a resume may only change {', '.join(sorted(RESUMABLE_CHANGES))}")
             changes[key] = value
     try:
         return model_config, dataclasses.replace(train_config, **changes), name
     except (TypeError, ValueError) as e:
-        raise UserError(f"impossible configuration: {e}") from None
+        raise RunError(f"impossible configuration: {e}") from None
 
-
-def describe(model: ModelConfig, training: TrainConfig) -> str:
-    return json.dumps({"model": model.to_dict(), "training": training.to_dict()}, indent=2)

@@ -7,7 +7,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from cli.errors import UserError
+from transformer_cli.errors import RunError
 
 LOCK_FILE = ".lock"
 
@@ -25,11 +25,11 @@ class RunLock:
 
     def __enter__(self) -> "RunLock":
         if self.run_dir.exists() and not self.run_dir.is_dir():
-            raise UserError(f"{self.run_dir} exists and is not a directory")
+            raise RunError(f"{self.run_dir} exists and is not a directory")
         if not self.run_dir.exists():
             for parent in self.run_dir.parents:
                 if parent.exists() and not parent.is_dir():
-                    raise UserError(f"{self.run_dir}: {parent} is not a directory")
+                    raise RunError(f"{self.run_dir}: {parent} is not a directory")
             self.run_dir.mkdir(parents=True)
             self.created = True
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -38,8 +38,8 @@ class RunLock:
         except BlockingIOError:
             holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
             os.close(fd)
-            raise UserError(f"{self.run_dir} is in use by another training run (pid {holder}); "
-                            "wait for it to finish or stop it first") from None
+            raise RunError(f"{self.run_dir} is in use by another training run (pid {holder}); "
+                           "wait for it to finish or stop it first") from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self.fd = fd

@@ -16,7 +16,8 @@ from transformer.decoding import Hypothesis, greedy_search
 from transformer.model import Transformer
 from transformer.training import autocast
 
-from cli.errors import UserError
+from transformer_cli.errors import RunError
+from transformer_cli.runtime import check_decoding, check_range, pick_device
 
 
 @dataclass
@@ -29,27 +30,48 @@ class Translation:
     ids: list[int] = field(default_factory=list)
 
 
-def load_translator(run_dir: Path, device: str = "cpu", precision: str = "fp32") -> "Translator":
-    """Check and load a model directory from `train`; every problem is a UserError."""
+@dataclass(frozen=True)
+class SearchOptions:
+    """How to search for a translation (the translate command's flags)."""
+
+    beam_size: int = 5  # hypotheses kept per step; 1 = greedy
+    n_best: int = 1  # hypotheses returned per sentence (Translation.nbest)
+    length_penalty: float = 0.6  # GNMT alpha: ranked by log P / ((5 + |Y|) / 6)^alpha
+    max_len_a: float = 1.5  # at most max_len_a * source length + max_len_b output tokens
+    max_len_b: int = 10
+    batch_tokens: int = 4000  # source tokens per batch
+
+    def __post_init__(self) -> None:
+        check_decoding(self.beam_size, self.length_penalty, self.max_len_a, self.max_len_b, self.n_best)
+        check_range("--batch-tokens", self.batch_tokens, 1, 10_000_000)
+
+
+def load_run(run_dir: str | Path, device: str = "cpu", precision: str = "fp32") -> "Translator":
+    """A run directory from `train`, checked and loaded for translation; every problem is a RunError.
+    device: cpu | cuda | auto; precision: fp32 | bf16."""
+    run_dir = Path(run_dir)
+    if precision not in ("fp32", "bf16"):
+        raise RunError(f"--precision must be fp32 or bf16, got {precision!r}")
+    device = str(pick_device(device))
     if not run_dir.is_dir():
-        raise UserError(f"{run_dir}: model directory not found")
+        raise RunError(f"{run_dir}: model directory not found")
     try:
         config = read_config(run_dir)
         toks = Tokenizers.load(run_dir)
         if not (run_dir / MODEL_FILE).is_file():
-            raise UserError(f"{run_dir}: no {MODEL_FILE} (is training finished, or was it interrupted "
-                            "before the first validation?)")
+            raise RunError(f"{run_dir}: no {MODEL_FILE} (is training finished, or was it interrupted "
+                           "before the first validation?)")
         expected = config.get("data", {}).get("tokenizer_fingerprint")
         if expected and expected != toks.fingerprint():
-            raise UserError(f"{run_dir}: the tokenizer does not match the one the model was trained with")
+            raise RunError(f"{run_dir}: the tokenizer does not match the one the model was trained with")
         model_cfg = config.get("model", {})
         sizes = (toks.src.get_vocab_size(), toks.tgt.get_vocab_size())
         if sizes != (model_cfg.get("src_vocab_size"), model_cfg.get("tgt_vocab_size")):
-            raise UserError(f"{run_dir}: tokenizer vocabularies {sizes} do not match the model's "
-                            f"({model_cfg.get('src_vocab_size')}, {model_cfg.get('tgt_vocab_size')})")
+            raise RunError(f"{run_dir}: tokenizer vocabularies {sizes} do not match the model's "
+                           f"({model_cfg.get('src_vocab_size')}, {model_cfg.get('tgt_vocab_size')})")
         model = load_model(run_dir, device)
     except (CheckpointError, DataError) as e:
-        raise UserError(str(e)) from None
+        raise RunError(str(e)) from None
     return Translator(model, toks, torch.device(device), precision)
 
 
@@ -77,20 +99,21 @@ class Translator:
         return pad_rows(rows, None, EOS_ID).to(self.device)  # (batch, longest + 1): ids </s> <pad>...
 
     @torch.inference_mode()
-    def translate(self, texts: list[str], beam_size: int = 5, n_best: int = 1, alpha: float = 0.6,
-                  max_len_a: float = 1.5, max_len_b: int = 10, batch_tokens: int = 4000) -> list[Translation]:
+    def translate(self, texts: list[str], options: SearchOptions = SearchOptions()) -> list[Translation]:
+        """One Translation per text, in order; an empty or blank text gives an empty translation."""
+        o = options
         results = [Translation("") for _ in texts]
         todo = [i for i, t in enumerate(texts) if t.strip()]  # empty lines stay empty, no model call
         ids = self.encode([texts[i].strip() for i in todo])
-        for group in self.batches(ids, batch_tokens):
+        for group in self.batches(ids, o.batch_tokens):
             src = self.tensor([ids[g] for g in group])
             with autocast(self.device, self.precision):
-                if beam_size == 1:
-                    hyps = [[h] for h in greedy_search(self.model, src, BOS_ID, EOS_ID, max_len_a, max_len_b,
-                                                        alpha)]
+                if o.beam_size == 1:
+                    hyps = [[h] for h in greedy_search(self.model, src, BOS_ID, EOS_ID, o.max_len_a, o.max_len_b,
+                                                        o.length_penalty)]
                 else:
-                    hyps = beam_search(self.model, src, BOS_ID, EOS_ID, beam_size, n_best, alpha,
-                                       max_len_a, max_len_b)
+                    hyps = beam_search(self.model, src, BOS_ID, EOS_ID, o.beam_size, o.n_best, o.length_penalty,
+                                       o.max_len_a, o.max_len_b)
             for g, nbest in zip(group, hyps):
                 results[todo[g]] = self.result(nbest)
         return results
@@ -102,6 +125,27 @@ class Translator:
             text=decode(self.toks.tgt, ids), score=best.score,
             tokens=[self.toks.tgt.id_to_token(i) for i in best.tokens], token_logprobs=best.token_logprobs,
             nbest=[(decode(self.toks.tgt, h.without_eos(EOS_ID)), h.score) for h in nbest], ids=ids)
+
+    def inspect(self, text: str, target: str | None = None, beam_size: int = 1) -> Inspection:
+        """Teacher-forced forward over (source, output) returning every attention map. Without
+        `target` the output is the model's own translation, so these are the weights that produced it."""
+        src_ids = self.encode([text.strip()])[0]
+        if target is None:
+            result = self.translate([text], SearchOptions(beam_size=beam_size))[0]
+            out_ids, translation = result.ids, result.text
+        else:
+            out_ids = encode_batch(self.toks.tgt, [target.strip()])[0][: self.model.config.max_len - 1]
+            translation = decode(self.toks.tgt, out_ids)
+        src = self.tensor([src_ids])
+        tgt_in = torch.tensor([[BOS_ID] + out_ids], device=self.device)
+        with torch.inference_mode():
+            _, maps = self.model(src, tgt_in, return_attention=True)
+        src_tok, tgt_tok = self.toks.src.id_to_token, self.toks.tgt.id_to_token
+        return Inspection(
+            source=text.strip(), translation=translation,
+            src_tokens=[src_tok(i) for i in src_ids] + ["</s>"],
+            tgt_in_tokens=["<s>"] + [tgt_tok(i) for i in out_ids],
+            out_tokens=[tgt_tok(i) for i in out_ids] + ["</s>"], maps=maps)
 
     @torch.inference_mode()
     def alignment(self, source: str, translation: Translation) -> str:
@@ -162,25 +206,3 @@ class Inspection:
     tgt_in_tokens: list[str]  # decoder inputs: <s> + output subwords
     out_tokens: list[str]  # what each decoder position produced: output subwords + </s>
     maps: object  # transformer.model.AttentionMaps, batch of one
-
-
-def inspect(translator: Translator, text: str, target: str | None, beam_size: int) -> Inspection:
-    """Teacher-forced forward over (source, output) returning every attention map. Without
-    `target` the output is the model's own translation, so these are the weights that produced it."""
-    src_ids = translator.encode([text.strip()])[0]
-    if target is None:
-        result = translator.translate([text], beam_size=beam_size)[0]
-        out_ids, translation = result.ids, result.text
-    else:
-        out_ids = encode_batch(translator.toks.tgt, [target.strip()])[0][: translator.model.config.max_len - 1]
-        translation = decode(translator.toks.tgt, out_ids)
-    src = translator.tensor([src_ids])
-    tgt_in = torch.tensor([[BOS_ID] + out_ids], device=translator.device)
-    with torch.inference_mode():
-        _, maps = translator.model(src, tgt_in, return_attention=True)
-    src_tok, tgt_tok = translator.toks.src.id_to_token, translator.toks.tgt.id_to_token
-    return Inspection(
-        source=text.strip(), translation=translation,
-        src_tokens=[src_tok(i) for i in src_ids] + ["</s>"],
-        tgt_in_tokens=["<s>"] + [tgt_tok(i) for i in out_ids],
-        out_tokens=[tgt_tok(i) for i in out_ids] + ["</s>"], maps=maps)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 from dataclasses import asdict
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from transformer.model import Transformer
 from transformer.trainer import TrainConfig, TrainState, fit
 from transformer.training import evaluate_loss, perplexity
 
-from cli.errors import UserError
+from transformer_cli.errors import RunError, os_error_message
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -32,16 +31,16 @@ METRICS_FILE = "metrics.jsonl"
 def check_prepared(data_dir: Path) -> dict:
     manifest = data_dir / "prepare.json"
     if not data_dir.is_dir():
-        raise UserError(f"{data_dir}: prepared data directory not found (run 'transformer-cli prepare')")
+        raise RunError(f"{data_dir}: prepared data directory not found (run 'transformer-cli prepare')")
     if not manifest.is_file() or not (data_dir / "dataset").is_dir():
-        raise UserError(f"{data_dir}: incomplete prepared data (needs prepare.json and dataset/ "
-                        "from 'transformer-cli prepare')")
+        raise RunError(f"{data_dir}: incomplete prepared data (needs prepare.json and dataset/ "
+                       "from 'transformer-cli prepare')")
     try:
         found = json.loads(manifest.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{manifest}: not valid JSON ({e})") from None
+        raise RunError(f"{manifest}: not valid JSON ({e})") from None
     if not (isinstance(found, dict) and all(isinstance(found.get(k), str) for k in ("src_lang", "tgt_lang"))):
-        raise UserError(f"{manifest}: not a manifest from 'transformer-cli prepare' (no src_lang/tgt_lang)")
+        raise RunError(f"{manifest}: not a manifest from 'transformer-cli prepare' (no src_lang/tgt_lang)")
     return found
 
 
@@ -53,8 +52,8 @@ def check_lengths(manifest: dict, model_config: ModelConfig, data_dir: Path) -> 
             value = (stats.get(side) or {}).get("max", 0) if isinstance(stats, dict) else 0
             longest = max(longest, int(value) if isinstance(value, (int, float)) else 0)
     if longest + 1 > model_config.max_len:
-        raise UserError(f"{data_dir} has pairs of up to {longest} tokens, which need --max-len >= {longest + 1} "
-                        f"(the model has {model_config.max_len}); or prepare with --max-tokens {model_config.max_len - 1}")
+        raise RunError(f"{data_dir} has pairs of up to {longest} tokens, which need --max-len >= {longest + 1} "
+                       f"(the model has {model_config.max_len}); or prepare with --max-tokens {model_config.max_len - 1}")
 
 
 class RunHooks:
@@ -62,10 +61,10 @@ class RunHooks:
 
     def __init__(self, run_dir: Path, model: Transformer, optimizer, cfg: TrainConfig, toks: Tokenizers,
                  train: SplitBatches, valid: SplitBatches, valid_refs: list[str], valid_src: list[str],
-                 device: torch.device, display, tensorboard=None, run_id: str = "") -> None:
+                 device: torch.device, on_event, tensorboard=None, run_id: str = "") -> None:
         self.run_dir, self.model, self.optimizer, self.cfg, self.run_id = run_dir, model, optimizer, cfg, run_id
         self.toks, self.train, self.valid, self.device = toks, train, valid, device
-        self.display, self.tensorboard = display, tensorboard
+        self.on_event, self.tensorboard = on_event, tensorboard
         n = valid.size
         sample = cfg.eval_samples if 0 < cfg.eval_samples < n else n
         self.sample_rows = np.sort(np.random.default_rng(0).choice(n, sample, replace=False))
@@ -102,10 +101,9 @@ class RunHooks:
         target = checkpoints / f"step-{state.step:07d}"
         if target.exists() and checkpoint_owner(target) not in ("", self.run_id):
             raise CheckpointError(f"{target} belongs to another run; not replacing it")
-        save_checkpoint(checkpoints / f"step-{state.step:07d}", self.model, self.optimizer, asdict(state),
-                        self.run_id)
-        if is_best:
-            save_weights(self.model, self.run_dir / MODEL_FILE)
+        if is_best:  # before the checkpoint: a run killed between the two replays this step from the
+            save_weights(self.model, self.run_dir / MODEL_FILE)  # previous checkpoint and writes it again
+        save_checkpoint(target, self.model, self.optimizer, asdict(state), self.run_id)
         keep = {f"step-{state.best_step:07d}"}
         existing = own_checkpoints(self.run_dir, self.run_id)
         keep |= {p.name for p in existing[-max(self.cfg.keep_last, self.cfg.average_last, 1):]}
@@ -120,7 +118,7 @@ class RunHooks:
             for k, v in event.items():
                 if isinstance(v, float):
                     self.tensorboard.add_scalar(f"{event['event']}/{k}", v, event["step"])
-        self.display.update(event)
+        self.on_event(event)
 
 
 def read_metrics(run_dir: Path) -> tuple[list[dict], int]:
@@ -202,31 +200,8 @@ def plot_curves(run_dir: Path) -> Path | None:
     return path
 
 
-class StopFlag:
-    """First Ctrl-C asks fit() to checkpoint and stop after the current step; a second one aborts."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self.previous = None
-
-    def __enter__(self) -> "StopFlag":
-        self.previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __exit__(self, *exc) -> None:
-        signal.signal(signal.SIGINT, self.previous)
-
-    def __call__(self) -> bool:
-        return self.requested
-
-
 def build(model_config: ModelConfig, cfg: TrainConfig, device: torch.device):
-    """The model and its optimizer; a size that cannot be allocated is a UserError (nothing is written
+    """The model and its optimizer; a size that cannot be allocated is a RunError (nothing is written
     before this succeeds)."""
     check_memory(model_config, device)
     torch.manual_seed(cfg.seed)
@@ -235,8 +210,8 @@ def build(model_config: ModelConfig, cfg: TrainConfig, device: torch.device):
         optimizer = torch.optim.Adam(model.parameters(), lr=0.0, betas=(cfg.beta1, cfg.beta2), eps=cfg.adam_eps)
     except (RuntimeError, MemoryError) as e:
         if isinstance(e, MemoryError) or is_out_of_memory(e):
-            raise UserError(f"out of memory building a model of {model_config.parameter_count():,} "
-                            f"parameters on {device}") from None
+            raise RunError(f"out of memory building a model of {model_config.parameter_count():,} "
+                           f"parameters on {device}") from None
         raise
     return model, optimizer
 
@@ -250,9 +225,9 @@ def check_memory(model_config: ModelConfig, device: torch.device) -> None:
     need = model_config.parameter_count() * BYTES_PER_PARAMETER
     have = available_memory(device)
     if have is not None and need > have:
-        raise UserError(f"the model is too large: {model_config.parameter_count():,} parameters need about "
-                        f"{need / 2**30:.1f} GiB for weights, gradients and Adam state, and {device} has "
-                        f"{have / 2**30:.1f} GiB available (lower --d-model, --d-ff or --layers)")
+        raise RunError(f"the model is too large: {model_config.parameter_count():,} parameters need about "
+                       f"{need / 2**30:.1f} GiB for weights, gradients and Adam state, and {device} has "
+                       f"{have / 2**30:.1f} GiB available (lower --d-model, --d-ff or --layers)")
 
 
 def available_memory(device: torch.device) -> int | None:
@@ -300,9 +275,9 @@ def resume_state(run_dir: Path, run_id: str, model, optimizer, warn) -> TrainSta
     try:
         state = TrainState(**load_checkpoint(checkpoints[-1], model, optimizer))
     except CheckpointError as e:
-        raise UserError(f"cannot resume: {e}") from None
+        raise RunError(f"cannot resume: {e}") from None
     except TypeError as e:
-        raise UserError(f"cannot resume: {checkpoints[-1]}: corrupt training state ({e})") from None
+        raise RunError(f"cannot resume: {checkpoints[-1]}: corrupt training state ({e})") from None
     state.stop_reason = ""
     broken = truncate_metrics(run_dir, state.step)
     if broken:
@@ -316,7 +291,7 @@ def load_training_data(data_dir: Path, cfg: TrainConfig) -> tuple[SplitBatches, 
         valid_ds = load_split(data_dir, "validation")
         valid = SplitBatches(valid_ds, cfg.max_tokens)
     except DataError as e:
-        raise UserError(str(e)) from None
+        raise RunError(str(e)) from None
     return train, valid, list(valid_ds["tgt"]), list(valid_ds["src"])
 
 
@@ -338,7 +313,7 @@ def is_out_of_memory(e: BaseException) -> bool:
 
 def write_run_config(run_dir: Path, model_config: ModelConfig, cfg: TrainConfig, data: dict, preset: str,
                      run_id: str) -> None:
-    from cli.main import package_version
+    from transformer_cli import package_version
 
     config = {"model": model_config.to_dict(), "training": cfg.to_dict(), "data": data, "preset": preset,
               "run_id": run_id,
@@ -346,6 +321,6 @@ def write_run_config(run_dir: Path, model_config: ModelConfig, cfg: TrainConfig,
     atomic_write_text(run_dir / CONFIG_FILE, json.dumps(config, indent=2, ensure_ascii=False) + "\n")
 
 
-__all__ = ["RunHooks", "StopFlag", "build", "check_prepared", "finish_model", "fit", "load_training_data",
+__all__ = ["RunHooks", "build", "check_prepared", "finish_model", "fit", "load_training_data",
            "open_tensorboard", "plot_curves", "resume_state", "write_run_config",
            "best_from_metrics", "is_out_of_memory", "own_checkpoints", "read_metrics"]
