@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO ?= work/demo
 
-.PHONY: install test demo bench clean
+.PHONY: install test test-fast demo bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ install: $(BIN)/python
 
 test: install
 	$(BIN)/python -m pytest
+
+# the development loop: everything but the two tests in which a model must learn (about a minute)
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow"
 
 demo: install
 	bash scripts/demo.sh $(BIN) $(DEMO)

@@ -79,7 +79,7 @@ def register(app: typer.Typer) -> None:
 
 def run(data: Path | None, out: Path | None, resume: Path | None, preset: str | None, config: Path | None,
         model_flags: dict, train_flags: dict) -> None:
-    from transformer_cli.train import TrainRequest, train
+    from transformer_cli.training import TrainRequest, train
 
     from cli.train_display import TrainView, summary_table
 

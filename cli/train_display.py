@@ -95,7 +95,7 @@ class TrainView:
         return self
 
     def start(self, start) -> None:
-        """start: transformer_cli.train.RunStart."""
+        """start: transformer_cli.training.RunStart."""
         import json
 
         self.err.print(f"[bold]{'resuming' if start.step else 'training'}[/] preset {start.preset} on {start.device}, "

@@ -25,8 +25,8 @@ _EXPORTS = {
     "Inspection": "transformer_cli.translator", "SearchOptions": "transformer_cli.translator",
     "Translation": "transformer_cli.translator", "Translator": "transformer_cli.translator",
     "load_run": "transformer_cli.translator",
-    "RunStart": "transformer_cli.train", "TrainRequest": "transformer_cli.train",
-    "TrainResult": "transformer_cli.train", "train": "transformer_cli.train",
+    "RunStart": "transformer_cli.training", "TrainRequest": "transformer_cli.training",
+    "TrainResult": "transformer_cli.training", "train": "transformer_cli.training",
 }
 __all__ = [*_EXPORTS, "package_version"]
 

@@ -1,8 +1,10 @@
 """The quick start's promise: `train --preset tiny` learns the demo corpus in a couple of minutes."""
 
+import pytest
 import sacrebleu
 
 
+@pytest.mark.slow
 def test_tiny_preset_learns_the_demo_corpus(cli, tmp_path):
     data, run = tmp_path / "data", tmp_path / "run"
     assert cli("prepare", "--dataset", "demo", "--out", data, "--vocab-size", "1000").exit_code == 0

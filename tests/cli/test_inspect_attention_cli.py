@@ -207,3 +207,22 @@ def test_colour_backgrounds_and_no_color(model_dir):
                            env={**base, "FORCE_COLOR": "1", "NO_COLOR": "1", "COLUMNS": "120"})
     assert not re.search(r"\x1b\[[0-9;]*[34]8;", plain.stdout), "NO_COLOR: no colour codes"
     assert "0." in plain.stdout
+
+
+def test_decoder_scores_table_shows_minus_inf_above_the_diagonal(cli, model_dir):
+    result = cli("inspect-attention", "--model", model_dir, "I am a student.", "--target", "나는 학생이다.",
+                 "--kind", "decoder", "--scores")
+    assert result.exit_code == 0, result.stderr
+    scores = result.stdout.split("scores QKᵀ/√d_k")[1]
+    rows = [line for line in scores.splitlines() if line.startswith("│")]
+    assert len(rows) >= 3
+    for i, row in enumerate(rows):
+        assert row.count("-inf") == len(rows) - 1 - i, row  # row t: keys t+1.. are the future
+
+
+def test_inspect_with_a_beam_shows_the_beam_translation(cli, model_dir):
+    sentence = "My friend drinks coffee at the cafe."
+    translated = cli("translate", "--model", model_dir, "-b", "3", input=sentence + "\n")
+    shown = cli("inspect-attention", "--model", model_dir, sentence, "-b", "3", "--format", "json")
+    assert translated.exit_code == 0 and shown.exit_code == 0, shown.stderr
+    assert json.loads(shown.stdout)["translation"] == translated.stdout.rstrip("\n")

@@ -214,3 +214,29 @@ def test_live_display_renders_on_a_terminal():
                         "samples": [("I am a student.", "나는 학생이다.", "나는 학생이다.")]})
     text = buf.getvalue()
     assert "10/10" in text and "12.30" in text and "1,234" in text and "나는 학생이다." in text
+
+
+def test_metric_loss_and_keep_last_pruning(cli, demo_data, tmp_path):
+    run = tmp_path / "run"
+    result = cli(*train_args(demo_data, run, "--max-steps", "8", "--eval-every", "2", "--keep-last", "1",
+                             "--metric", "loss"))
+    assert result.exit_code == 0, result.output
+    evals = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    evals = [e for e in evals if e["event"] == "eval"]
+    best = min(evals, key=lambda e: e["loss"])
+    assert [e["step"] for e in evals if e["is_best"]][-1] == best["step"], "best by validation loss"
+    kept = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert kept == sorted({f"step-{best['step']:07d}", "step-0000008"}), "the best and the last one"
+
+
+def test_separate_vocabularies_end_to_end(cli, tmp_path):
+    data, run = tmp_path / "data", tmp_path / "run"
+    assert cli("prepare", "--dataset", "demo", "--out", data, "--vocab-size", "300", "--separate-vocab").exit_code == 0
+    assert {"tokenizer.src.json", "tokenizer.tgt.json"} <= {p.name for p in data.iterdir()}
+    result = cli(*train_args(data, run, "--max-steps", "4", "--eval-every", "4"))
+    assert result.exit_code == 0, result.output
+    config = json.loads((run / "config.json").read_text())["model"]
+    assert config["share_embeddings"] is False
+    out = cli("translate", "--model", run, "-b", "2", input="I am a student.\n\nWe read a book.\n")
+    assert out.exit_code == 0, out.stderr
+    assert len(out.stdout.splitlines()) == 3 and out.stdout.splitlines()[1] == ""

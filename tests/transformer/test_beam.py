@@ -49,9 +49,20 @@ def test_beam_finds_at_least_the_greedy_score(tiny_model):
     src = sources(5, 6)
     greedy = greedy_search(tiny_model, src, BOS, EOS, max_len_b=5)
     beam = beam_search(tiny_model, src, BOS, EOS, beam_size=6, alpha=0.0, max_len_b=5)
+    compared = 0
     for g, b in zip(greedy, beam):
         if g.tokens[-1] == EOS:  # a finished greedy output competes with the finished beam outputs
             assert b[0].score >= g.score - 1e-5
+            compared += 1
+    assert compared, "at least one greedy output finished, so the property was checked"
+
+
+def test_greedy_scores_with_the_length_penalty(tiny_model):
+    src = sources(3, 6)
+    for alpha in (0.0, 1.0):
+        for i, h in enumerate(greedy_search(tiny_model, src, BOS, EOS, max_len_b=5, alpha=alpha)):
+            logprob = teacher_forced_logprob(tiny_model, src[i], h.tokens)
+            assert h.score == pytest.approx(logprob / length_penalty(len(h.tokens), alpha), abs=1e-4)
 
 
 @pytest.mark.parametrize("beam_size", [1, 3])

@@ -1,5 +1,6 @@
 """The test that catches a wrong mask, a missing scale or a broken residual: learn to reverse digits."""
 
+import pytest
 import torch
 
 from transformer import ModelConfig, Transformer
@@ -22,6 +23,7 @@ def batch_of_reversals(batch: int, generator: torch.Generator):
     return src, tgt_in, tgt_out
 
 
+@pytest.mark.slow
 def test_tiny_model_learns_to_reverse_sequences():
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)

@@ -45,8 +45,10 @@ def test_padding_does_not_change_outputs(tiny_model):
         assert torch.all(record.weights[0, ..., 5:] == 0)
 
 
-def test_incremental_decoding_equals_full_forward(tiny_model):
-    src = random_ids(3, 7, 23)
+@pytest.mark.parametrize("change", [{}, {"norm": "pre"}, {"share_embeddings": True, "src_vocab_size": 19}])
+def test_incremental_decoding_equals_full_forward(tiny_config, change):
+    tiny_model = Transformer(dataclasses.replace(tiny_config, **change)).eval()
+    src = random_ids(3, 7, 19)
     src[1, 5:] = PAD
     tgt = random_ids(3, 6, 19)
     full, _ = tiny_model(src, tgt)
