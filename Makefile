@@ -19,7 +19,7 @@ install: $(BIN)/python
 test: install
 	$(BIN)/python -m pytest
 
-# the development loop: everything but the two tests in which a model must learn (about a minute)
+# the development loop: everything but the tests marked slow (under a minute); CI runs `make test`
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow"
 

@@ -48,16 +48,21 @@ def test_translate_writes_one_line_per_input_line_in_order(model_dir, lines, tra
             assert r["translation"] == ""
 
 
-pair_count = st.integers(min_value=0, max_value=25)
+prepare_line = st.one_of(st.sampled_from(["ein Haus", "der Hund läuft", "a house", "the dog runs"]).map(str.encode),
+                         text_line)
+pairs = st.lists(st.tuples(prepare_line, prepare_line), min_size=1, max_size=30)
+fault = st.sampled_from([None, None, None, "invalid utf-8", "one line more"])
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                  HealthCheck.function_scoped_fixture])
-@given(src=st.lists(line, max_size=25), tgt=st.lists(line, max_size=25), pad_to_same=st.booleans())
-def test_prepare_succeeds_with_counts_that_add_up_or_says_why(tmp_path_factory, src, tgt, pad_to_same):
-    if pad_to_same:
-        n = max(len(src), len(tgt))
-        src, tgt = src + [b"ein Haus"] * (n - len(src)), tgt + [b"a house"] * (n - len(tgt))
+@given(pairs=pairs, fault=fault)
+def test_prepare_succeeds_with_counts_that_add_up_or_says_why(tmp_path_factory, pairs, fault):
+    src, tgt = [s for s, _ in pairs], [t for _, t in pairs]
+    if fault == "invalid utf-8":
+        tgt[len(tgt) // 2] = b"caf\xe9 \xff"
+    elif fault == "one line more":
+        src.append(b"one more line")
     work = tmp_path_factory.mktemp("prop")
     (work / "c.de").write_bytes(b"".join(s + b"\n" for s in src))
     (work / "c.en").write_bytes(b"".join(t + b"\n" for t in tgt))

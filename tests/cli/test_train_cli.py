@@ -51,6 +51,7 @@ def wait_for(path: Path, proc, timeout=120.0):
         time.sleep(0.02)
 
 
+@pytest.mark.slow
 def test_killed_and_resumed_run_is_bitwise_identical(demo_data, tmp_path):
     args = ["--max-steps", "24", "--eval-every", "4", "--log-every", "4", "--keep-last", "10"]
     full = run_cli(*train_args(demo_data, tmp_path / "full", *args))
@@ -72,6 +73,7 @@ def test_killed_and_resumed_run_is_bitwise_identical(demo_data, tmp_path):
     assert steps == [4, 8, 12, 16, 20, 24]
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(demo_data, tmp_path):
     proc = run_cli(*train_args(demo_data, tmp_path / "run", "--max-steps", "100000", "--eval-every", "5"))
     wait_for(tmp_path / "run" / "checkpoints" / "step-0000005", proc)

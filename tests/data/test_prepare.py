@@ -40,6 +40,7 @@ def test_multi30k_output_layout(multi30k_de_en):
     assert {"datasets", "tokenizers", "python"} <= set(on_disk["versions"])
 
 
+@pytest.mark.slow
 def test_en_de_direction(shared_data, tmp_path):
     manifest = prepare(PrepareOptions(str(shared_data / "multi30k"), "en", "de", vocab_size=2000,
                                       joint_vocab=False), tmp_path / "en-de")
@@ -129,6 +130,7 @@ def test_vocab_size_too_small(tmp_path):
         prepare(PrepareOptions("demo", "en", "ko", vocab_size=3), tmp_path / "o")
 
 
+@pytest.mark.slow
 def test_num_proc_gives_the_same_result(tmp_path):
     a = prepare(PrepareOptions("demo", "en", "ko", vocab_size=400), tmp_path / "a")
     b = prepare(PrepareOptions("demo", "en", "ko", vocab_size=400, num_proc=2), tmp_path / "b")
