@@ -11,6 +11,7 @@ from cli import console
 from cli.errors import UserError
 from cli.render import (AttentionGrid, alignment_table, attention_table, fit_tables, heads_summary_table,
                         side_by_side)
+from transformer_cli.plots import new_figure
 from transformer_cli.translator import align_words, word_index
 
 TITLES = {"encoder": "encoder self-attention", "decoder": "masked decoder self-attention",
@@ -153,25 +154,23 @@ def font_families(grid_list) -> tuple[list[str], bool]:
 
 def write_png(grid_list, output: Path) -> None:
     """Heat maps drawn on a matplotlib Figure of our own (no pyplot, no global settings changed)."""
-    try:
-        import matplotlib
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise UserError("--format png needs matplotlib: pip install 'transformer-cli[plot]'") from None
+    n = len(grid_list)
+    cols = min(n, 3)
+    rows = -(-n // cols)
+    fig = new_figure(5 * cols, 4.5 * rows)
+    if fig is None:
+        raise UserError("--format png needs matplotlib: pip install 'transformer-cli[plot]'")
     import warnings
 
+    import matplotlib
     import numpy as np
 
     families, missing = font_families(grid_list)
     if missing:
         console.err.print("note: no CJK font is installed, so Hangul/CJK subwords are drawn as boxes "
                           "(install Noto Sans CJK or NanumGothic)", markup=False, soft_wrap=True)
-    n = len(grid_list)
-    cols = min(n, 3)
-    rows = -(-n // cols)
     with matplotlib.rc_context({"font.family": families}), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Glyph .* missing from font")
-        fig = Figure(figsize=(5 * cols, 4.5 * rows))
         axs = fig.subplots(rows, cols, squeeze=False)
         for ax in axs.flat[n:]:
             ax.axis("off")

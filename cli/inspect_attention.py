@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -37,10 +38,30 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Show encoder self-attention, masked decoder self-attention and cross-attention."""
         try:
-            run(sentence, model, target, beam_size, kind, layer, head, scores, heads_summary, align, max_tokens,
-                fmt, output, device)
+            run(InspectJob(sentence, model, target, beam_size, kind, layer, head, scores, heads_summary, align,
+                           max_tokens, fmt, output, device))
         except UserError as e:
             fail(str(e))
+
+
+@dataclass(frozen=True)
+class InspectJob:
+    """What one `inspect-attention` call shows: the flags that travel together."""
+
+    sentence: str | None  # None = the first line of stdin
+    model: Path  # run directory
+    target: str | None = None  # teacher-forced translation; None = the model's own
+    beam_size: int = 1  # search for the model's own translation
+    kind: str = "all"  # encoder | decoder | cross | all
+    layer: str = "last"  # N | last | all
+    head: str = "mean"  # N | mean | all
+    scores: bool = False  # also QK^T/sqrt(d_k)
+    heads_summary: bool = False  # a row per layer and head
+    align: bool = False  # word alignment from the last layer's cross-attention
+    max_tokens: int = 0  # tokens per axis shown; 0 = all
+    fmt: str = "table"  # table | json | png
+    output: Path | None = None  # json (default stdout) or png file
+    device: str = "cpu"  # cpu | cuda | auto
 
 
 def parse_choice(value: str, name: str, count: int, words: tuple[str, ...]) -> list[int] | str:
@@ -72,22 +93,26 @@ def read_sentence(sentence: str | None) -> tuple[str, bool]:
     return text, invalid
 
 
-def run(sentence, model_dir, target, beam_size, kind, layer, head, scores, heads_summary, align, max_tokens,
-        fmt, output, device) -> None:
-    if kind not in KINDS + ("all",):
-        raise UserError(f"--kind must be encoder, decoder, cross or all, got {kind!r}")
-    if fmt not in ("table", "json", "png"):
-        raise UserError(f"--format must be table, json or png, got {fmt!r}")
-    if fmt == "png" and output is None:
+def check_flags(job: InspectJob) -> None:
+    if job.kind not in KINDS + ("all",):
+        raise UserError(f"--kind must be encoder, decoder, cross or all, got {job.kind!r}")
+    if job.fmt not in ("table", "json", "png"):
+        raise UserError(f"--format must be table, json or png, got {job.fmt!r}")
+    if job.fmt == "png" and job.output is None:
         raise UserError("--format png needs --output FILE.png")
-    check_decoding(beam_size)
-    check_range("--max-tokens", max_tokens, 0, 1_000_000)
-    if output is not None:
+    check_decoding(job.beam_size)
+    check_range("--max-tokens", job.max_tokens, 0, 1_000_000)
+    if job.output is not None:
         try:
-            check_output_file(output)
+            check_output_file(job.output)
         except DataError as e:
             raise UserError(str(e)) from None
-    text, invalid = read_sentence(sentence)
+
+
+def run(job: InspectJob) -> None:
+    check_flags(job)
+    text, invalid = read_sentence(job.sentence)
+    target = job.target
     if target is not None:
         target, bad_target = decode_argument(target)
         invalid = invalid or bad_target
@@ -95,24 +120,27 @@ def run(sentence, model_dir, target, beam_size, kind, layer, head, scores, heads
         print("warning: the text was not valid UTF-8; invalid bytes were replaced with U+FFFD", file=sys.stderr)
     from transformer_cli import load_run
 
-    translator = load_run(model_dir, device)
+    translator = load_run(job.model, job.device)
     config = translator.model.config
-    kinds = list(KINDS) if kind == "all" else [kind]
+    kinds = list(KINDS) if job.kind == "all" else [job.kind]
     layers_by_kind = {"encoder": config.n_encoder_layers, "decoder": config.n_decoder_layers,
                       "cross": config.n_decoder_layers}
-    layer_choice = {k: ([n - 1] if layer == "last" else parse_choice(layer, "layer", n, ()))
+    layer_choice = {k: ([n - 1] if job.layer == "last" else parse_choice(job.layer, "layer", n, ()))
                     for k, n in layers_by_kind.items() if k in kinds}
-    heads = parse_choice(head, "head", config.n_heads, ("mean",))
-    result = translator.inspect(text, target, beam_size)
+    heads = parse_choice(job.head, "head", config.n_heads, ("mean",))
+    result = translator.inspect(text, target, job.beam_size)
+    show(job, result, kinds, layer_choice, heads, config.n_heads)
+
+
+def show(job: InspectJob, result, kinds: list[str], layer_choice: dict, heads, n_heads: int) -> None:
     from cli import attention_view as view
 
-    grids = view.grids(result, kinds, layer_choice, heads, scores, max_tokens)
-    if fmt == "json":
-        view.write_json(result, kinds, layer_choice, heads, output)
-        return
-    if fmt == "png":
-        view.write_png(grids, output)
-        print(f"wrote {output}", file=sys.stderr)
-        return
-    view.show(result, grids, heads == list(range(config.n_heads)) and head == "all", heads_summary, align, kinds,
-              layer_choice)
+    grids = view.grids(result, kinds, layer_choice, heads, job.scores, job.max_tokens)
+    if job.fmt == "json":
+        view.write_json(result, kinds, layer_choice, heads, job.output)
+    elif job.fmt == "png":
+        view.write_png(grids, job.output)
+        print(f"wrote {job.output}", file=sys.stderr)
+    else:
+        view.show(result, grids, heads == list(range(n_heads)) and job.head == "all", job.heads_summary, job.align,
+                  kinds, layer_choice)

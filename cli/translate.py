@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 
@@ -35,77 +36,93 @@ def register(app: typer.Typer) -> None:
         precision: str = O("fp32", "--precision", help="fp32 | bf16"),
     ) -> None:
         """Translate lines from stdin (or --input files) to stdout, one output line per input line."""
+        from transformer_cli import SearchOptions
+
         try:
-            run(model, inputs or [], output, beam_size, length_penalty, max_len_a, max_len_b, n_best,
-                batch_tokens, buffer_lines, scores, fmt, reference, device, threads, precision)
+            search = SearchOptions(beam_size, n_best, length_penalty, max_len_a, max_len_b, batch_tokens)
+            run(TranslateJob(model, tuple(inputs or ()), output, search, fmt, scores, reference, buffer_lines,
+                             device, threads, precision))
         except UserError as e:
             fail(str(e))
 
 
-def check_flags(fmt: str, n_best: int, scores: bool, buffer_lines: int, inputs: list[Path], output: Path | None,
-                reference: Path | None) -> None:
+@dataclass(frozen=True)
+class TranslateJob:
+    """What one `translate` call does: the flags that travel together."""
+
+    model: Path  # run directory
+    inputs: tuple[Path, ...]  # input files; empty = stdin
+    output: Path | None  # None = stdout
+    search: "SearchOptions"  # beam size, n-best, length penalty and limits, batch tokens
+    fmt: str = "text"  # text | jsonl
+    scores: bool = False  # score<TAB>translation
+    reference: Path | None = None  # BLEU/chrF against this file
+    buffer_lines: int = 256  # lines read before translating (fewer when the input pauses)
+    device: str = "cpu"  # cpu | cuda | auto
+    threads: int = 0  # torch threads, 0 = default
+    precision: str = "fp32"  # fp32 | bf16
+
+
+def check_flags(job: TranslateJob) -> None:
     """The flags SearchOptions does not check: output format, files, buffering."""
     from data.errors import DataError
     from data.textfiles import check_output_file
     from transformer_cli.runtime import check_range
 
-    if fmt not in ("text", "jsonl"):
-        raise UserError(f"--format must be text or jsonl, got {fmt!r}")
-    if n_best > 1 and fmt != "jsonl":
+    if job.fmt not in ("text", "jsonl"):
+        raise UserError(f"--format must be text or jsonl, got {job.fmt!r}")
+    if job.search.n_best > 1 and job.fmt != "jsonl":
         raise UserError("--n-best > 1 needs --format jsonl (text output keeps one line per input line)")
-    if scores and fmt == "jsonl":
+    if job.scores and job.fmt == "jsonl":
         raise UserError("--scores is for text output; jsonl always has the scores")
-    check_range("--buffer-lines", buffer_lines, 1, 10_000_000)
-    for path in [*inputs, *([reference] if reference else [])]:
+    check_range("--buffer-lines", job.buffer_lines, 1, 10_000_000)
+    files = [*job.inputs, *([job.reference] if job.reference else [])]
+    for path in files:
         if not path.is_file():
             raise UserError(f"{path}: input file not found")
-    if output is not None:
+    if job.output is not None:
         try:
-            check_output_file(output, [*inputs, *([reference] if reference else [])])
+            check_output_file(job.output, files)
         except DataError as e:
             raise UserError(str(e)) from None
 
 
-def run(model_dir: Path, inputs: list[Path], output: Path | None, beam_size: int, alpha: float,
-        max_len_a: float, max_len_b: int, n_best: int, batch_tokens: int, buffer_lines: int, scores: bool,
-        fmt: str, reference: Path | None, device: str, threads: int, precision: str) -> None:
-    from transformer_cli import SearchOptions, load_run
+def run(job: TranslateJob) -> None:
+    from transformer_cli import load_run
     from transformer_cli.runtime import set_threads
 
-    search = SearchOptions(beam_size, n_best, alpha, max_len_a, max_len_b, batch_tokens)
-    check_flags(fmt, n_best, scores, buffer_lines, inputs, output, reference)
-    set_threads(threads)
-    translator = load_run(model_dir, device, precision)
-    interactive = not inputs and sys.stdin.isatty()
+    check_flags(job)
+    set_threads(job.threads)
+    translator = load_run(job.model, job.device, job.precision)
+    interactive = not job.inputs and sys.stdin.isatty()
 
     def write(out) -> tuple[int, list[str]]:
-        return write_translations(out, translator, inputs, interactive, buffer_lines, fmt, scores, search,
-                                  keep=reference is not None)
+        return write_translations(out, translator, list(job.inputs), interactive, job, keep=job.reference is not None)
 
-    invalid, hypotheses = write(sys.stdout) if output is None else write_atomically(output, write)
+    invalid, hypotheses = write(sys.stdout) if job.output is None else write_atomically(job.output, write)
     warn = lambda m: print(f"warning: {m}", file=sys.stderr)  # noqa: E731
     if translator.truncated:
         warn(f"{translator.truncated} line(s) longer than {translator.max_src_tokens} tokens were truncated")
     if invalid:
         warn(f"{invalid} line(s) were not valid UTF-8; invalid bytes were replaced with U+FFFD")
-    if reference:
-        print(score_against(reference, hypotheses), file=sys.stderr)
+    if job.reference:
+        print(score_against(job.reference, hypotheses), file=sys.stderr)
 
 
-def write_translations(out, translator, inputs: list[Path], interactive: bool, buffer_lines: int, fmt: str,
-                       scores: bool, search, keep: bool) -> tuple[int, list[str]]:
+def write_translations(out, translator, inputs: list[Path], interactive: bool, job: TranslateJob,
+                       keep: bool) -> tuple[int, list[str]]:
     """Translate every input line to `out`, one line each, flushed per chunk; returns (invalid UTF-8 lines,
     translations kept for --reference)."""
     from data.textfiles import decode_line, read_chunks
 
     invalid = 0
     hypotheses: list[str] = []
-    for chunk in chunks(inputs, buffer_lines, interactive, read_chunks):
+    for chunk in chunks(inputs, job.buffer_lines, interactive, read_chunks):
         decoded = [decode_line(raw) for raw in chunk]
         invalid += sum(bad for _, bad in decoded)
         texts = [t for t, _ in decoded]
-        for text, r in zip(texts, translator.translate(texts, search)):
-            out.write(format_line(text, r, fmt, scores, translator) + "\n")
+        for text, r in zip(texts, translator.translate(texts, job.search)):
+            out.write(format_line(text, r, job.fmt, job.scores, translator) + "\n")
             if keep:
                 hypotheses.append(r.text)
         out.flush()

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from transformer.checkpoint import atomic_write_text
+from transformer_cli.plots import new_figure
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -51,14 +52,12 @@ def best_from_metrics(run_dir: Path) -> dict | None:
 def plot_curves(run_dir: Path) -> Path | None:
     """curves.png of training loss and validation BLEU (needs matplotlib, an optional dependency).
     Drawn on a Figure of our own: no pyplot, no global matplotlib state."""
-    try:
-        from matplotlib.figure import Figure
-    except ImportError:
+    fig = new_figure(10, 4)
+    if fig is None:
         return None
     events = read_metrics(run_dir)[0]
     train = [e for e in events if e["event"] == "train"]
     evals = [e for e in events if e["event"] == "eval"]
-    fig = Figure(figsize=(10, 4))
     ax1, ax2 = fig.subplots(1, 2)
     ax1.plot([e["step"] for e in train], [e["loss"] for e in train], label="train loss")
     ax1.plot([e["step"] for e in evals], [e["loss"] for e in evals], "o-", label="validation loss")

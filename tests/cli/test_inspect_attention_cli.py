@@ -46,6 +46,7 @@ def test_maps_equal_an_independent_computation(cli, model_dir):
         scores = (q @ k.transpose(-1, -2) / math.sqrt(c.d_k)).masked_fill(
             torch.ones(len(tgt_in), len(tgt_in)).triu(1).bool(), float("-inf"))
         dec = torch.softmax(scores, -1)
+    assert {m["kind"] for m in doc["maps"]} >= {"encoder", "decoder"}, "both kinds are compared"
     for m in doc["maps"]:
         if m["kind"] == "encoder":
             assert m["rows"] == m["columns"] == doc["source_tokens"]

@@ -185,6 +185,7 @@ def test_average_last_checkpoints(cli, demo_data, tmp_path):
     assert "mean of the last 3 checkpoints" in result.stdout
     expected = average_weights([run / "checkpoints" / f"step-{s:07d}" / "model.safetensors" for s in (2, 4, 6)])
     final = load_file(run / "model.safetensors")
+    assert final and set(final) <= set(expected)
     for k, v in final.items():
         assert torch.allclose(v, expected[k], atol=1e-6), k
 

@@ -49,6 +49,7 @@ def test_checkpoint_restores_optimizer_and_rngs(tiny_config, tmp_path):
     state = ck.load_checkpoint(tmp_path / "step-0000001", model2, opt2)
     assert state == {"step": 1}
     assert torch.equal(torch.rand(3), expected[0]) and random.random() == expected[1]
+    assert opt.state_dict()["state"], "the optimizer has state to compare"
     for k, v in opt.state_dict()["state"].items():
         for name, t in v.items():
             assert torch.equal(t, opt2.state_dict()["state"][k][name])
