@@ -56,7 +56,8 @@ def register(app: typer.Typer) -> None:
         average_last: Optional[int] = O(None, "--average-last", rich_help_panel="Validation"),
         max_steps: Optional[int] = O(None, "--max-steps", rich_help_panel="Stopping"),
         max_epochs: Optional[int] = O(None, "--max-epochs", rich_help_panel="Stopping"),
-        max_time: Optional[float] = O(None, "--max-time", help="Seconds.", rich_help_panel="Stopping"),
+        max_time: Optional[str] = O(None, "--max-time", help="40m, 1h30m, 90s or plain seconds.",
+                                    rich_help_panel="Stopping"),
         tensorboard: Optional[bool] = O(None, "--tensorboard/--no-tensorboard", rich_help_panel="Validation"),
     ) -> None:
         """Train the Transformer on a directory made by 'prepare'."""
@@ -72,6 +73,8 @@ def register(app: typer.Typer) -> None:
         skip = model_keys | {"data", "out", "resume", "preset", "config", "layers", "encoder_layers", "decoder_layers"}
         train_flags = {k: v for k, v in given.items() if k not in skip and v is not None}
         try:
+            if max_time is not None:
+                train_flags["max_time"] = parse_duration(max_time)
             run(data, out, resume, preset, config, model_flags, train_flags)
         except UserError as e:
             fail(str(e))
@@ -101,6 +104,22 @@ def run(data: Path | None, out: Path | None, resume: Path | None, preset: str | 
         err.print(f"interrupted: checkpoint saved; continue with transformer-cli train --resume {run_dir}",
                   soft_wrap=True)
         raise typer.Exit(130)
+
+
+def parse_duration(text: str) -> float:
+    """'40m', '1h30m', '90s', '2h', '1.5h' or plain seconds ('2400') -> seconds."""
+    import math
+    import re
+
+    value = text.strip().lower()
+    parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?", value)
+    if not value or parts is None:
+        raise UserError(f"--max-time {text!r}: expected a duration such as 40m, 1h30m, 90s or 2400")
+    hours, minutes, seconds = (float(p) if p else 0.0 for p in parts.groups())
+    total = hours * 3600 + minutes * 60 + seconds
+    if not math.isfinite(total):
+        raise UserError(f"--max-time {text!r} is not a finite duration")
+    return total
 
 
 class StopFlag:

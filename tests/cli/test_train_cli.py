@@ -243,3 +243,20 @@ def test_separate_vocabularies_end_to_end(cli, tmp_path):
     out = cli("translate", "--model", run, "-b", "2", input="I am a student.\n\nWe read a book.\n")
     assert out.exit_code == 0, out.stderr
     assert len(out.stdout.splitlines()) == 3 and out.stdout.splitlines()[1] == ""
+
+
+@pytest.mark.parametrize("text, seconds", [("40m", 2400), ("1h30m", 5400), ("90s", 90), ("2400", 2400),
+                                           ("1.5h", 5400), ("2h", 7200), ("0", 0), ("1h0m30s", 3630)])
+def test_max_time_accepts_durations(text, seconds):
+    from cli.train import parse_duration
+
+    assert parse_duration(text) == seconds
+
+
+def test_max_time_flag(cli, demo_data, tmp_path):
+    run = tmp_path / "run"
+    result = cli(*train_args(demo_data, run, "--max-time", "1h30m", "--max-steps", "2", "--eval-every", "2"))
+    assert result.exit_code == 0, result.output
+    assert json.loads((run / "config.json").read_text())["training"]["max_time"] == 5400.0
+    for bad in ("forty minutes", "m", "-5m", "1m1h"):
+        assert_one_line_error(cli(*train_args(demo_data, tmp_path / "r2", "--max-time", bad)), "--max-time")
