@@ -39,3 +39,18 @@ def demo_data(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "prepared"
     prepare(PrepareOptions("demo", "en", "ko", vocab_size=600), out)
     return out
+
+
+def _hypothesis_profile() -> None:
+    """CI runs the same generated examples every time (derandomized), so a red CI is never a coin
+    toss; a developer's run explores new ones."""
+    import os
+
+    from hypothesis import settings
+
+    settings.register_profile("ci", derandomize=True)
+    if os.environ.get("CI"):
+        settings.load_profile("ci")
+
+
+_hypothesis_profile()
