@@ -8,7 +8,6 @@ from typing import NoReturn
 import typer
 
 from transformer_cli.errors import RunError as UserError  # noqa: F401 - the library's error, one line here
-from transformer_cli.errors import os_error_message  # noqa: F401
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

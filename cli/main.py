@@ -80,7 +80,7 @@ def main() -> None:
     except OSError as e:
         if os.environ.get("TRANSFORMER_CLI_DEBUG"):
             raise
-        from cli.errors import os_error_message
+        from transformer_cli.errors import os_error_message
 
         print(f"error: {os_error_message(e)}", file=sys.stderr)
         sys.exit(1)

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from cli import console
-from cli.errors import fail, os_error_message
+from cli.errors import fail
 
 
 def register(app: typer.Typer) -> None:
@@ -53,8 +53,6 @@ def register(app: typer.Typer) -> None:
                 manifest = prepare(opts, out, overwrite=overwrite, report=report)
         except DataError as e:
             fail(str(e))
-        except OSError as e:
-            fail(os_error_message(e))
         except KeyboardInterrupt:
             fail(f"interrupted: {out} was left as it was", code=130)
         console.out.print(prepare_summary(manifest))

@@ -7,19 +7,15 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from transformer.training import perplexity
+
 
 def event_line(event: dict, max_steps: int) -> str:
     if event["event"] == "train":
         return (f"step {event['step']}/{max_steps} epoch {event['epoch'] + 1} loss {event['loss']:.3f} "
-                f"ppl {_ppl(event['nll']):.1f} lr {event['lr']:.2e} {event['tokens_per_s']:,.0f} tok/s")
+                f"ppl {perplexity(event['nll']):.1f} lr {event['lr']:.2e} {event['tokens_per_s']:,.0f} tok/s")
     return (f"eval step {event['step']}: val loss {event['loss']:.3f} ppl {event['ppl']:.1f} "
             f"BLEU {event['bleu']:.2f} chrF {event['chrf']:.2f} (best @ {event['best_step']})")
-
-
-def _ppl(nll: float) -> float:
-    from transformer.training import perplexity
-
-    return perplexity(nll)
 
 
 class PlainDisplay:

@@ -108,8 +108,8 @@ def read_chunks(stream: io.BufferedIOBase, max_lines: int) -> Iterator[list[byte
 def same_file(a: Path, b: Path) -> bool:
     """True when a and b are one file (same path, or the same file through a link)."""
     try:
-        return a.exists() and b.exists() and os.path.samefile(a, b)
-    except OSError:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist
         return False
 
 
@@ -125,7 +125,7 @@ def check_output_file(path: Path, inputs: list[Path] = (), flag: str = "--output
     if not os.access(parent, os.W_OK):
         raise DataError(f"{flag} {path}: the directory {parent} is not writable")
     for source in inputs:
-        if same_file(path, source) or path.resolve() == source.resolve():
+        if same_file(path, source):
             raise DataError(f"{flag} {path} is the input file {source}: writing it would destroy the input")
 
 

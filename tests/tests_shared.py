@@ -22,3 +22,8 @@ def assert_one_line_error(result, *words: str) -> None:
     assert "Traceback" not in result.output
     for w in words:
         assert w in errors[0], errors[0]
+
+
+# a tiny training run for the command-line tests: seconds on one thread
+TINY_RUN = ["--preset", "tiny", "--d-model", "32", "--heads", "2", "--d-ff", "64", "--layers", "1",
+            "--eval-samples", "8", "--threads", "1", "--max-tokens", "400", "--warmup", "20"]

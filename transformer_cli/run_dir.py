@@ -20,13 +20,11 @@ from transformer.checkpoint import (CONFIG_FILE, MODEL_FILE, CheckpointError, at
 from transformer.config import ModelConfig
 from transformer.decoding import greedy_search
 from transformer.model import Transformer
-from transformer.trainer import TrainConfig, TrainState, fit
+from transformer.trainer import TrainConfig, TrainState
 from transformer.training import evaluate_loss, perplexity
 
-from transformer_cli.errors import RunError, os_error_message
-from transformer_cli.metrics import (METRICS_FILE, best_from_metrics, plot_curves, read_metrics,  # noqa: F401
-                                     truncate_metrics)
-
+from transformer_cli.errors import RunError
+from transformer_cli.metrics import METRICS_FILE, truncate_metrics
 
 
 def check_prepared(data_dir: Path) -> dict:
@@ -54,7 +52,8 @@ def check_lengths(manifest: dict, model_config: ModelConfig, data_dir: Path) -> 
             longest = max(longest, int(value) if isinstance(value, (int, float)) else 0)
     if longest + 1 > model_config.max_len:
         raise RunError(f"{data_dir} has pairs of up to {longest} tokens, which need --max-len >= {longest + 1} "
-                       f"(the model has {model_config.max_len}); or prepare with --max-tokens {model_config.max_len - 1}")
+                       f"(the model has {model_config.max_len}); "
+                       f"or prepare with --max-tokens {model_config.max_len - 1}")
 
 
 class RunHooks:
@@ -159,10 +158,10 @@ BYTES_PER_PARAMETER = 16  # fp32 weights, gradients and Adam's two moments
 def check_memory(model_config: ModelConfig, device: torch.device) -> None:
     """Refuse up front a model whose weights, gradients and optimizer state alone exceed the memory
     there is (activations come on top)."""
-    need = model_config.parameter_count() * BYTES_PER_PARAMETER
-    have = available_memory(device)
+    parameters = model_config.parameter_count()
+    need, have = parameters * BYTES_PER_PARAMETER, available_memory(device)
     if have is not None and need > have:
-        raise RunError(f"the model is too large: {model_config.parameter_count():,} parameters need about "
+        raise RunError(f"the model is too large: {parameters:,} parameters need about "
                        f"{need / 2**30:.1f} GiB for weights, gradients and Adam state, and {device} has "
                        f"{have / 2**30:.1f} GiB available (lower --d-model, --d-ff or --layers)")
 
@@ -257,7 +256,3 @@ def write_run_config(run_dir: Path, model_config: ModelConfig, cfg: TrainConfig,
               "versions": {"transformer-cli": package_version(), "torch": torch.__version__}}
     atomic_write_text(run_dir / CONFIG_FILE, json.dumps(config, indent=2, ensure_ascii=False) + "\n")
 
-
-__all__ = ["RunHooks", "build", "check_prepared", "finish_model", "fit", "load_training_data",
-           "open_tensorboard", "plot_curves", "resume_state", "write_run_config",
-           "best_from_metrics", "is_out_of_memory", "own_checkpoints", "read_metrics"]

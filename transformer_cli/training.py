@@ -12,10 +12,11 @@ from data.errors import DataError
 from data.tokenizer import Tokenizers
 from transformer.checkpoint import CONFIG_FILE, CheckpointError, read_config
 from transformer.config import ModelConfig
-from transformer.trainer import TrainConfig, TrainState
+from transformer.trainer import TrainConfig, TrainState, fit
 from transformer_cli import run_dir as rd
 from transformer_cli import train_config as tc
-from transformer_cli.errors import RunError
+from transformer_cli.errors import RunError, os_error_message
+from transformer_cli.metrics import best_from_metrics, plot_curves
 from transformer_cli.run_lock import RunLock, is_empty_run_dir
 from transformer_cli.runtime import pick_device, set_threads
 
@@ -67,7 +68,21 @@ def train(request: TrainRequest, on_start: Callable[[RunStart], None] = lambda s
         return _start_and_fit(request.out, plan, on_start, on_event, should_stop, warn)
 
 
-def plan_run(request: TrainRequest) -> dict:
+@dataclass(frozen=True)
+class _Plan:
+    """A run read and checked, before anything is built or written."""
+
+    data_dir: Path
+    toks: Tokenizers
+    model_config: ModelConfig
+    cfg: TrainConfig
+    name: str  # the preset
+    resuming: bool
+    run_id: str
+    data_info: dict  # what config.json records of the data
+
+
+def plan_run(request: TrainRequest) -> _Plan:
     """Everything a run needs, read and checked; nothing is written."""
     run_dir, data, preset, config = request.out, request.data, request.preset, request.config_file
     model_flags, train_flags = dict(request.model), dict(request.training)
@@ -91,8 +106,9 @@ def plan_run(request: TrainRequest) -> dict:
     except DataError as e:
         raise RunError(str(e)) from None
     sizes = (toks.src.get_vocab_size(), toks.tgt.get_vocab_size(), toks.joint)
+    fingerprint = toks.fingerprint()
     if stored:
-        if stored.get("data", {}).get("tokenizer_fingerprint") != toks.fingerprint():
+        if stored.get("data", {}).get("tokenizer_fingerprint") != fingerprint:
             raise RunError(f"cannot resume: the tokenizer in {data_dir} differs from the one {run_dir} "
                            "was trained with")
         model_config, cfg, name = tc.resume_configs(stored, preset, config, model_flags, train_flags, *sizes)
@@ -101,41 +117,40 @@ def plan_run(request: TrainRequest) -> dict:
     rd.check_lengths(manifest, model_config, data_dir)
     run_id = (stored or {}).get("run_id") or uuid.uuid4().hex
     data_info = {"prepared": str(data_dir.resolve()), "src_lang": manifest["src_lang"],
-                 "tgt_lang": manifest["tgt_lang"], "tokenizer_fingerprint": toks.fingerprint()}
-    return {"data_dir": data_dir, "toks": toks, "model_config": model_config, "cfg": cfg, "name": name,
-            "resuming": resuming, "run_id": run_id, "data_info": data_info}
+                 "tgt_lang": manifest["tgt_lang"], "tokenizer_fingerprint": fingerprint}
+    return _Plan(data_dir, toks, model_config, cfg, name, resuming, run_id, data_info)
 
 
-def _start_and_fit(run_dir: Path, plan: dict, on_start, on_event, should_stop, warn) -> TrainResult:
+def _start_and_fit(run_dir: Path, plan: _Plan, on_start, on_event, should_stop, warn) -> TrainResult:
     """Model and optimizer first; only then is anything written into the run directory."""
-    cfg, model_config = plan["cfg"], plan["model_config"]
+    cfg, model_config = plan.cfg, plan.model_config
     set_threads(cfg.threads)
     device = pick_device(cfg.device)
-    data = rd.load_training_data(plan["data_dir"], cfg)
+    data = rd.load_training_data(plan.data_dir, cfg)
     model, optimizer = rd.build(model_config, cfg, device)
     try:
-        rd.write_run_config(run_dir, model_config, cfg, plan["data_info"], plan["name"], plan["run_id"])
-        if not plan["resuming"]:
-            plan["toks"].save(run_dir)
-        state = rd.resume_state(run_dir, plan["run_id"], model, optimizer, warn)
+        rd.write_run_config(run_dir, model_config, cfg, plan.data_info, plan.name, plan.run_id)
+        if not plan.resuming:
+            plan.toks.save(run_dir)
+        state = rd.resume_state(run_dir, plan.run_id, model, optimizer, warn)
     except OSError as e:
-        raise RunError(rd.os_error_message(e)) from None
-    on_start(RunStart(run_dir, plan["name"], model_config, cfg, str(device),
+        raise RunError(os_error_message(e)) from None
+    on_start(RunStart(run_dir, plan.name, model_config, cfg, str(device),
                       sum(p.numel() for p in model.parameters()), state.step))
     tensorboard = rd.open_tensorboard(run_dir, cfg.tensorboard, warn)
-    hooks = rd.RunHooks(run_dir, model, optimizer, cfg, plan["toks"], *data, device, on_event, tensorboard,
-                        plan["run_id"])
+    hooks = rd.RunHooks(run_dir, model, optimizer, cfg, plan.toks, *data, device, on_event, tensorboard,
+                        plan.run_id)
     start_tokens, start_elapsed = state.tokens, state.elapsed
     try:
-        state = rd.fit(model, optimizer, cfg, state, hooks, should_stop=should_stop)
-        note = rd.finish_model(run_dir, cfg, model, plan["run_id"])
+        state = fit(model, optimizer, cfg, state, hooks, should_stop=should_stop)
+        note = rd.finish_model(run_dir, cfg, model, plan.run_id)
     except RuntimeError as e:
         if rd.is_out_of_memory(e):
             raise RunError(f"out of memory with --max-tokens {cfg.max_tokens}: try --max-tokens "
                            f"{max(cfg.max_tokens // 2, 1)} (with --accumulate 2 to keep the batch size)") from None
         raise
     except OSError as e:
-        raise RunError(f"{rd.os_error_message(e)}; {run_dir} keeps its last complete checkpoint") from None
+        raise RunError(f"{os_error_message(e)}; {run_dir} keeps its last complete checkpoint") from None
     except ValueError as e:
         raise RunError(str(e)) from None
     except KeyboardInterrupt:
@@ -144,4 +159,4 @@ def _start_and_fit(run_dir: Path, plan: dict, on_start, on_event, should_stop, w
         if tensorboard is not None:
             tensorboard.close()
     rate = (state.tokens - start_tokens) / max(state.elapsed - start_elapsed, 1e-9)
-    return TrainResult(state, run_dir, rd.best_from_metrics(run_dir), rate, note, rd.plot_curves(run_dir))
+    return TrainResult(state, run_dir, best_from_metrics(run_dir), rate, note, plot_curves(run_dir))

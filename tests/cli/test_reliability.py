@@ -8,10 +8,9 @@ import shutil
 
 import pytest
 
-from tests_shared import assert_one_line_error
+from tests_shared import TINY_RUN, assert_one_line_error
 
-TINY = ["--preset", "tiny", "--d-model", "32", "--heads", "2", "--d-ff", "64", "--layers", "1",
-        "--eval-samples", "4", "--threads", "1", "--max-tokens", "400", "--warmup", "20"]
+TINY = TINY_RUN
 
 
 def train(cli, data, out, *extra):

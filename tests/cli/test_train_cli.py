@@ -10,11 +10,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests_shared import assert_one_line_error
+from tests_shared import TINY_RUN, assert_one_line_error
 
 REPO = Path(__file__).resolve().parents[2]
-SMALL = ["--preset", "tiny", "--d-model", "32", "--heads", "2", "--d-ff", "64", "--layers", "1",
-         "--eval-samples", "8", "--threads", "1", "--max-tokens", "400", "--warmup", "20"]
+SMALL = TINY_RUN
 
 
 def train_args(data, out, *extra):
