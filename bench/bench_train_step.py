@@ -1,9 +1,13 @@
 """Training-step throughput: our Transformer vs one built on torch.nn.Transformer, same run.
 
-Same sizes, batch, dtype, loss and optimizer; steps are interleaved (ours, baseline, ours, ...)
-so machine noise hits both alike. Prints target tokens/s for each and the ratio ours/baseline.
+Same sizes, batch, loss, clipping and learning rate; ours runs the library's own train_step (what
+`transformer-cli train` runs, with its fused Adam), the baseline the plain recipe (full logits,
+torch.optim.Adam). Steps are interleaved (ours, baseline, ours, ...) so machine noise hits both alike.
+For float32 and bfloat16 autocast it prints target tokens/s, the ratios the training-speed issue asks
+for, and model FLOPs utilisation: FLOPs of a step (counted by torch's FlopCounterMode) per second over
+the measured peak of a large matrix product in the same dtype, on the same machine, in the same run.
 
-    python bench/bench_train_step.py [--steps 20] [--threads 2]
+    python bench/bench_train_step.py [--steps 20] [--threads 2] [--precision fp32,bf16]
 """
 
 from __future__ import annotations
@@ -12,13 +16,17 @@ import argparse
 import math
 import statistics
 import time
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from torch.utils.flop_counter import FlopCounterMode
+
 from transformer import ModelConfig, Transformer
 from transformer.embeddings import sinusoidal_table
-from transformer.training import label_smoothed_nll
+from transformer.training import adam, autocast, label_smoothed_nll, train_step
+from transformer_cli.runtime import reuse_freed_memory
 
 
 class TorchBaseline(nn.Module):
@@ -58,12 +66,67 @@ def make_batch(batch: int, length: int, vocab: int, pad_id: int, gen: torch.Gene
     return src, tgt[:, :-1], tgt[:, 1:]
 
 
-def train_step(model, optimizer, src, tgt_in, tgt_out, ours: bool, pad_id: int) -> None:
-    logits = model(src, tgt_in)[0] if ours else model(src, tgt_in)
-    loss, _ = label_smoothed_nll(logits, tgt_out, 0.1, pad_id)
+@dataclass(frozen=True)
+class Batch:
+    src: torch.Tensor
+    tgt_in: torch.Tensor
+    tgt_out: torch.Tensor
+    n_tokens: int
+
+
+def baseline_step(model: TorchBaseline, optimizer, b: Batch, precision: str, pad_id: int) -> None:
+    """The plain recipe: logits at every position, the same label-smoothed loss, clipping, Adam."""
+    model.train()
+    with autocast(torch.device("cpu"), precision):
+        logits = model(b.src, b.tgt_in)
+    loss, _ = label_smoothed_nll(logits, b.tgt_out, 0.1, pad_id)
     optimizer.zero_grad(set_to_none=True)
-    (loss / (tgt_out != pad_id).sum()).backward()
+    (loss / b.n_tokens).backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     optimizer.step()
+
+
+def run_step(name: str, model, optimizer, b: Batch, precision: str, pad_id: int) -> None:
+    if name == "ours":  # exactly what `transformer-cli train` runs per update
+        train_step(model, optimizer, [b], 1e-4, 0.1, 1.0, precision)
+    else:
+        baseline_step(model, optimizer, b, precision, pad_id)
+
+
+def matmul_peak(dtype: torch.dtype, sizes=(1024, 2048, 4096), repeats: int = 5) -> float:
+    """FLOP/s of the fastest n x n x n matrix product in `dtype` (median of repeats per size): the
+    machine's practical peak, which depends on the size (float32 here: 4096 ran faster than 2048)."""
+    best = 0.0
+    for n in sizes:
+        a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+        a @ b
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            a @ b
+            times.append(time.perf_counter() - t0)
+        best = max(best, 2 * n**3 / statistics.median(times))
+    return best
+
+
+def step_flops(name: str, model, optimizer, b: Batch, pad_id: int) -> int:
+    """FLOPs of one training step (forward, backward), as torch's FlopCounterMode counts them."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        run_step(name, model, optimizer, b, "fp32", pad_id)
+    return counter.get_total_flops()
+
+
+def time_steps(models, opts, batches, precision: str, warmup: int, pad_id: int) -> dict[str, float]:
+    """Median seconds per step of each model, steps interleaved."""
+    times: dict[str, list[float]] = {k: [] for k in models}
+    for i, b in enumerate(batches):
+        for name, model in models.items():
+            t0 = time.perf_counter()
+            run_step(name, model, opts[name], b, precision, pad_id)
+            if i >= warmup:
+                times[name].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def main() -> None:
@@ -73,35 +136,44 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--length", type=int, default=24)
+    p.add_argument("--precision", default="fp32,bf16")
+    p.add_argument("--system-malloc", action="store_true", help="leave glibc's malloc as it is")
     args = p.parse_args()
+    allocator = "glibc defaults" if args.system_malloc else f"reuse_freed_memory() -> {reuse_freed_memory()}"
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     c = ModelConfig(src_vocab_size=8000, tgt_vocab_size=8000, d_model=256, n_heads=8, d_ff=1024,
                     n_encoder_layers=3, n_decoder_layers=3, dropout=0.1, max_len=256)
-    models = {"ours": Transformer(c).train(), "torch.nn.Transformer": TorchBaseline(c).train()}
-    opts = {k: torch.optim.Adam(m.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-9)
-            for k, m in models.items()}
-    params = {k: sum(p.numel() for p in m.parameters()) for k, m in models.items()}
+    models = {"ours": Transformer(c), "torch.nn.Transformer": TorchBaseline(c)}
+    opts = {"ours": adam(models["ours"].parameters(), (0.9, 0.98), 1e-9),
+            "torch.nn.Transformer": torch.optim.Adam(models["torch.nn.Transformer"].parameters(), lr=1e-4,
+                                                     betas=(0.9, 0.98), eps=1e-9)}
     gen = torch.Generator().manual_seed(0)
-    batches = [make_batch(args.batch, args.length, c.tgt_vocab_size, c.pad_id, gen)
-               for _ in range(args.steps + args.warmup)]
-    times: dict[str, list[float]] = {k: [] for k in models}
-    for i, (src, tgt_in, tgt_out) in enumerate(batches):
-        for name, model in models.items():
-            t0 = time.perf_counter()
-            train_step(model, opts[name], src, tgt_in, tgt_out, name == "ours", c.pad_id)
-            if i >= args.warmup:
-                times[name].append(time.perf_counter() - t0)
-    tokens = [int((b[2] != c.pad_id).sum()) for b in batches[args.warmup :]]
-    mean_tokens = statistics.mean(tokens)
-    print(f"torch {torch.__version__}, threads {args.threads}, float32, batch {args.batch} x "
-          f"{args.length} tokens (~{mean_tokens:.0f} non-pad target tokens), {args.steps} timed steps")
-    rate = {}
-    for name, ts in times.items():
-        rate[name] = mean_tokens / statistics.median(ts)
-        print(f"{name:22s} params {params[name]:>10,d}  median step {statistics.median(ts) * 1e3:7.1f} ms"
-              f"  target tokens/s {rate[name]:9.0f}")
-    print(f"ratio ours / torch.nn.Transformer: {rate['ours'] / rate['torch.nn.Transformer']:.3f}")
+    batches = []
+    for _ in range(args.steps + args.warmup):
+        src, tgt_in, tgt_out = make_batch(args.batch, args.length, c.tgt_vocab_size, c.pad_id, gen)
+        batches.append(Batch(src, tgt_in, tgt_out, int((tgt_out != c.pad_id).sum())))
+    tokens = statistics.mean(b.n_tokens for b in batches[args.warmup:])
+    flops = {k: step_flops(k, m, opts[k], batches[0], c.pad_id) for k, m in models.items()}
+    print(f"torch {torch.__version__}, {args.threads} threads, batch {args.batch} x {args.length} tokens "
+          f"(~{tokens:.0f} non-pad target tokens), {args.steps} timed steps, malloc: {allocator}")
+    rates: dict[tuple[str, str], float] = {}
+    for precision in args.precision.split(","):
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
+        peak = matmul_peak(dtype)
+        step = time_steps(models, opts, batches, precision, args.warmup, c.pad_id)
+        print(f"{precision}: peak matrix product {peak / 1e9:.1f} GFLOP/s")
+        for name, seconds in step.items():
+            rates[name, precision] = tokens / seconds
+            print(f"  {name:22s} median step {seconds * 1e3:7.1f} ms  target tokens/s {tokens / seconds:7.0f}"
+                  f"  {flops[name] / 1e9:6.1f} GFLOP/step  MFU {flops[name] / seconds / peak:5.1%}")
+    print("ratios:")
+    for precision in args.precision.split(","):
+        print(f"  {precision} ours / torch.nn.Transformer: "
+              f"{rates['ours', precision] / rates['torch.nn.Transformer', precision]:.2f}"
+              + ("  (target >= 1.3)" if precision == "fp32" else "  (target > 1)"))
+    if ("ours", "bf16") in rates and ("ours", "fp32") in rates:
+        print(f"  ours bf16 / ours fp32: {rates['ours', 'bf16'] / rates['ours', 'fp32']:.2f}  (target >= 1.5)")
 
 
 if __name__ == "__main__":

@@ -82,6 +82,7 @@ def register(app: typer.Typer) -> None:
 
 def run(data: Path | None, out: Path | None, resume: Path | None, preset: str | None, config: Path | None,
         model_flags: dict, train_flags: dict) -> None:
+    from transformer_cli.runtime import reuse_freed_memory
     from transformer_cli.training import TrainRequest, train
 
     from cli.train_display import TrainView, summary_table
@@ -94,6 +95,7 @@ def run(data: Path | None, out: Path | None, resume: Path | None, preset: str | 
     request = TrainRequest(out=run_dir, data=data, resume=resume is not None, preset=preset, config_file=config,
                            model=model_flags, training=train_flags)
     err = console.err
+    reuse_freed_memory()
     with StopFlag() as stop, TrainView(console.out, err) as view:
         result = train(request, on_start=view.start, on_event=view.update, should_stop=stop,
                        warn=lambda m: err.print(f"note: {m}", markup=False, soft_wrap=True))

@@ -89,10 +89,11 @@ def check_flags(job: TranslateJob) -> None:
 
 def run(job: TranslateJob) -> None:
     from transformer_cli import load_run
-    from transformer_cli.runtime import set_threads
+    from transformer_cli.runtime import reuse_freed_memory, set_threads
 
     check_flags(job)
     set_threads(job.threads)
+    reuse_freed_memory()
     translator = load_run(job.model, job.device, job.precision)
     interactive = not job.inputs and sys.stdin.isatty()
 

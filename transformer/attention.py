@@ -66,6 +66,12 @@ def scaled_dot_product_attention(
     return dropped @ v, AttentionRecord(weights=weights, scores=scores)
 
 
+def fused_pays(q: torch.Tensor) -> bool:
+    """Whether torch's fused attention kernel beats the explicit formula: not for bfloat16/float16
+    on the CPU, where its backward pass took 4-5x the explicit path's time (bench/RESULTS.md)."""
+    return q.device.type != "cpu" or q.dtype == torch.float32
+
+
 class MultiHeadAttention(nn.Module):
     """MultiHead(Q, K, V) = Concat(head_1..head_h) W^O, head_i = Attention(Q W^Q_i, K W^K_i, V W^V_i)."""
 
@@ -106,18 +112,16 @@ class MultiHeadAttention(nn.Module):
         p_drop = self.attention_dropout if self.training else 0.0
         q_len, k_len = q.size(2), kv.k.size(2)
         causal = causal and q_len > 1  # one new query position: every cached key is in its past
-        record = None
-        if causal and mask is None and not need_weights and q_len == k_len:
-            # the fused kernel's own causal path (tested equal to causal_mask), no mask tensor built
-            out = F.scaled_dot_product_attention(q, kv.k, kv.v, dropout_p=p_drop, is_causal=True)
-        else:
-            if causal:
-                tri = causal_mask(q_len, k_len, q.device)  # (1, 1, q_len, key_len)
-                mask = tri if mask is None else mask & tri
-            if need_weights:  # the formula itself, so the maps are the ones it computes
-                out, record = scaled_dot_product_attention(q, kv.k, kv.v, mask, p_drop)
-            else:  # the same formula in torch's fused kernel (tested equal)
-                out = F.scaled_dot_product_attention(q, kv.k, kv.v, attn_mask=mask, dropout_p=p_drop)
+        formula = need_weights or not fused_pays(q)  # the formula itself: the maps are the ones it computes
+        own_causal = not formula and causal and mask is None and q_len == k_len  # the kernel's causal path
+        if causal and not own_causal:
+            tri = causal_mask(q_len, k_len, q.device)  # (1, 1, q_len, key_len)
+            mask = tri if mask is None else mask & tri
+        if formula:
+            out, record = scaled_dot_product_attention(q, kv.k, kv.v, mask, p_drop)
+        else:  # the same formula in torch's fused kernel (tested equal)
+            out, record = F.scaled_dot_product_attention(q, kv.k, kv.v, attn_mask=mask, dropout_p=p_drop,
+                                                         is_causal=own_causal), None
         # (batch, heads, q_len, d_k) -> (batch, q_len, d_model)
         out = out.transpose(1, 2).reshape(query.size(0), query.size(1), -1)
-        return self.out_proj(out), record
+        return self.out_proj(out), record if need_weights else None

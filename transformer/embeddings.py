@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from transformer.dropout import Dropout
+
 
 class TokenEmbedding(nn.Module):
     """Embedding lookup multiplied by sqrt(d_model) (paper section 3.4)."""
@@ -42,7 +44,7 @@ class PositionalEncoding(nn.Module):
     def __init__(self, d_model: int, max_len: int, dropout: float) -> None:
         super().__init__()
         self.register_buffer("pe", sinusoidal_table(max_len, d_model), persistent=False)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
         # x: (batch, len, d_model); positions offset .. offset+len-1 (offset > 0 when decoding step by step)

@@ -9,6 +9,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from transformer.attention import AttentionRecord, KeyValue, MultiHeadAttention
+from transformer.dropout import Dropout
 
 
 class LayerNorm(nn.Module):
@@ -50,7 +51,7 @@ class Residual(nn.Module):
     def __init__(self, d_model: int, dropout: float, norm: str, eps: float) -> None:
         super().__init__()
         self.norm = LayerNorm(d_model, eps)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.pre_norm = norm == "pre"
 
     def forward(self, x: torch.Tensor, sublayer: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:

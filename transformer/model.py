@@ -131,21 +131,25 @@ class Transformer(nn.Module):
         memory_kv = [layer.cross_attn.project_kv(memory) for layer in self.decoder.layers]
         return DecoderCache(memory_kv=memory_kv, src_mask=src_mask), records
 
-    def decode(self, tgt: torch.Tensor, cache: DecoderCache, need_weights: bool = False
-               ) -> tuple[torch.Tensor, list[AttentionRecord], list[AttentionRecord]]:
+    def decode(self, tgt: torch.Tensor, cache: DecoderCache, need_weights: bool = False,
+               keep: torch.Tensor | None = None) -> tuple[torch.Tensor, list[AttentionRecord], list[AttentionRecord]]:
         """tgt: (batch, new_len) ids that follow the cache.length positions already decoded.
-        Returns logits (batch, new_len, tgt_vocab) and updates the cache in place."""
+        Returns logits (batch, new_len, tgt_vocab) and updates the cache in place. keep: a
+        (batch, new_len) bool mask; then only those positions are projected, logits (n_keep, tgt_vocab)."""
         y = self.positions(self.tgt_embed(tgt), offset=cache.length)  # (batch, new_len, d_model)
         h, self_kv, self_records, cross_records = self.decoder(y, cache, need_weights)
         cache.self_kv = self_kv
         cache.length += tgt.size(1)
+        if keep is not None:
+            h = h[keep]  # (n_keep, d_model): the pre-softmax projection skips padding
         return self.generator(h), self_records, cross_records
 
-    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor, return_attention: bool = False
-                ) -> tuple[torch.Tensor, AttentionMaps | None]:
+    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor, return_attention: bool = False,
+                keep: torch.Tensor | None = None) -> tuple[torch.Tensor, AttentionMaps | None]:
         """Teacher forcing. src: (batch, src_len), tgt_in: (batch, tgt_len) starting with <s>.
-        Returns logits (batch, tgt_len, tgt_vocab) and, if asked, every attention map."""
+        Returns logits (batch, tgt_len, tgt_vocab) and, if asked, every attention map; with keep
+        ((batch, tgt_len) bool, the positions a loss will read) logits (n_keep, tgt_vocab)."""
         cache, enc_records = self.encode(src, return_attention)
-        logits, self_records, cross_records = self.decode(tgt_in, cache, return_attention)
+        logits, self_records, cross_records = self.decode(tgt_in, cache, return_attention, keep)
         maps = AttentionMaps(enc_records, self_records, cross_records) if return_attention else None
         return logits, maps

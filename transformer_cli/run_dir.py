@@ -21,7 +21,7 @@ from transformer.config import ModelConfig
 from transformer.decoding import greedy_search
 from transformer.model import Transformer
 from transformer.trainer import TrainConfig, TrainState
-from transformer.training import evaluate_loss, perplexity
+from transformer.training import adam, evaluate_loss, perplexity
 
 from transformer_cli.errors import RunError
 from transformer_cli.metrics import METRICS_FILE, truncate_metrics
@@ -143,7 +143,7 @@ def build(model_config: ModelConfig, cfg: TrainConfig, device: torch.device):
     torch.manual_seed(cfg.seed)
     try:
         model = Transformer(model_config).to(device)
-        optimizer = torch.optim.Adam(model.parameters(), lr=0.0, betas=(cfg.beta1, cfg.beta2), eps=cfg.adam_eps)
+        optimizer = adam(model.parameters(), (cfg.beta1, cfg.beta2), cfg.adam_eps)
     except (RuntimeError, MemoryError) as e:
         if isinstance(e, MemoryError) or is_out_of_memory(e):
             raise RunError(f"out of memory building a model of {model_config.parameter_count():,} "

@@ -1,0 +1,99 @@
+"""The training-speed levers compute the same thing as the plain path (bench/RESULTS.md measures them)."""
+
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from transformer import Transformer
+from transformer.attention import MultiHeadAttention, fused_pays
+from transformer.dropout import Dropout
+from transformer.training import adam, batch_loss, label_smoothed_nll, train_step
+
+PAD = 0
+
+
+def batch(batch_size=4, length=7, vocab=19):
+    src = torch.randint(4, 23, (batch_size, length))
+    tgt = torch.randint(4, vocab, (batch_size, length + 1))
+    src[0, 4:], tgt[0, 5:], tgt[2, 3:] = PAD, PAD, PAD
+    tgt_out = tgt[:, 1:]
+    return SimpleNamespace(src=src, tgt_in=tgt[:, :-1], tgt_out=tgt_out, n_tokens=int((tgt_out != PAD).sum()))
+
+
+def test_keep_projects_only_the_kept_positions(tiny_model):
+    b = batch()
+    keep = b.tgt_out != PAD
+    full, _ = tiny_model(b.src, b.tgt_in)
+    kept, _ = tiny_model(b.src, b.tgt_in, keep=keep)
+    assert kept.shape == (int(keep.sum()), full.size(-1))
+    torch.testing.assert_close(kept, full[keep])
+
+
+def test_batch_loss_equals_the_loss_over_all_logits(tiny_model):
+    b = batch()
+    full, _ = tiny_model(b.src, b.tgt_in)
+    expected = label_smoothed_nll(full, b.tgt_out, 0.1, PAD)
+    for got, want in zip(batch_loss(tiny_model, b, 0.1), expected):
+        torch.testing.assert_close(got, want)
+
+
+def test_dropout_keeps_the_expectation_and_rate():
+    d = Dropout(0.3).train()
+    x = torch.ones(400, 500)
+    y = d(x)
+    dropped = (y == 0).float().mean().item()
+    assert abs(dropped - 0.3) < 0.01
+    assert torch.allclose(y[y != 0], torch.full_like(y[y != 0], 1 / 0.7))
+    assert abs(y.mean().item() - 1.0) < 0.01
+    assert torch.equal(d.eval()(x), x) and torch.equal(Dropout(0.0).train()(x), x)
+    with pytest.raises(ValueError):
+        Dropout(1.0)
+
+
+def test_dropout_gradient_is_the_mask():
+    d = Dropout(0.5).train()
+    x = torch.randn(50, 60, requires_grad=True)
+    y = d(x)
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, torch.where(y != 0, 2.0, 0.0))
+
+
+def test_bf16_on_cpu_takes_the_explicit_formula_and_agrees_with_the_kernel():
+    attn = MultiHeadAttention(32, 4).eval()
+    x = torch.randn(3, 6, 32)
+    mask = torch.ones(3, 1, 1, 6, dtype=torch.bool)
+    mask[1, ..., 4:] = False
+    assert fused_pays(x) and not fused_pays(x.bfloat16())
+    reference, _ = attn(x, attn.project_kv(x), mask)  # float32: torch's fused kernel
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        for causal in (False, True):
+            out, record = attn(x, attn.project_kv(x), mask, causal=causal)
+            assert record is None  # the explicit path's record is not handed out unasked
+            if not causal:
+                torch.testing.assert_close(out.float(), reference, atol=0.05, rtol=0.05)
+
+
+def test_fused_adam_takes_the_same_steps_as_plain_adam(tiny_config):
+    # eps 1e-2: with 1e-9, parameters whose gradient is ~0 move by +-lr on rounding noise alone
+    models = [Transformer(tiny_config), Transformer(tiny_config)]
+    models[1].load_state_dict(models[0].state_dict())
+    plain = torch.optim.Adam(models[0].parameters(), lr=0.0, betas=(0.9, 0.98), eps=1e-2)
+    fused = adam(models[1].parameters(), (0.9, 0.98), 1e-2)
+    assert fused.param_groups[0]["fused"]
+    b = batch()
+    for _ in range(3):
+        for model, opt in zip(models, (plain, fused)):
+            train_step(model, opt, [b], 1e-3, 0.1, 1.0)
+    for p, q in zip(models[0].parameters(), models[1].parameters()):
+        torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-5)
+
+
+def test_reuse_freed_memory_on_glibc():
+    code = "from transformer_cli.runtime import reuse_freed_memory; print(reuse_freed_memory())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    import platform
+    expected = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert out.strip() == str(expected)
