@@ -42,7 +42,10 @@ def register(app: typer.Typer) -> None:
         lr: Optional[float] = O(None, "--lr", help="Peak rate (inverse_sqrt, constant).", rich_help_panel="Training"),
         warmup: Optional[int] = O(None, "--warmup", rich_help_panel="Training"),
         clip_norm: Optional[float] = O(None, "--clip-norm", rich_help_panel="Training"),
-        precision: Optional[str] = O(None, "--precision", help="fp32 | bf16", rich_help_panel="Training"),
+        precision: Optional[str] = O(None, "--precision", help="fp32 | bf16 | fp16 (fp16 with a loss scaler)",
+                                     rich_help_panel="Training"),
+        compile: Optional[bool] = O(None, "--compile/--no-compile", help="torch.compile the model (CUDA).",
+                                    rich_help_panel="Training"),
         device: Optional[str] = O(None, "--device", help="auto | cpu | cuda", rich_help_panel="Training"),
         threads: Optional[int] = O(None, "--threads", rich_help_panel="Training"),
         seed: Optional[int] = O(None, "--seed", rich_help_panel="Training"),
@@ -82,6 +85,7 @@ def register(app: typer.Typer) -> None:
 
 def run(data: Path | None, out: Path | None, resume: Path | None, preset: str | None, config: Path | None,
         model_flags: dict, train_flags: dict) -> None:
+    from transformer_cli.distributed import world_from_env
     from transformer_cli.runtime import reuse_freed_memory
     from transformer_cli.training import TrainRequest, train
 
@@ -96,6 +100,10 @@ def run(data: Path | None, out: Path | None, resume: Path | None, preset: str | 
                            model=model_flags, training=train_flags)
     err = console.err
     reuse_freed_memory()
+    if not world_from_env().is_main:  # torchrun: rank 0 shows the run, the others train quietly
+        with StopFlag() as stop:
+            train(request, should_stop=stop)
+        return
     with StopFlag() as stop, TrainView(console.out, err) as view:
         result = train(request, on_start=view.start, on_event=view.update, should_stop=stop,
                        warn=lambda m: err.print(f"note: {m}", markup=False, soft_wrap=True))

@@ -14,6 +14,9 @@ def event_line(event: dict, max_steps: int) -> str:
     if event["event"] == "train":
         return (f"step {event['step']}/{max_steps} epoch {event['epoch'] + 1} loss {event['loss']:.3f} "
                 f"ppl {perplexity(event['nll']):.1f} lr {event['lr']:.2e} {event['tokens_per_s']:,.0f} tok/s")
+    if event["event"] == "replicas":
+        same = "identical" if event["identical"] else "DIFFERENT (a bug: please report it)"
+        return f"{event['world_size']} processes at step {event['step']}: weights {same}"
     return (f"eval step {event['step']}: val loss {event['loss']:.3f} ppl {event['ppl']:.1f} "
             f"BLEU {event['bleu']:.2f} chrF {event['chrf']:.2f} (best @ {event['best_step']})")
 
@@ -59,8 +62,10 @@ class LiveDisplay:
     def update(self, event: dict) -> None:
         if event["event"] == "train":
             self.train = event
-        else:
+        elif event["event"] == "eval":
             self.eval = event
+        else:
+            return
         self.progress.update(self.task, completed=event["step"])
         self.live.update(self._render())
 

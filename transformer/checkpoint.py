@@ -145,8 +145,9 @@ def _optimizer_state(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
 
 
 def save_checkpoint(directory: Path, model: Transformer, optimizer: torch.optim.Optimizer,
-                    state: dict, run_id: str = "") -> None:
-    """checkpoints/step-N/: weights, optimizer, every RNG, and `state` (JSON). Written to a hidden
+                    state: dict, run_id: str = "", scaler=None) -> None:
+    """checkpoints/step-N/: weights, optimizer, every RNG, the float16 loss scaler's state if any,
+    and `state` (JSON). Written to a hidden
     directory, fsynced and renamed, so a kill at any instant leaves the previous checkpoints intact; a
     failure (disk full) removes the partial directory. An existing directory of the same step is moved
     aside first and removed last, so one of the two always exists (recover_checkpoints)."""
@@ -154,7 +155,7 @@ def save_checkpoint(directory: Path, model: Transformer, optimizer: torch.optim.
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir(parents=True)
-        _write_checkpoint_files(tmp, model, optimizer, state, run_id)
+        _write_checkpoint_files(tmp, model, optimizer, state, run_id, scaler)
         for f in tmp.iterdir():
             _fsync(f)
         _fsync(tmp)
@@ -170,7 +171,7 @@ def save_checkpoint(directory: Path, model: Transformer, optimizer: torch.optim.
 
 
 def _write_checkpoint_files(tmp: Path, model: Transformer, optimizer: torch.optim.Optimizer, state: dict,
-                            run_id: str) -> None:
+                            run_id: str, scaler) -> None:
     save_model(model, str(tmp / MODEL_FILE))
     opt_tensors, opt_meta = _optimizer_tensors(optimizer)
     rng = {"torch": torch.get_rng_state()}
@@ -181,6 +182,8 @@ def _write_checkpoint_files(tmp: Path, model: Transformer, optimizer: torch.opti
     py_state = random.getstate()
     meta = {"state": state, "optimizer": opt_meta, "run_id": run_id,
             "python_random": [py_state[0], list(py_state[1]), py_state[2]]}
+    if scaler is not None:
+        meta["grad_scaler"] = scaler.state_dict()  # scale, growth tracker: plain numbers
     (tmp / "state.json").write_text(json.dumps(meta, indent=1))
 
 
@@ -205,8 +208,9 @@ def recover_checkpoints(checkpoints: Path) -> list[str]:
     return done
 
 
-def load_checkpoint(directory: Path, model: Transformer, optimizer: torch.optim.Optimizer) -> dict:
-    """Restore weights, optimizer and RNGs from save_checkpoint's directory; returns its `state`."""
+def load_checkpoint(directory: Path, model: Transformer, optimizer: torch.optim.Optimizer, scaler=None) -> dict:
+    """Restore weights, optimizer, RNGs (and the loss scaler) from save_checkpoint's directory;
+    returns its `state`."""
     load_weights(model, directory / MODEL_FILE)
     try:
         meta = json.loads((directory / "state.json").read_text())
@@ -220,6 +224,8 @@ def load_checkpoint(directory: Path, model: Transformer, optimizer: torch.optim.
         random.setstate((version, tuple(internal), gauss))
         if not isinstance(meta["state"], dict):
             raise ValueError("state is not a table")
+        if scaler is not None and "grad_scaler" in meta:
+            scaler.load_state_dict(meta["grad_scaler"])
     except (OSError, KeyError, TypeError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{directory}: incomplete or corrupt checkpoint ({str(e)[:100]})") from None
     return meta["state"]

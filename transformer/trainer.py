@@ -29,7 +29,8 @@ class TrainConfig:
     beta2: float = 0.98  # Adam beta_2
     adam_eps: float = 1e-9  # Adam epsilon
     clip_norm: float = 1.0  # gradient clipping by global norm; 0 = off
-    precision: str = "fp32"  # fp32 | bf16 (autocast)
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 with a gradient scaler)
+    compile: bool = False  # torch.compile the model for training (pays on CUDA, not on this CPU)
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 0  # torch intra-op threads; 0 = torch's default
     seed: int = 1  # model init, dropout and batch order
@@ -59,7 +60,7 @@ class TrainConfig:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.lr <= 0 or self.lr_factor <= 0:
             raise ValueError("lr and lr_factor must be > 0")
-        choices = {"schedule": ("noam", "inverse_sqrt", "constant"), "precision": ("fp32", "bf16"),
+        choices = {"schedule": ("noam", "inverse_sqrt", "constant"), "precision": ("fp32", "bf16", "fp16"),
                    "device": ("auto", "cpu", "cuda"), "metric": METRICS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -91,10 +92,27 @@ class TrainState:
 
 
 class Hooks(Protocol):
+    replicas: int  # processes that train together (DDP); each takes its share of every update's batches
+    # this process's batches of `epoch` from global batch number `start` on, as many on every rank
     def batches(self, epoch: int, start: int) -> Iterator[BatchLike]: ...
     def evaluate(self, state: TrainState) -> dict: ...  # must hold "score", higher is better
     def checkpoint(self, state: TrainState, is_best: bool) -> None: ...
     def log(self, event: dict) -> None: ...
+    def start_step(self, step: int) -> None: ...  # before update step+1 (DDP: seeds its dropout)
+    # every rank must stop at the same update: the clock and a stop request agreed among them
+    def agree(self, elapsed: float, stop: bool) -> tuple[float, bool]: ...
+
+
+class OneProcess:
+    """The parts of Hooks that a single-process run needs no work for."""
+
+    replicas = 1
+
+    def start_step(self, step: int) -> None:
+        pass
+
+    def agree(self, elapsed: float, stop: bool) -> tuple[float, bool]:
+        return elapsed, stop
 
 
 def _validate(hooks: Hooks, state: TrainState) -> None:
@@ -113,7 +131,8 @@ def _validate(hooks: Hooks, state: TrainState) -> None:
 
 def stop_reason(state: TrainState, cfg: TrainConfig, should_stop: Callable[[], bool], epochs: bool = True) -> str:
     """Why training should stop now ('' to go on): checked before the first update too, so a resumed
-    run that already reached a limit trains no further step. The epoch limit counts at epoch ends."""
+    run that already reached a limit trains no further step. The epoch limit counts at epoch ends.
+    should_stop must already be agreed among ranks (fit passes it through hooks.agree)."""
     if state.step >= cfg.max_steps:
         return f"max steps ({cfg.max_steps})"
     if epochs and cfg.max_epochs and state.epoch >= cfg.max_epochs:
@@ -123,15 +142,18 @@ def stop_reason(state: TrainState, cfg: TrainConfig, should_stop: Callable[[], b
     return "interrupted" if should_stop() else ""
 
 
-def fit(model: Transformer, optimizer: torch.optim.Optimizer, cfg: TrainConfig, state: TrainState,
-        hooks: Hooks, should_stop: Callable[[], bool] = lambda: False) -> TrainState:
-    """Train until max_steps / max_epochs / max_time / patience, or should_stop() (Ctrl-C)."""
+def fit(model, optimizer: torch.optim.Optimizer, cfg: TrainConfig, state: TrainState,
+        hooks: Hooks, should_stop: Callable[[], bool] = lambda: False, scaler=None) -> TrainState:
+    """Train until max_steps / max_epochs / max_time / patience, or should_stop() (Ctrl-C).
+    model: a Transformer or the Transformer in DistributedDataParallel (see train_step)."""
     started = time.perf_counter() - state.elapsed
     window = [0, time.perf_counter()]  # tokens and start of the current log window
-    state.stop_reason = stop_reason(state, cfg, should_stop)
+    clock = _Clock(hooks, started, should_stop)
+    clock.tick(state, measure=False)
+    state.stop_reason = stop_reason(state, cfg, clock)
     while not state.stop_reason:
         whole_epoch, steps_before = state.batch_in_epoch == 0, state.step
-        ran_out = _epoch(model, optimizer, cfg, state, hooks, should_stop, started, window)
+        ran_out = _epoch(model, optimizer, cfg, state, hooks, clock, window, scaler)
         if not ran_out:
             break
         if whole_epoch and state.step == steps_before:
@@ -139,7 +161,8 @@ def fit(model: Transformer, optimizer: torch.optim.Optimizer, cfg: TrainConfig, 
                              "lower --accumulate or --max-tokens")
         state.epoch += 1  # the epoch ran out (a last partial accumulation group is dropped)
         state.batch_in_epoch = 0
-        state.stop_reason = stop_reason(state, cfg, should_stop)
+        clock.tick(state)
+        state.stop_reason = stop_reason(state, cfg, clock)
     if state.last_eval_step != state.step and state.stop_reason != "interrupted":
         _validate(hooks, state)
     elif state.stop_reason == "interrupted":
@@ -147,20 +170,39 @@ def fit(model: Transformer, optimizer: torch.optim.Optimizer, cfg: TrainConfig, 
     return state
 
 
-def _epoch(model, optimizer, cfg: TrainConfig, state: TrainState, hooks: Hooks, should_stop, started: float,
-           window: list) -> bool:
+class _Clock:
+    """Training time and the stop request, agreed among ranks once per update."""
+
+    def __init__(self, hooks: Hooks, started: float, should_stop: Callable[[], bool]) -> None:
+        self.hooks, self.started, self.should_stop = hooks, started, should_stop
+        self.stop = False
+
+    def tick(self, state: TrainState, measure: bool = True) -> None:
+        """Agree on the elapsed time (measured now, or as the state holds it) and the stop request."""
+        elapsed = time.perf_counter() - self.started if measure else state.elapsed
+        state.elapsed, self.stop = self.hooks.agree(elapsed, self.should_stop())
+
+    def __call__(self) -> bool:
+        """The stop request as of the last tick()."""
+        return self.stop
+
+
+def _epoch(model, optimizer, cfg: TrainConfig, state: TrainState, hooks: Hooks, clock: _Clock,
+           window: list, scaler) -> bool:
     """Updates over the rest of the current epoch; False when a stopping rule ended it early."""
+    d_model = getattr(model, "module", model).config.d_model  # through a DistributedDataParallel wrapper
     group: list[BatchLike] = []
     for batch in hooks.batches(state.epoch, state.batch_in_epoch):
         group.append(batch)
         if len(group) < cfg.accumulate:
             continue
-        lr = learning_rate(state.step + 1, cfg.schedule, model.config.d_model, cfg.warmup, cfg.lr_factor, cfg.lr)
-        stats = train_step(model, optimizer, group, lr, cfg.label_smoothing, cfg.clip_norm, cfg.precision)
+        lr = learning_rate(state.step + 1, cfg.schedule, d_model, cfg.warmup, cfg.lr_factor, cfg.lr)
+        hooks.start_step(state.step)
+        stats = train_step(model, optimizer, group, lr, cfg.label_smoothing, cfg.clip_norm, cfg.precision, scaler)
         state.step += 1
-        state.batch_in_epoch += len(group)
+        state.batch_in_epoch += len(group) * hooks.replicas
         state.tokens += stats.tokens
-        state.elapsed = time.perf_counter() - started
+        clock.tick(state)
         window[0] += stats.tokens
         group = []
         if state.step % cfg.log_every == 0:
@@ -173,7 +215,7 @@ def _epoch(model, optimizer, cfg: TrainConfig, state: TrainState, hooks: Hooks, 
             _validate(hooks, state)
             if cfg.patience and state.evals_without_improvement >= cfg.patience:
                 state.stop_reason = f"no improvement in {cfg.patience} validations"
-        state.stop_reason = state.stop_reason or stop_reason(state, cfg, should_stop, epochs=False)
+        state.stop_reason = state.stop_reason or stop_reason(state, cfg, clock, epochs=False)
         if state.stop_reason:
             return False
     return True

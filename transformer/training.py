@@ -38,12 +38,13 @@ def label_smoothed_nll(logits: torch.Tensor, target: torch.Tensor, epsilon: floa
     return loss[keep].sum(), nll[keep].sum()
 
 
-def batch_loss(model: Transformer, b: BatchLike, epsilon: float) -> tuple[torch.Tensor, torch.Tensor]:
+def batch_loss(model, b: BatchLike, epsilon: float, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """label_smoothed_nll of one batch; logits only for the non-pad target positions (the output
-    projection and softmax over padding would be thrown away)."""
-    keep = b.tgt_out != model.config.pad_id  # (batch, tgt_len)
+    projection and softmax over padding would be thrown away). model: a Transformer, or one wrapped
+    in DistributedDataParallel (its forward is the one that synchronises gradients)."""
+    keep = b.tgt_out != pad_id  # (batch, tgt_len)
     logits, _ = model(b.src, b.tgt_in, keep=keep)  # (n_keep, V)
-    return label_smoothed_nll(logits, b.tgt_out[keep], epsilon, model.config.pad_id)
+    return label_smoothed_nll(logits, b.tgt_out[keep], epsilon, pad_id)
 
 
 def noam_lr(step: int, d_model: int, warmup: int, factor: float = 1.0) -> float:
@@ -83,32 +84,82 @@ class StepStats:
     grad_norm: float  # before clipping
 
 
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def autocast(device: torch.device, precision: str):
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return nullcontext()
+    """Mixed precision: matrix products in bfloat16/float16, reductions in float32 (torch autocast)."""
+    dtype = PRECISIONS[precision]
+    return nullcontext() if dtype is None else torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def train_step(model: Transformer, optimizer: torch.optim.Optimizer, batches: Sequence[BatchLike],
-               lr: float, label_smoothing: float, clip_norm: float, precision: str = "fp32") -> StepStats:
-    """One optimizer update over `batches` (gradient accumulation), normalised by their target tokens."""
-    model.train()
-    device = next(model.parameters()).device
+def grad_scaler(device: torch.device, precision: str) -> "torch.amp.GradScaler | None":
+    """float16 needs its loss scaled so small gradients do not underflow; bfloat16 and float32 do not."""
+    return torch.amp.GradScaler(device.type) if precision == "fp16" else None
+
+
+def _replicas(model) -> tuple[Transformer, bool]:
+    """(the Transformer, whether it runs in DistributedDataParallel)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    if isinstance(model, DistributedDataParallel):
+        return model.module, True
+    return model, False
+
+
+def _all_sum(values: list[float], device: torch.device) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(t)
+    return t.tolist()
+
+
+def train_step(model, optimizer: torch.optim.Optimizer, batches: Sequence[BatchLike], lr: float,
+               label_smoothing: float, clip_norm: float, precision: str = "fp32",
+               scaler: "torch.amp.GradScaler | None" = None) -> StepStats:
+    """One optimizer update over `batches` (gradient accumulation), normalised by their target tokens.
+
+    model: the Transformer, or the Transformer in DistributedDataParallel; then `batches` are this
+    rank's share of the update, the token count is summed over ranks first and each rank's loss is
+    scaled so the averaged gradient equals one process's over all the ranks' batches. Gradients are
+    synchronised once, on the last batch (no_sync before). Reported loss and tokens are global."""
+    net, distributed = _replicas(model)
+    net.train()
+    device = next(net.parameters()).device
     for group in optimizer.param_groups:
         group["lr"] = lr
-    tokens = sum(b.n_tokens for b in batches)
+    local = sum(b.n_tokens for b in batches)
+    tokens = int(_all_sum([local], device)[0]) if distributed else local
+    ranks = torch.distributed.get_world_size() if distributed else 1
     optimizer.zero_grad(set_to_none=True)
     total_loss = total_nll = 0.0
-    for b in batches:
-        with autocast(device, precision):
-            loss, nll = batch_loss(model, b, label_smoothing)
-        (loss / tokens).backward()
+    for i, b in enumerate(batches):
+        sync = model.no_sync() if distributed and i < len(batches) - 1 else nullcontext()
+        with sync:
+            with autocast(device, precision):
+                loss, nll = batch_loss(model, b, label_smoothing, net.config.pad_id)
+            scaled = loss * ranks / tokens  # DDP averages gradients over ranks: x ranks makes it a sum
+            (scaler.scale(scaled) if scaler is not None else scaled).backward()
         total_loss += loss.item()
         total_nll += nll.item()
-    params = [p for p in model.parameters() if p.grad is not None]
+    if distributed:
+        total_loss, total_nll = _all_sum([total_loss, total_nll], device)
+    return StepStats(total_loss / tokens, total_nll / tokens, tokens, _update(net, optimizer, clip_norm, scaler))
+
+
+def _update(net: Transformer, optimizer: torch.optim.Optimizer, clip_norm: float,
+            scaler: "torch.amp.GradScaler | None") -> float:
+    """Clip the global gradient norm and step (through the scaler, which skips a step whose gradients
+    overflowed and lowers the scale). Returns the norm before clipping."""
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    params = [p for p in net.parameters() if p.grad is not None]
     norm = torch.nn.utils.clip_grad_norm_(params, clip_norm if clip_norm > 0 else float("inf"), foreach=True)
-    optimizer.step()
-    return StepStats(total_loss / tokens, total_nll / tokens, tokens, float(norm))
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    return float(norm)
 
 
 @torch.no_grad()
@@ -126,6 +177,6 @@ def evaluate_loss(model: Transformer, batches, label_smoothing: float, precision
     tokens = 0
     for b in batches:
         with autocast(device, precision):
-            loss, nll = batch_loss(model, b, label_smoothing)
+            loss, nll = batch_loss(model, b, label_smoothing, model.config.pad_id)
         total_loss, total_nll, tokens = total_loss + loss.item(), total_nll + nll.item(), tokens + b.n_tokens
     return total_loss / max(tokens, 1), total_nll / max(tokens, 1)

@@ -20,7 +20,7 @@ from transformer.checkpoint import (CONFIG_FILE, MODEL_FILE, CheckpointError, at
 from transformer.config import ModelConfig
 from transformer.decoding import greedy_search
 from transformer.model import Transformer
-from transformer.trainer import TrainConfig, TrainState
+from transformer.trainer import OneProcess, TrainConfig, TrainState
 from transformer.training import adam, evaluate_loss, perplexity
 
 from transformer_cli.errors import RunError
@@ -56,13 +56,14 @@ def check_lengths(manifest: dict, model_config: ModelConfig, data_dir: Path) -> 
                        f"or prepare with --max-tokens {model_config.max_len - 1}")
 
 
-class RunHooks:
+class RunHooks(OneProcess):
     """What fit() needs from the outside world: batches, validation, checkpoints and logs."""
 
     def __init__(self, run_dir: Path, model: Transformer, optimizer, cfg: TrainConfig, toks: Tokenizers,
                  train: SplitBatches, valid: SplitBatches, valid_refs: list[str], valid_src: list[str],
-                 device: torch.device, on_event, tensorboard=None, run_id: str = "") -> None:
+                 device: torch.device, on_event, tensorboard=None, run_id: str = "", scaler=None) -> None:
         self.run_dir, self.model, self.optimizer, self.cfg, self.run_id = run_dir, model, optimizer, cfg, run_id
+        self.scaler = scaler  # float16's loss scaler, saved with every checkpoint
         self.toks, self.train, self.valid, self.device = toks, train, valid, device
         self.on_event, self.tensorboard = on_event, tensorboard
         n = valid.size
@@ -103,7 +104,7 @@ class RunHooks:
             raise CheckpointError(f"{target} belongs to another run; not replacing it")
         if is_best:  # before the checkpoint: a run killed between the two replays this step from the
             save_weights(self.model, self.run_dir / MODEL_FILE)  # previous checkpoint and writes it again
-        save_checkpoint(target, self.model, self.optimizer, asdict(state), self.run_id)
+        save_checkpoint(target, self.model, self.optimizer, asdict(state), self.run_id, self.scaler)
         keep = {f"step-{state.best_step:07d}"}
         existing = own_checkpoints(self.run_dir, self.run_id)
         keep |= {p.name for p in existing[-max(self.cfg.keep_last, self.cfg.average_last, 1):]}
@@ -196,26 +197,32 @@ def own_checkpoints(run_dir: Path, run_id: str) -> list[Path]:
     return [p for p in list_checkpoints(run_dir / "checkpoints") if own(p)]
 
 
-def resume_state(run_dir: Path, run_id: str, model, optimizer, warn) -> TrainState:
-    """The state to continue from (a fresh one for a new run), after cleaning up what a killed or
-    failed run left: partial checkpoints, half-written files, a truncated metrics line."""
+def clean_leftovers(run_dir: Path, warn) -> None:
+    """What a killed or failed run left: partial checkpoints, half-written files."""
     for line in recover_checkpoints(run_dir / "checkpoints"):
         warn(line)
     for tmp in run_dir.glob(".*.tmp-*"):
         if tmp.is_file():
             tmp.unlink()
+
+
+def resume_state(run_dir: Path, run_id: str, model, optimizer, warn, scaler=None, writer: bool = True
+                 ) -> TrainState:
+    """The state to continue from (a fresh one for a new run), weights, optimizer and loss scaler
+    loaded from the run's last checkpoint; the writer (rank 0) also drops metrics lines past it."""
     checkpoints = own_checkpoints(run_dir, run_id)
     if not checkpoints:
-        truncate_metrics(run_dir, 0)  # killed before its first checkpoint: start over
+        if writer:
+            truncate_metrics(run_dir, 0)  # killed before its first checkpoint: start over
         return TrainState()
     try:
-        state = TrainState(**load_checkpoint(checkpoints[-1], model, optimizer))
+        state = TrainState(**load_checkpoint(checkpoints[-1], model, optimizer, scaler))
     except CheckpointError as e:
         raise RunError(f"cannot resume: {e}") from None
     except TypeError as e:
         raise RunError(f"cannot resume: {checkpoints[-1]}: corrupt training state ({e})") from None
     state.stop_reason = ""
-    broken = truncate_metrics(run_dir, state.step)
+    broken = truncate_metrics(run_dir, state.step) if writer else 0
     if broken:
         warn(f"{METRICS_FILE}: dropped {broken} unreadable line(s) left by an interrupted write")
     return state
@@ -248,11 +255,11 @@ def is_out_of_memory(e: BaseException) -> bool:
 
 
 def write_run_config(run_dir: Path, model_config: ModelConfig, cfg: TrainConfig, data: dict, preset: str,
-                     run_id: str) -> None:
+                     run_id: str, world_size: int = 1) -> None:
     from transformer_cli import package_version
 
     config = {"model": model_config.to_dict(), "training": cfg.to_dict(), "data": data, "preset": preset,
-              "run_id": run_id,
+              "run_id": run_id, "world_size": world_size,
               "versions": {"transformer-cli": package_version(), "torch": torch.__version__}}
     atomic_write_text(run_dir / CONFIG_FILE, json.dumps(config, indent=2, ensure_ascii=False) + "\n")
 

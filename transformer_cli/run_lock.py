@@ -54,5 +54,8 @@ class RunLock:
 
 
 def is_empty_run_dir(run_dir: Path) -> bool:
-    """Nothing in it but possibly a lock file."""
-    return not [p for p in run_dir.iterdir() if p.name != LOCK_FILE]
+    """Missing, or nothing in it but possibly a lock file (another torchrun rank may be creating it)."""
+    try:
+        return not [p for p in run_dir.iterdir() if p.name != LOCK_FILE]
+    except FileNotFoundError:
+        return True

@@ -14,7 +14,7 @@ from transformer_cli.errors import RunError
 
 # fields a resumed run may change: where and how long it runs, not what it computes
 RESUMABLE_CHANGES = {"max_steps", "max_epochs", "max_time", "patience", "device", "threads", "tensorboard",
-                     "log_every"}
+                     "log_every", "compile"}
 MODEL_FIELDS = {f.name for f in dataclasses.fields(ModelConfig)} - {"src_vocab_size", "tgt_vocab_size",
                                                                      "pad_id", "share_embeddings"}
 TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}

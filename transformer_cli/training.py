@@ -4,6 +4,7 @@ a notebook calls it the same way, with callbacks instead of the terminal display
 from __future__ import annotations
 
 import uuid
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -13,6 +14,8 @@ from data.tokenizer import Tokenizers
 from transformer.checkpoint import CONFIG_FILE, CheckpointError, read_config
 from transformer.config import ModelConfig
 from transformer.trainer import TrainConfig, TrainState, fit
+from transformer.training import grad_scaler
+from transformer_cli import distributed as ddp
 from transformer_cli import run_dir as rd
 from transformer_cli import train_config as tc
 from transformer_cli.errors import RunError, os_error_message
@@ -62,10 +65,21 @@ def train(request: TrainRequest, on_start: Callable[[RunStart], None] = lambda s
           warn: Callable[[str], None] = lambda m: None) -> TrainResult:
     """Train (or resume) the run in request.out. on_event gets every log and validation event (the
     dicts of metrics.jsonl, validation samples included); should_stop() is polled after each step
-    (True: checkpoint and stop). Problems are RunError with a one-sentence message."""
-    with RunLock(request.out):
-        plan = plan_run(request)
-        return _start_and_fit(request.out, plan, on_start, on_event, should_stop, warn)
+    (True: checkpoint and stop). Problems are RunError with a one-sentence message.
+
+    Launched by torchrun (WORLD_SIZE > 1), every process calls train() and they train together with
+    DistributedDataParallel; only rank 0 takes the run lock, writes, and calls the callbacks."""
+    world = ddp.world_from_env()
+    with RunLock(request.out) if world.is_main else nullcontext():
+        plan = plan_run(request, world.size)
+        device = ddp.start(world, pick_device(plan.cfg.device))
+        try:
+            ddp.barrier(world)  # every rank has read the run before rank 0 writes anything
+            if not world.is_main:
+                on_start, on_event, warn = (lambda s: None), (lambda e: None), (lambda m: None)
+            return _start_and_fit(request.out, plan, world, device, on_start, on_event, should_stop, warn)
+        finally:
+            ddp.stop(world)
 
 
 @dataclass(frozen=True)
@@ -82,8 +96,9 @@ class _Plan:
     data_info: dict  # what config.json records of the data
 
 
-def plan_run(request: TrainRequest) -> _Plan:
-    """Everything a run needs, read and checked; nothing is written."""
+def plan_run(request: TrainRequest, world_size: int = 1) -> _Plan:
+    """Everything a run needs, read and checked; nothing is written. A run resumes only with the
+    number of processes it was trained with (its batch order and updates depend on it)."""
     run_dir, data, preset, config = request.out, request.data, request.preset, request.config_file
     model_flags, train_flags = dict(request.model), dict(request.training)
     resuming = (run_dir / CONFIG_FILE).is_file()
@@ -108,6 +123,7 @@ def plan_run(request: TrainRequest) -> _Plan:
     sizes = (toks.src.get_vocab_size(), toks.tgt.get_vocab_size(), toks.joint)
     fingerprint = toks.fingerprint()
     if stored:
+        check_world_size(stored, world_size, run_dir)
         if stored.get("data", {}).get("tokenizer_fingerprint") != fingerprint:
             raise RunError(f"cannot resume: the tokenizer in {data_dir} differs from the one {run_dir} "
                            "was trained with")
@@ -121,29 +137,56 @@ def plan_run(request: TrainRequest) -> _Plan:
     return _Plan(data_dir, toks, model_config, cfg, name, resuming, run_id, data_info)
 
 
-def _start_and_fit(run_dir: Path, plan: _Plan, on_start, on_event, should_stop, warn) -> TrainResult:
-    """Model and optimizer first; only then is anything written into the run directory."""
-    cfg, model_config = plan.cfg, plan.model_config
-    set_threads(cfg.threads)
-    device = pick_device(cfg.device)
-    data = rd.load_training_data(plan.data_dir, cfg)
-    model, optimizer = rd.build(model_config, cfg, device)
+def check_world_size(stored: dict, world_size: int, run_dir: Path) -> None:
+    recorded = stored.get("world_size", 1)
+    if recorded != world_size:
+        how = "without torchrun" if recorded == 1 else f"with torchrun --nproc-per-node {recorded} (or that many ranks in all)"
+        raise RunError(f"cannot resume: {run_dir} was trained by {recorded} process(es), this launch has "
+                       f"{world_size}; resume {how}")
+
+
+def _write_and_resume(run_dir: Path, plan: _Plan, world: ddp.World, model, optimizer, scaler, warn) -> TrainState:
+    """Rank 0 writes config.json and the tokenizer and cleans up what a killed run left; then every
+    rank loads the same last checkpoint (a fresh state for a new run)."""
     try:
-        rd.write_run_config(run_dir, model_config, cfg, plan.data_info, plan.name, plan.run_id)
-        if not plan.resuming:
-            plan.toks.save(run_dir)
-        state = rd.resume_state(run_dir, plan.run_id, model, optimizer, warn)
+        if world.is_main:
+            rd.write_run_config(run_dir, plan.model_config, plan.cfg, plan.data_info, plan.name, plan.run_id,
+                                world.size)
+            if not plan.resuming:
+                plan.toks.save(run_dir)
+            rd.clean_leftovers(run_dir, warn)
+        ddp.barrier(world)
+        return rd.resume_state(run_dir, plan.run_id, model, optimizer, warn, scaler, writer=world.is_main)
     except OSError as e:
         raise RunError(os_error_message(e)) from None
+
+
+def _start_and_fit(run_dir: Path, plan: _Plan, world: ddp.World, device, on_start, on_event, should_stop,
+                   warn) -> TrainResult:
+    """Model and optimizer first; only then is anything written into the run directory (by rank 0)."""
+    cfg, model_config = plan.cfg, plan.model_config
+    set_threads(cfg.threads)
+    data = rd.load_training_data(plan.data_dir, cfg)
+    model, optimizer = rd.build(model_config, cfg, device)
+    scaler = grad_scaler(device, cfg.precision)
+    state = _write_and_resume(run_dir, plan, world, model, optimizer, scaler, warn)
     on_start(RunStart(run_dir, plan.name, model_config, cfg, str(device),
                       sum(p.numel() for p in model.parameters()), state.step))
-    tensorboard = rd.open_tensorboard(run_dir, cfg.tensorboard, warn)
+    tensorboard = rd.open_tensorboard(run_dir, cfg.tensorboard, warn) if world.is_main else None
     hooks = rd.RunHooks(run_dir, model, optimizer, cfg, plan.toks, *data, device, on_event, tensorboard,
-                        plan.run_id)
+                        plan.run_id, scaler)
+    if world.size > 1:
+        hooks = ddp.ShardedHooks(hooks, world, cfg.seed)
+    if cfg.compile:
+        model.compile()  # in place: state_dict keys and checkpoints stay the plain model's
     start_tokens, start_elapsed = state.tokens, state.elapsed
     try:
-        state = fit(model, optimizer, cfg, state, hooks, should_stop=should_stop)
-        note = rd.finish_model(run_dir, cfg, model, plan.run_id)
+        state = fit(ddp.wrap(model, world, device), optimizer, cfg, state, hooks, should_stop, scaler)
+        if world.size > 1:
+            prints = ddp.replica_fingerprints(model, world)
+            hooks.log({"event": "replicas", "step": state.step, "world_size": world.size,
+                       "identical": len(set(prints)) == 1, "fingerprints": prints})
+        note = rd.finish_model(run_dir, cfg, model, plan.run_id) if world.is_main else ""
     except RuntimeError as e:
         if rd.is_out_of_memory(e):
             raise RunError(f"out of memory with --max-tokens {cfg.max_tokens}: try --max-tokens "
@@ -158,5 +201,7 @@ def _start_and_fit(run_dir: Path, plan: _Plan, on_start, on_event, should_stop, 
     finally:
         if tensorboard is not None:
             tensorboard.close()
+    if not world.is_main:
+        return TrainResult(state, run_dir, None, 0.0, "", None)
     rate = (state.tokens - start_tokens) / max(state.elapsed - start_elapsed, 1e-9)
     return TrainResult(state, run_dir, best_from_metrics(run_dir), rate, note, plot_curves(run_dir))

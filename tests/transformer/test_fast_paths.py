@@ -36,7 +36,7 @@ def test_batch_loss_equals_the_loss_over_all_logits(tiny_model):
     b = batch()
     full, _ = tiny_model(b.src, b.tgt_in)
     expected = label_smoothed_nll(full, b.tgt_out, 0.1, PAD)
-    for got, want in zip(batch_loss(tiny_model, b, 0.1), expected):
+    for got, want in zip(batch_loss(tiny_model, b, 0.1, PAD), expected):
         torch.testing.assert_close(got, want)
 
 

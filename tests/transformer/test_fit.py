@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from transformer import ModelConfig, Transformer
-from transformer.trainer import TrainConfig, TrainState, fit
+from transformer.trainer import OneProcess, TrainConfig, TrainState, fit
 from transformer.training import evaluate_loss
 
 
@@ -20,7 +20,7 @@ class Batch:
         return int(self.tgt_out.numel())
 
 
-class FakeHooks:
+class FakeHooks(OneProcess):
     """An epoch of `per_epoch` batches; validation scores come from `scores` in turn."""
 
     def __init__(self, per_epoch: int = 4, scores=None) -> None:

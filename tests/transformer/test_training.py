@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from transformer import ModelConfig, Transformer
-from transformer.trainer import TrainConfig
+from transformer.trainer import OneProcess, TrainConfig
 from transformer.training import (inverse_sqrt_lr, label_smoothed_nll, learning_rate, noam_lr, train_step)
 
 
@@ -104,7 +104,7 @@ def test_train_config_checks_types(kwargs, words):
 def test_fit_takes_no_step_past_a_reached_limit():
     from transformer.trainer import TrainState, fit
 
-    class Hooks:
+    class Hooks(OneProcess):
         def batches(self, epoch, start):
             raise AssertionError("a finished run read a batch")
 

@@ -1,0 +1,134 @@
+"""train on torch.distributed: a real 2-process gloo run through torchrun, against one process."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests_shared import TINY_RUN
+from transformer_cli.distributed import ShardedHooks, World
+
+REPO = Path(__file__).resolve().parents[2]
+STEPS = ["--eval-every", "10", "--log-every", "5", "--keep-last", "10"]
+
+
+def launch(*args, processes: int = 2):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
+           "-m", "cli.main", *map(str, args)]
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL torchrun and its workers (which run in sessions of their own), as a crash would."""
+    def children(p: int) -> list[int]:
+        try:
+            found = Path(f"/proc/{p}/task/{p}/children").read_text().split()
+        except OSError:
+            return []
+        return [int(c) for c in found] + [g for c in found for g in children(int(c))]
+
+    for p in [pid, *children(pid)]:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def train_args(data, out, *extra):
+    return ["train", "--data", data, "--out", out, *TINY_RUN, *STEPS, *extra]
+
+
+def events(run: Path, kind: str) -> list[dict]:
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [e for e in map(json.loads, lines) if e["event"] == kind]
+
+
+@pytest.mark.slow
+def test_two_processes_train_like_one_with_the_same_global_batch(demo_data, tmp_path):
+    ddp = launch(*train_args(demo_data, tmp_path / "ddp", "--max-steps", "30"))
+    out, err = ddp.communicate(timeout=600)
+    assert ddp.returncode == 0, err
+    single = subprocess.run([sys.executable, "-m", "cli.main",
+                             *map(str, train_args(demo_data, tmp_path / "one", "--max-steps", "30", "--accumulate", "2"))],
+                            cwd=REPO, capture_output=True, text=True)
+    assert single.returncode == 0, single.stderr
+    run = tmp_path / "ddp"
+    assert json.loads((run / "config.json").read_text())["world_size"] == 2
+    [replicas] = events(run, "replicas")
+    assert replicas["identical"] and len(set(replicas["fingerprints"])) == 1
+    # rank 0 alone writes and shows: every event once, one summary
+    assert [e["step"] for e in events(run, "train")] == [5, 10, 15, 20, 25, 30]
+    assert [e["step"] for e in events(run, "eval")] == [10, 20, 30]
+    assert out.count("training finished") == 1
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-0000010", "step-0000020", "step-0000030"]
+    # the same batches per update as one process accumulating 2: tokens equal, losses close (dropout differs)
+    ddp_train, one_train = events(run, "train"), events(tmp_path / "one", "train")
+    assert [e["step"] for e in one_train] == [e["step"] for e in ddp_train]
+    first = ddp_train[0]["loss"]
+    for a, b in zip(ddp_train, one_train):
+        assert abs(a["loss"] - b["loss"]) <= 0.05 * b["loss"], (a["loss"], b["loss"])
+    assert ddp_train[-1]["loss"] < 0.75 * first
+
+
+@pytest.mark.slow
+def test_a_killed_two_process_run_resumes_to_the_same_weights(demo_data, tmp_path):
+    args = ("--max-steps", "60")
+    full = launch(*train_args(demo_data, tmp_path / "full", *args))
+    assert full.wait(timeout=600) == 0, full.communicate()
+    killed = launch(*train_args(demo_data, tmp_path / "killed", *args))
+    first = tmp_path / "killed" / "checkpoints" / "step-0000010"
+    while not first.exists():
+        assert killed.poll() is None, killed.communicate()
+    kill_tree(killed.pid)
+    killed.wait()
+    assert not (tmp_path / "killed" / "checkpoints" / "step-0000060").exists(), "killed before the end"
+    # a different number of processes is refused in one line, nothing changed
+    one = subprocess.run([sys.executable, "-m", "cli.main", "train", "--resume", tmp_path / "killed"],
+                         cwd=REPO, capture_output=True, text=True)
+    assert one.returncode == 1 and one.stderr.count("\n") == 1
+    assert "trained by 2 process(es), this launch has 1" in one.stderr
+    resumed = launch("train", "--resume", tmp_path / "killed")
+    out, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err
+    for name in ("checkpoints/step-0000060/model.safetensors", "model.safetensors"):
+        a, b = load_file(tmp_path / "full" / name), load_file(tmp_path / "killed" / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    assert [e["step"] for e in events(tmp_path / "killed", "eval")] == [10, 20, 30, 40, 50, 60]
+
+
+class FakeSplit:
+    def __init__(self, n_batches: int) -> None:
+        self.n = n_batches
+
+    def plan(self, seed, epoch):
+        return [np.array([i]) for i in range(self.n)]
+
+    def make(self, rows):
+        return torch.tensor(rows)
+
+
+class FakeInner:
+    def __init__(self, n_batches: int) -> None:
+        self.train, self.device = FakeSplit(n_batches), torch.device("cpu")
+
+
+def shard(rank: int, size: int, n_batches: int, start: int = 0) -> list[int]:
+    hooks = ShardedHooks(FakeInner(n_batches), World(rank, size, rank), seed=1)
+    return [int(b) for b in hooks.batches(0, start)]
+
+
+def test_ranks_take_interleaved_shares_of_the_global_order():
+    assert shard(0, 2, 10) == [0, 2, 4, 6, 8] and shard(1, 2, 10) == [1, 3, 5, 7, 9]
+    # an uneven tail is dropped so every rank takes as many batches (DDP would wait forever otherwise)
+    assert [len(shard(r, 3, 11)) for r in range(3)] == [3, 3, 3]
+    # resuming at global batch 4 of the epoch
+    assert shard(0, 2, 10, start=4) == [4, 6, 8] and shard(1, 2, 10, start=4) == [5, 7, 9]
