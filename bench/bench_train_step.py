@@ -8,6 +8,7 @@ for, and model FLOPs utilisation: FLOPs of a step (counted by torch's FlopCounte
 the measured peak of a large matrix product in the same dtype, on the same machine, in the same run.
 
     python bench/bench_train_step.py [--steps 20] [--threads 2] [--precision fp32,bf16]
+    python bench/bench_train_step.py --device cuda --shape base --precision bf16   (bench/gpu.sh)
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ class Batch:
 def baseline_step(model: TorchBaseline, optimizer, b: Batch, precision: str, pad_id: int) -> None:
     """The plain recipe: logits at every position, the same label-smoothed loss, clipping, Adam."""
     model.train()
-    with autocast(torch.device("cpu"), precision):
+    with autocast(b.src.device, precision):
         logits = model(b.src, b.tgt_in)
     loss, _ = label_smoothed_nll(logits, b.tgt_out, 0.1, pad_id)
     optimizer.zero_grad(set_to_none=True)
@@ -93,17 +94,32 @@ def run_step(name: str, model, optimizer, b: Batch, precision: str, pad_id: int)
         baseline_step(model, optimizer, b, precision, pad_id)
 
 
-def matmul_peak(dtype: torch.dtype, sizes=(1024, 2048, 4096), repeats: int = 5) -> float:
+SHAPES = {  # name: (ModelConfig fields, vocabulary, batch rows, tokens per row)
+    "small": (dict(d_model=256, n_heads=8, d_ff=1024, n_encoder_layers=3, n_decoder_layers=3), 8000, 64, 24),
+    "base": (dict(d_model=512, n_heads=8, d_ff=2048, n_encoder_layers=6, n_decoder_layers=6), 32000, 256, 96),
+}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak(dtype: torch.dtype, device: torch.device, sizes=(1024, 2048, 4096, 8192), repeats: int = 5) -> float:
     """FLOP/s of the fastest n x n x n matrix product in `dtype` (median of repeats per size): the
     machine's practical peak, which depends on the size (float32 here: 4096 ran faster than 2048)."""
     best = 0.0
     for n in sizes:
-        a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+        if device.type == "cpu" and n > 4096:
+            continue  # minutes on two cores, and no faster than 4096
+        a, b = torch.randn(n, n, device=device).to(dtype), torch.randn(n, n, device=device).to(dtype)
         a @ b
         times = []
         for _ in range(repeats):
+            sync(device)
             t0 = time.perf_counter()
             a @ b
+            sync(device)
             times.append(time.perf_counter() - t0)
         best = max(best, 2 * n**3 / statistics.median(times))
     return best
@@ -122,8 +138,10 @@ def time_steps(models, opts, batches, precision: str, warmup: int, pad_id: int) 
     times: dict[str, list[float]] = {k: [] for k in models}
     for i, b in enumerate(batches):
         for name, model in models.items():
+            sync(b.src.device)
             t0 = time.perf_counter()
             run_step(name, model, opts[name], b, precision, pad_id)
+            sync(b.src.device)
             if i >= warmup:
                 times[name].append(time.perf_counter() - t0)
     return {k: statistics.median(v) for k, v in times.items()}
@@ -134,17 +152,22 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--length", type=int, default=24)
+    p.add_argument("--device", default="cpu", help="cpu | cuda")
+    p.add_argument("--shape", default="small", choices=sorted(SHAPES), help="small (the issue's) | base (the paper's)")
+    p.add_argument("--batch", type=int, help="rows per batch (default: the shape's)")
+    p.add_argument("--length", type=int, help="tokens per row (default: the shape's)")
     p.add_argument("--precision", default="fp32,bf16")
     p.add_argument("--system-malloc", action="store_true", help="leave glibc's malloc as it is")
     args = p.parse_args()
     allocator = "glibc defaults" if args.system_malloc else f"reuse_freed_memory() -> {reuse_freed_memory()}"
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    c = ModelConfig(src_vocab_size=8000, tgt_vocab_size=8000, d_model=256, n_heads=8, d_ff=1024,
-                    n_encoder_layers=3, n_decoder_layers=3, dropout=0.1, max_len=256)
-    models = {"ours": Transformer(c), "torch.nn.Transformer": TorchBaseline(c)}
+    device = torch.device(args.device)
+    fields, vocab, rows, length = SHAPES[args.shape]
+    args.batch, args.length = args.batch or rows, args.length or length
+    c = ModelConfig(src_vocab_size=vocab, tgt_vocab_size=vocab, dropout=0.1, max_len=max(256, args.length + 2),
+                    **fields)
+    models = {"ours": Transformer(c).to(device), "torch.nn.Transformer": TorchBaseline(c).to(device)}
     opts = {"ours": adam(models["ours"].parameters(), (0.9, 0.98), 1e-9),
             "torch.nn.Transformer": torch.optim.Adam(models["torch.nn.Transformer"].parameters(), lr=1e-4,
                                                      betas=(0.9, 0.98), eps=1e-9)}
@@ -152,15 +175,16 @@ def main() -> None:
     batches = []
     for _ in range(args.steps + args.warmup):
         src, tgt_in, tgt_out = make_batch(args.batch, args.length, c.tgt_vocab_size, c.pad_id, gen)
-        batches.append(Batch(src, tgt_in, tgt_out, int((tgt_out != c.pad_id).sum())))
+        batches.append(Batch(src.to(device), tgt_in.to(device), tgt_out.to(device), int((tgt_out != c.pad_id).sum())))
     tokens = statistics.mean(b.n_tokens for b in batches[args.warmup:])
     flops = {k: step_flops(k, m, opts[k], batches[0], c.pad_id) for k, m in models.items()}
-    print(f"torch {torch.__version__}, {args.threads} threads, batch {args.batch} x {args.length} tokens "
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{args.threads} threads"
+    print(f"torch {torch.__version__}, {where}, shape {args.shape}, batch {args.batch} x {args.length} tokens "
           f"(~{tokens:.0f} non-pad target tokens), {args.steps} timed steps, malloc: {allocator}")
     rates: dict[tuple[str, str], float] = {}
     for precision in args.precision.split(","):
-        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
-        peak = matmul_peak(dtype)
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+        peak = matmul_peak(dtype, device)
         step = time_steps(models, opts, batches, precision, args.warmup, c.pad_id)
         print(f"{precision}: peak matrix product {peak / 1e9:.1f} GFLOP/s")
         for name, seconds in step.items():

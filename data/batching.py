@@ -20,20 +20,29 @@ if TYPE_CHECKING:
     import datasets
 
 
+def group_ends(widths: np.ndarray, max_tokens: int) -> np.ndarray:
+    """Cut rows (their padded widths, in batch order) into consecutive groups whose padded size
+    (rows x widest row) stays within max_tokens; a row wider than max_tokens alone still forms a
+    group of one. Returns where each group after the first starts. Walks the widths in slices, so
+    no Python list of a whole split is ever built."""
+    ends, count, widest = [], 0, 0
+    for start in range(0, len(widths), 1 << 16):
+        for i, row_width in enumerate(np.asarray(widths[start : start + (1 << 16)]).tolist(), start):
+            w = max(widest, row_width)
+            if count and w * (count + 1) > max_tokens:
+                ends.append(i)
+                count, w = 0, row_width
+            count += 1
+            widest = w
+    return np.asarray(ends, dtype=np.int64)
+
+
 def token_groups(order: Sequence[int], widths: Sequence[int], max_tokens: int) -> list[list[int]]:
-    """Cut `order` into consecutive groups whose padded size (rows x widest row) stays within
-    max_tokens; a row wider than max_tokens alone still forms a group of one."""
-    groups, current, widest = [], [], 0
-    for row in order:
-        w = max(widest, int(widths[row]))
-        if current and w * (len(current) + 1) > max_tokens:
-            groups.append(current)
-            current, w = [], int(widths[row])
-        current.append(row)
-        widest = w
-    if current:
-        groups.append(current)
-    return groups
+    """group_ends over rows `order` of `widths`, as lists of row numbers."""
+    if len(order) == 0:
+        return []
+    order = np.asarray(order, dtype=np.int64)
+    return [g.tolist() for g in np.split(order, group_ends(np.asarray(widths)[order], max_tokens))]
 
 
 @dataclass(frozen=True)
@@ -52,17 +61,25 @@ class Batch:
 
 
 class TokenIds:
-    """One side of a split: the flat id array and row offsets, read zero-copy from the Arrow file."""
+    """One side of a split, read in place: each Arrow chunk's flat id array and row offsets are
+    views of the memory-mapped dataset files (nothing is copied into Python or numpy memory; the
+    pages are read from disk as batches need them). Only the row lengths are an array of their own."""
 
     def __init__(self, ds: datasets.Dataset, column: str) -> None:
         table = ds.select_columns([column]).with_format("arrow")[:]
-        array = table[column].combine_chunks()
-        self.values = array.values.to_numpy(zero_copy_only=False)
-        self.offsets = array.offsets.to_numpy()
-        self.lengths = np.diff(self.offsets)
+        self.values: list[np.ndarray] = []  # per chunk: the ids of all its rows, one after another
+        self.offsets: list[np.ndarray] = []  # per chunk: where each row starts in values (+ the end)
+        for chunk in table[column].chunks:
+            self.values.append(chunk.values.to_numpy(zero_copy_only=True))
+            self.offsets.append(chunk.offsets.to_numpy(zero_copy_only=True))
+        sizes = [len(o) - 1 for o in self.offsets]
+        self.starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)  # first row of each chunk
+        self.lengths = np.concatenate([np.diff(o) for o in self.offsets]) if sizes else np.zeros(0, np.int64)
 
     def row(self, i: int) -> np.ndarray:
-        return self.values[self.offsets[i] : self.offsets[i + 1]]
+        c = int(np.searchsorted(self.starts, i, side="right")) - 1
+        offsets, j = self.offsets[c], i - int(self.starts[c])
+        return self.values[c][offsets[j] : offsets[j + 1]]
 
 
 def pad_rows(rows: list[np.ndarray], prefix: int | None, suffix: int | None) -> torch.Tensor:
@@ -101,7 +118,7 @@ class SplitBatches:
             rng = np.random.default_rng([seed, epoch])
             shuffled = rng.permutation(self.size)  # random order inside each length bucket
             order = shuffled[np.argsort(self.widths[shuffled], kind="stable")]
-        batches = [np.asarray(g) for g in token_groups(order.tolist(), self.widths, self.max_tokens)]
+        batches = np.split(order, group_ends(self.widths[order], self.max_tokens)) if len(order) else []
         if seed is not None:
             perm = np.random.default_rng([seed, epoch, 1]).permutation(len(batches))
             batches = [batches[i] for i in perm]

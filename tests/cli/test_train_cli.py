@@ -36,6 +36,27 @@ def test_train_writes_a_self_contained_run(cli, demo_data, tmp_path):
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-0000003", "step-0000006"]
 
 
+def test_fp16_trains_with_a_loss_scaler_in_its_checkpoints(cli, demo_data, tmp_path):
+    run = tmp_path / "run"
+    result = cli(*train_args(demo_data, run, "--precision", "fp16", "--max-steps", "20", "--eval-every", "10",
+                             "--log-every", "5"))
+    assert result.exit_code == 0, result.output
+    losses = [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()
+              if json.loads(line)["event"] == "train"]
+    assert losses[-1] < losses[0]
+    meta = json.loads((run / "checkpoints" / "step-0000020" / "state.json").read_text())
+    assert meta["grad_scaler"]["scale"] > 0 and "_growth_tracker" in meta["grad_scaler"]
+
+
+@pytest.mark.slow
+def test_compile_trains_and_saves_the_plain_model(cli, demo_data, tmp_path):
+    run = tmp_path / "run"
+    result = cli(*train_args(demo_data, run, "--compile", "--max-steps", "4", "--eval-every", "4"))
+    assert result.exit_code == 0, result.output
+    assert json.loads((run / "config.json").read_text())["training"]["compile"] is True
+    assert not [k for k in load_file(run / "model.safetensors") if "_orig_mod" in k]
+
+
 def run_cli(*args, **kwargs):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, "-m", "cli.main", *map(str, args)], cwd=REPO, env=env,

@@ -48,3 +48,19 @@ def test_batch_tensors(train_split):
 def test_max_tokens_smaller_than_longest_pair(train_split):
     with pytest.raises(DataError, match="--max-tokens 5 is smaller than the longest pair"):
         SplitBatches(train_split, 5)
+
+
+def test_token_ids_are_read_in_place_across_chunks(tmp_path):
+    import datasets
+
+    from data.batching import TokenIds
+
+    parts = [datasets.Dataset.from_dict({"src_ids": [[i, i + 1, i + 2][: 1 + i % 3] for i in range(k, k + 5)]})
+             for k in (0, 5, 10)]
+    datasets.concatenate_datasets(parts).save_to_disk(str(tmp_path / "ds"), num_shards=3)
+    ds = datasets.load_from_disk(str(tmp_path / "ds"))
+    ids = TokenIds(ds, "src_ids")
+    assert len(ids.values) >= 2, "several Arrow chunks"
+    assert all(not v.flags.owndata for v in ids.values), "views of the memory-mapped file, not copies"
+    assert [ids.row(i).tolist() for i in range(15)] == ds["src_ids"]
+    assert ids.lengths.tolist() == [len(r) for r in ds["src_ids"]]

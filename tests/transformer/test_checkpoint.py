@@ -55,6 +55,17 @@ def test_checkpoint_restores_optimizer_and_rngs(tiny_config, tmp_path):
             assert torch.equal(t, opt2.state_dict()["state"][k][name])
 
 
+def test_checkpoint_restores_the_fp16_loss_scaler(tiny_config, tmp_path):
+    model = make(tiny_config)
+    opt = torch.optim.Adam(model.parameters())
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    scaler.load_state_dict({**scaler.state_dict(), "_growth_tracker": 7})
+    ck.save_checkpoint(tmp_path / "step-0000003", model, opt, {"step": 3}, scaler=scaler)
+    fresh = torch.amp.GradScaler("cpu")
+    ck.load_checkpoint(tmp_path / "step-0000003", make(tiny_config), torch.optim.Adam(model.parameters()), fresh)
+    assert fresh.state_dict() == scaler.state_dict() and fresh.get_scale() == 1024.0
+
+
 def test_crash_during_save_leaves_previous_checkpoint(tiny_config, tmp_path, monkeypatch):
     model = make(tiny_config)
     opt = torch.optim.Adam(model.parameters())
