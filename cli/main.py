@@ -32,9 +32,9 @@ def root(
 
 
 def _register() -> None:
-    from cli import inspect_attention, prepare, train, translate
+    from cli import export, inspect_attention, prepare, train, translate
 
-    for module in (prepare, train, translate, inspect_attention):
+    for module in (prepare, train, translate, inspect_attention, export):
         module.register(app)
 
 

@@ -1,9 +1,10 @@
 """transformer-cli as a library: load a trained run, translate, look at its attention, train.
 
-    from transformer_cli import load_run, SearchOptions, train, TrainRequest
+    from transformer_cli import load_run, SearchOptions, train, TrainRequest, export
     run = load_run("work/demo/run")
     run.translate(["I am a student."])                      # [Translation(text='나는 학생이다.', ...)]
     run.inspect("I am a student.").maps.cross[-1].weights   # (1, heads, out_len + 1, src_len + 1)
+    export("work/demo/run", "onnx", "work/demo-onnx")        # or "ctranslate2", "hf"
 
 Every problem the caller can fix is a RunError whose message names the file, the value or the option.
 """
@@ -27,6 +28,7 @@ _EXPORTS = {
     "load_run": "transformer_cli.translator",
     "RunStart": "transformer_cli.training", "TrainRequest": "transformer_cli.training",
     "TrainResult": "transformer_cli.training", "train": "transformer_cli.training",
+    "export": "transformer_cli.exporters",
 }
 __all__ = [*_EXPORTS, "package_version"]
 

@@ -1,0 +1,56 @@
+"""Models that leave the toolkit: a trained run exported to Hugging Face Transformers (Marian),
+CTranslate2 and ONNX. The exporters' libraries are optional (pip install 'transformer-cli[export]')
+and imported only here."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from transformer_cli.errors import RunError, os_error_message
+
+FORMATS = ("ctranslate2", "hf", "onnx")
+
+
+def export(run_dir: str | Path, format: str, out: str | Path, quantization: str | None = None,
+           overwrite: bool = False) -> Path:
+    """Export the run's model.safetensors (+ tokenizer) to `out` in `format`; returns `out`.
+    quantization: CTranslate2's weight type (int8, int8_float32, float16, ...). Problems are RunError."""
+    from transformer_cli.exporters.common import check_out, load_for_export
+
+    if format not in FORMATS:
+        raise RunError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
+    if quantization and format != "ctranslate2":
+        raise RunError("--quantization applies to --format ctranslate2 only")
+    out = Path(out)
+    check_out(out, overwrite)
+    translator = load_for_export(run_dir)
+    work = out.with_name(f".{out.name}.tmp-{os.getpid()}")  # renamed into place when complete
+    shutil.rmtree(work, ignore_errors=True)
+    try:
+        work.mkdir(parents=True)
+        _write(translator, format, work, out.name, quantization)
+        if out.exists():
+            shutil.rmtree(out)  # an earlier export (check_out made sure)
+        os.replace(work, out)
+    except OSError as e:
+        raise RunError(os_error_message(e)) from None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def _write(translator, format: str, work: Path, name: str, quantization: str | None) -> None:
+    if format == "hf":
+        from transformer_cli.exporters.hf import export_hf
+
+        export_hf(translator, work, name)
+    elif format == "ctranslate2":
+        from transformer_cli.exporters.ct2 import export_ctranslate2
+
+        export_ctranslate2(translator, work, name, quantization)
+    else:
+        from transformer_cli.exporters.onnx import export_onnx
+
+        export_onnx(translator, work, name)

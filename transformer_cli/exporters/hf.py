@@ -1,0 +1,122 @@
+"""Export to Hugging Face Transformers: a MarianMTModel directory (config, safetensors weights,
+generation config with our special ids) and our tokenizer as a PreTrainedTokenizerFast.
+
+Marian is our architecture (post-norm, ReLU, embeddings x sqrt(d_model), sinusoidal positions, one
+shared vocabulary tied to the output) except for one layout detail: its sinusoidal table puts all
+sines first and all cosines second, ours interleaves them (sin, cos, sin, cos, ...). Marian does not
+store that table; it recomputes it. So the exported weights express our model in a permuted basis of
+the d_model dimensions: dimension 2i becomes i and 2i+1 becomes d_model/2 + i, in every embedding,
+every matrix that reads or writes the residual stream, and every LayerNorm. Layer norm and the
+residual sums do not care about the order of dimensions, so the network computes the same function."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from data.tokenizer import BOS_ID, EOS_ID, PAD_ID, SPECIALS, UNK_ID
+from transformer_cli.errors import RunError
+from transformer_cli.exporters.common import finish, need, refuse_unless_marian_like
+
+# our per-layer names -> Marian's (attention projections keep their names)
+ENCODER = {"self_attn": "self_attn", "attn_residual": "self_attn_layer_norm", "ff_residual": "final_layer_norm"}
+DECODER = {"self_attn": "self_attn", "cross_attn": "encoder_attn", "self_residual": "self_attn_layer_norm",
+           "cross_residual": "encoder_attn_layer_norm", "ff_residual": "final_layer_norm"}
+
+
+def interleaved_to_halves(d_model: int) -> torch.Tensor:
+    """Index p with marian_vector = our_vector[p]: (0, 2, 4, ..., 1, 3, 5, ...)."""
+    return torch.cat([torch.arange(0, d_model, 2), torch.arange(1, d_model, 2)])
+
+
+def marian_config(c):
+    transformers = need("transformers", "Hugging Face Transformers")
+    return transformers.MarianConfig(
+        vocab_size=c.src_vocab_size, decoder_vocab_size=c.tgt_vocab_size, d_model=c.d_model,
+        encoder_layers=c.n_encoder_layers, decoder_layers=c.n_decoder_layers,
+        encoder_attention_heads=c.n_heads, decoder_attention_heads=c.n_heads,
+        encoder_ffn_dim=c.d_ff, decoder_ffn_dim=c.d_ff, activation_function="relu",
+        max_position_embeddings=c.max_len, scale_embedding=True, share_encoder_decoder_embeddings=True,
+        tie_word_embeddings=c.tie_output, pad_token_id=PAD_ID, eos_token_id=EOS_ID, bos_token_id=BOS_ID,
+        decoder_start_token_id=BOS_ID, forced_eos_token_id=None, dropout=c.dropout,
+        attention_dropout=c.attention_dropout, activation_dropout=0.0)
+
+
+def marian_state_dict(model) -> dict[str, torch.Tensor]:
+    """Our weights under Marian's names, in Marian's order of the d_model dimensions."""
+    c, ours = model.config, model.state_dict()
+    p = interleaved_to_halves(c.d_model)
+    out = {"model.shared.weight": ours["src_embed.weight"][:, p],
+           "final_logits_bias": torch.zeros(1, c.tgt_vocab_size)}
+    out["lm_head.weight"] = (ours["src_embed.weight"] if c.tie_output else ours["generator.weight"])[:, p]
+    for side, names, n in (("encoder", ENCODER, c.n_encoder_layers), ("decoder", DECODER, c.n_decoder_layers)):
+        for i in range(n):
+            src, dst = f"{side}.layers.{i}", f"model.{side}.layers.{i}"
+            for our, theirs in names.items():
+                if our.endswith("attn"):
+                    for proj in ("q_proj", "k_proj", "v_proj"):  # read the residual stream
+                        out[f"{dst}.{theirs}.{proj}.weight"] = ours[f"{src}.{our}.{proj}.weight"][:, p]
+                        out[f"{dst}.{theirs}.{proj}.bias"] = ours[f"{src}.{our}.{proj}.bias"]
+                    out[f"{dst}.{theirs}.out_proj.weight"] = ours[f"{src}.{our}.out_proj.weight"][p]  # writes it
+                    out[f"{dst}.{theirs}.out_proj.bias"] = ours[f"{src}.{our}.out_proj.bias"][p]
+                else:
+                    out[f"{dst}.{theirs}.weight"] = ours[f"{src}.{our}.norm.gamma"][p]
+                    out[f"{dst}.{theirs}.bias"] = ours[f"{src}.{our}.norm.beta"][p]
+            out[f"{dst}.fc1.weight"] = ours[f"{src}.feed_forward.w_1.weight"][:, p]
+            out[f"{dst}.fc1.bias"] = ours[f"{src}.feed_forward.w_1.bias"]
+            out[f"{dst}.fc2.weight"] = ours[f"{src}.feed_forward.w_2.weight"][p]
+            out[f"{dst}.fc2.bias"] = ours[f"{src}.feed_forward.w_2.bias"][p]
+    return {k: v.contiguous().clone() for k, v in out.items()}
+
+
+def hf_tokenizer(tok):
+    """Our tokenizer.json as a PreTrainedTokenizerFast that appends </s> to a source, as we do."""
+    transformers = need("transformers", "Hugging Face Transformers")
+    from tokenizers import Tokenizer
+    from tokenizers.processors import TemplateProcessing
+
+    copy = Tokenizer.from_str(tok.to_str())
+    copy.post_processor = TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", EOS_ID)])
+    pad, unk, bos, eos = (SPECIALS[i] for i in (PAD_ID, UNK_ID, BOS_ID, EOS_ID))
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=copy, pad_token=pad, unk_token=unk,
+                                                bos_token=bos, eos_token=eos)
+
+
+def export_hf(translator, out: Path, name: str) -> None:
+    transformers = need("transformers", "Hugging Face Transformers")
+    model = translator.model
+    c = model.config
+    refuse_unless_marian_like(c, "Hugging Face Transformers")
+    if c.layer_norm_eps != 1e-5:
+        raise RunError(f"Marian's layer norm epsilon is 1e-5; this run has {c.layer_norm_eps:g}")
+    hf = transformers.MarianMTModel(marian_config(c)).eval()
+    missing, unexpected = hf.load_state_dict(marian_state_dict(model), strict=False)
+    missing = [k for k in missing if "embed_positions" not in k and "embed_tokens" not in k]
+    if missing or unexpected:
+        raise RunError(f"internal: Marian weights missing {missing[:3]} / unexpected {unexpected[:3]}")
+    hf.generation_config = transformers.GenerationConfig(
+        decoder_start_token_id=BOS_ID, bos_token_id=BOS_ID, eos_token_id=EOS_ID, pad_token_id=PAD_ID,
+        max_length=c.max_len, num_beams=5, length_penalty=1.0, early_stopping=True)
+    hf.save_pretrained(out)
+    hf_tokenizer(translator.toks.src).save_pretrained(out)
+    finish(out, README.format(name=name))
+
+
+README = """# {name}: a transformer-cli model as a Hugging Face MarianMTModel
+
+```python
+from transformers import AutoTokenizer, MarianMTModel
+tok = AutoTokenizer.from_pretrained("{name}")
+model = MarianMTModel.from_pretrained("{name}")
+batch = tok(["I am a student."], return_tensors="pt", padding=True)
+out = model.generate(**batch)          # beam 5 (generation_config.json); num_beams=1 for greedy
+print(tok.batch_decode(out, skip_special_tokens=True))
+```
+
+Greedy decoding gives the same tokens as `transformer-cli translate --beam-size 1`. Beam search
+ranks finished hypotheses by log-probability / length ** length_penalty, while transformer-cli uses
+GNMT's length penalty, so beam outputs can differ. The weights express the same network in Marian's
+order of the d_model dimensions (sines first, then cosines), since Marian recomputes its own
+sinusoidal table.
+"""
