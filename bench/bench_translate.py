@@ -1,10 +1,11 @@
-"""translate throughput against Hugging Face MarianMTModel.generate with the same weights, same run.
+"""translate throughput and export parity: ours against the same weights exported (by
+`transformer-cli export`'s code) to Hugging Face Marian (`generate`) and to CTranslate2 (float32 and
+int8), same sentences, same length-sorted batches, same threads, same run.
 
-Our model's weights are copied into a MarianMTModel of identical dimensions (post-norm, ReLU, shared
-embeddings, our sinusoidal table in place of Marian's), so both decode the same network on the same
-batches (our length-sorted token batches). Prints source sentences/s and output tokens/s for greedy
-and beam 5, the ratio ours/HF, how often the two outputs agree, and the start-up time of
-`echo ... | transformer-cli translate` next to `python -c "import torch"`.
+Prints sentences/s for greedy and beam 5 with the ratio to ours, how often each engine's output is
+identical to ours (greedy: the parity of the export; beam: the engines rank finished hypotheses with
+their own length penalties), the largest teacher-forced logit difference of the Marian export, and
+the start-up time of `echo ... | transformer-cli translate` next to `python -c "import torch"`.
 
     python bench/bench_translate.py --model work/m30k-small [--sentences 1000] [--threads 2]
 """
@@ -16,6 +17,7 @@ import gzip
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,58 +27,31 @@ REPO = Path(__file__).resolve().parents[1]
 TEST_DE = REPO.parent / "shared" / "data" / "multi30k" / "test_2016_flickr.de.gz"
 
 
-def marian_from(model) -> "torch.nn.Module":
-    from transformers import MarianConfig, MarianMTModel
+def exported(translator, fmt: str, out: Path, quantization: str | None = None) -> Path:
+    """The model through transformer-cli's own exporters (what `transformer-cli export` writes)."""
+    from transformer_cli.exporters.ct2 import export_ctranslate2
+    from transformer_cli.exporters.hf import export_hf
 
-    c = model.config
-    if not c.share_embeddings or c.norm != "post":
-        raise SystemExit("the Marian comparison needs a joint-vocabulary, post-norm model")
-    config = MarianConfig(
-        vocab_size=c.src_vocab_size, decoder_vocab_size=c.tgt_vocab_size, d_model=c.d_model,
-        encoder_layers=c.n_encoder_layers, decoder_layers=c.n_decoder_layers,
-        encoder_attention_heads=c.n_heads, decoder_attention_heads=c.n_heads,
-        encoder_ffn_dim=c.d_ff, decoder_ffn_dim=c.d_ff, activation_function="relu",
-        max_position_embeddings=c.max_len, scale_embedding=True, share_encoder_decoder_embeddings=True,
-        pad_token_id=0, eos_token_id=3, bos_token_id=2, decoder_start_token_id=2, forced_eos_token_id=None,
-        dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, tie_word_embeddings=True)
-    hf = MarianMTModel(config).eval()
-    ours = model.state_dict()
-    with torch.no_grad():
-        m = hf.model
-        m.shared.weight.copy_(ours["src_embed.weight"])
-        for pos in (m.encoder.embed_positions, m.decoder.embed_positions):
-            pos.weight.copy_(model.positions.pe[: pos.weight.size(0)])
-        hf.lm_head.weight = m.shared.weight
+    out.mkdir(parents=True)
+    if fmt == "hf":
+        export_hf(translator, out, out.name)
+    else:
+        export_ctranslate2(translator, out, out.name, quantization)
+    return out
 
-        def attn(dst, prefix):
-            for name in ("q_proj", "k_proj", "v_proj", "out_proj"):
-                getattr(dst, name).weight.copy_(ours[f"{prefix}.{name}.weight"])
-                getattr(dst, name).bias.copy_(ours[f"{prefix}.{name}.bias"])
 
-        def norm(dst, prefix):
-            dst.weight.copy_(ours[f"{prefix}.norm.gamma"])
-            dst.bias.copy_(ours[f"{prefix}.norm.beta"])
-
-        def ffn(layer, prefix):
-            for hf_name, our_name in (("fc1", "w_1"), ("fc2", "w_2")):
-                getattr(layer, hf_name).weight.copy_(ours[f"{prefix}.feed_forward.{our_name}.weight"])
-                getattr(layer, hf_name).bias.copy_(ours[f"{prefix}.feed_forward.{our_name}.bias"])
-
-        for i, layer in enumerate(m.encoder.layers):
-            p = f"encoder.layers.{i}"
-            attn(layer.self_attn, f"{p}.self_attn")
-            norm(layer.self_attn_layer_norm, f"{p}.attn_residual")
-            ffn(layer, p)
-            norm(layer.final_layer_norm, f"{p}.ff_residual")
-        for i, layer in enumerate(m.decoder.layers):
-            p = f"decoder.layers.{i}"
-            attn(layer.self_attn, f"{p}.self_attn")
-            norm(layer.self_attn_layer_norm, f"{p}.self_residual")
-            attn(layer.encoder_attn, f"{p}.cross_attn")
-            norm(layer.encoder_attn_layer_norm, f"{p}.cross_residual")
-            ffn(layer, p)
-            norm(layer.final_layer_norm, f"{p}.ff_residual")
-    return hf
+def ct2_translate(engine, translator, ids, groups, beam, a, b) -> list[list[int]]:
+    """CTranslate2 on the same batches; its limit per batch is a * longest source + b, like ours."""
+    vocab = [translator.toks.src.id_to_token(i) for i in range(translator.toks.src.get_vocab_size())]
+    out: list[list[int]] = [[] for _ in ids]
+    for group in groups:
+        source = [[vocab[i] for i in ids[g]] + ["</s>"] for g in group]
+        longest = max(len(s) for s in source)
+        results = engine.translate_batch(source, beam_size=beam, max_decoding_length=int(a * longest + b),
+                                          max_batch_size=0, return_scores=False)
+        for g, r in zip(group, results):
+            out[g] = [translator.toks.tgt.token_to_id(t) for t in r.hypotheses[0]]
+    return out
 
 
 def hf_translate(hf, translator, ids, groups, beam, a, b, alpha) -> list[list[int]]:
@@ -107,6 +82,25 @@ def startup(model_dir: Path, repeats: int = 3) -> tuple[float, float]:
     return statistics.median(cli), statistics.median(torch_only)
 
 
+def timed(fn):
+    t0 = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - t0
+
+
+def logit_gap(translator, hf, lines: list[str], outputs) -> float:
+    """Largest |logit difference| between ours and the exported Marian model, teacher-forced."""
+    gap = 0.0
+    for text, out in zip(lines, outputs):
+        src = translator.tensor(translator.encode([text]))
+        tgt = torch.tensor([[2] + out.ids])
+        with torch.no_grad():
+            mine = translator.model(src, tgt)[0]
+            theirs = hf(input_ids=src, attention_mask=(src != 0).long(), decoder_input_ids=tgt).logits
+        gap = max(gap, float((mine - theirs).abs().max()))
+    return gap
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", type=Path, required=True)
@@ -115,35 +109,47 @@ def main() -> None:
     p.add_argument("--batch-tokens", type=int, default=4000)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    from transformer_cli import SearchOptions, load_run
+    import ctranslate2
+    from transformers import MarianMTModel
 
+    from transformer_cli import SearchOptions, load_run
+    from transformer_cli.runtime import reuse_freed_memory
+
+    reuse_freed_memory()  # as `translate` does
     translator = load_run(args.model)
     with gzip.open(TEST_DE, "rt", encoding="utf-8") as f:
         lines = [next(f).strip() for _ in range(args.sentences)]
-    hf = marian_from(translator.model)
     ids = translator.encode(lines)
     groups = translator.batches(ids, args.batch_tokens)
     a, b, alpha = 1.5, 10, 0.6
-    print(f"model {args.model}: d_model {translator.model.config.d_model}, "
-          f"{translator.model.config.n_encoder_layers}+{translator.model.config.n_decoder_layers} layers, "
-          f"vocab {translator.model.config.tgt_vocab_size}; {len(lines)} sentences of {TEST_DE.name}; "
-          f"torch {torch.__version__}, {args.threads} threads, float32")
-    for beam in (1, 5):
-        translator.translate(lines[:16], SearchOptions(beam, 1, alpha, a, b, args.batch_tokens))  # warm-up
-        hf_translate(hf, translator, ids[:16], translator.batches(ids[:16], args.batch_tokens), beam, a, b, alpha)
-        t0 = time.perf_counter()
-        ours = translator.translate(lines, SearchOptions(beam, 1, alpha, a, b, args.batch_tokens))
-        t_ours = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        theirs = hf_translate(hf, translator, ids, groups, beam, a, b, alpha)
-        t_hf = time.perf_counter() - t0
-        tok_ours = sum(len(r.ids) + 1 for r in ours)
-        tok_hf = sum(len(r) + 1 for r in theirs)
-        agree = sum(r.ids == h for r, h in zip(ours, theirs)) / len(lines)
-        name = "greedy" if beam == 1 else f"beam {beam}"
-        print(f"{name:7s} ours {len(lines) / t_ours:7.1f} sent/s {tok_ours / t_ours:8.0f} tok/s | "
-              f"HF Marian {len(lines) / t_hf:7.1f} sent/s {tok_hf / t_hf:8.0f} tok/s | "
-              f"ratio (sent/s) {t_hf / t_ours:.2f} | identical outputs {agree:.1%}")
+    c = translator.model.config
+    print(f"model {args.model}: d_model {c.d_model}, {c.n_encoder_layers}+{c.n_decoder_layers} layers, "
+          f"vocab {c.tgt_vocab_size}; {len(lines)} sentences of {TEST_DE.name}; torch {torch.__version__}, "
+          f"ctranslate2 {ctranslate2.__version__}, {args.threads} threads, float32 unless stated")
+    with tempfile.TemporaryDirectory() as tmp:
+        hf = MarianMTModel.from_pretrained(exported(translator, "hf", Path(tmp) / "hf")).eval()
+        engines = {q: ctranslate2.Translator(str(exported(translator, "ct2", Path(tmp) / f"ct2-{q}", q)),
+                                             device="cpu", inter_threads=1, intra_threads=args.threads)
+                   for q in ("float32", "int8")}
+        for beam in (1, 5):
+            options = SearchOptions(beam, 1, alpha, a, b, args.batch_tokens)
+            translator.translate(lines[:16], options)  # warm-up
+            ours, t_ours = timed(lambda: translator.translate(lines, options))
+            name = "greedy" if beam == 1 else f"beam {beam}"
+            print(f"{name}: ours {len(lines) / t_ours:7.1f} sent/s ({t_ours:.2f} s)")
+            hf_out, t_hf = timed(lambda: hf_translate(hf, translator, ids, groups, beam, a, b, alpha))
+            runs = [("HF Marian (exported)", hf_out, t_hf)]
+            for q, engine in engines.items():
+                ct2_translate(engine, translator, ids[:16], translator.batches(ids[:16], args.batch_tokens), beam, a, b)
+                out, t = timed(lambda: ct2_translate(engine, translator, ids, groups, beam, a, b))
+                runs.append((f"CTranslate2 {q} (exported)", out, t))
+            for label, out, t in runs:
+                agree = sum(r.ids == h for r, h in zip(ours, out)) / len(lines)
+                print(f"  {label:28s} {len(lines) / t:7.1f} sent/s | ours / theirs {t / t_ours:.2f} | "
+                      f"identical outputs {agree:.1%}")
+            if beam == 1:
+                print(f"  largest logit difference ours vs exported Marian (first 50 sentences, teacher-forced): "
+                      f"{logit_gap(translator, hf, lines[:50], ours[:50]):.2e}")
     cli, torch_only = startup(args.model)
     print(f"start-up: echo ... | transformer-cli translate {cli:.2f} s; python -c 'import torch' {torch_only:.2f} s")
 

@@ -80,6 +80,22 @@ def test_two_processes_train_like_one_with_the_same_global_batch(demo_data, tmp_
 
 
 @pytest.mark.slow
+def test_two_processes_accumulating_train_like_one_accumulating_twice_as_much(demo_data, tmp_path):
+    ddp = launch(*train_args(demo_data, tmp_path / "ddp", "--max-steps", "10", "--accumulate", "2"))
+    out, err = ddp.communicate(timeout=600)
+    assert ddp.returncode == 0, err
+    single = subprocess.run([sys.executable, "-m", "cli.main", *map(str, train_args(
+        demo_data, tmp_path / "one", "--max-steps", "10", "--accumulate", "4"))], cwd=REPO, capture_output=True, text=True)
+    assert single.returncode == 0, single.stderr
+    [replicas] = events(tmp_path / "ddp", "replicas")
+    assert replicas["identical"]
+    ddp_train, one_train = events(tmp_path / "ddp", "train"), events(tmp_path / "one", "train")
+    assert [e["step"] for e in ddp_train] == [e["step"] for e in one_train] == [5, 10]
+    for a, b in zip(ddp_train, one_train):
+        assert abs(a["loss"] - b["loss"]) <= 0.05 * b["loss"], (a["loss"], b["loss"])
+
+
+@pytest.mark.slow
 def test_a_killed_two_process_run_resumes_to_the_same_weights(demo_data, tmp_path):
     args = ("--max-steps", "60")
     full = launch(*train_args(demo_data, tmp_path / "full", *args))

@@ -141,6 +141,20 @@ def test_int8_ctranslate2_translates(cli, model_dir, tmp_path):
     assert out[0].hypotheses
 
 
+def test_exporting_leaves_the_loaded_model_untouched(model_dir, tmp_path):
+    from transformer_cli.exporters.ct2 import export_ctranslate2
+    from transformer_cli.exporters.hf import export_hf
+
+    translator = load_run(model_dir)
+    before = {k: v.clone() for k, v in translator.model.state_dict().items()}
+    for name, write in (("q", lambda out: export_ctranslate2(translator, out, "q", "int8")),
+                        ("hf", lambda out: export_hf(translator, out, "hf"))):
+        (tmp_path / name).mkdir()
+        write(tmp_path / name)
+    after = translator.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
 def test_export_errors(cli, model_dir, demo_data, tmp_path):
     taken = tmp_path / "taken"
     taken.mkdir()

@@ -93,11 +93,15 @@ def test_errors(cli, model_dir, tmp_path):
 def test_pipe_startup_does_not_import_datasets(model_dir):
     code = ("import sys; from cli.main import main; sys.argv = ['transformer-cli', 'translate', '--model', "
             f"{str(model_dir)!r}, '-b', '1']\ntry:\n    main()\nexcept SystemExit:\n    pass\n"
-            "print('datasets' in sys.modules, 'sacrebleu' in sys.modules, file=sys.stderr)")
+            "print('datasets' in sys.modules, 'sacrebleu' in sys.modules, file=sys.stderr)\n"
+            "print([m for m in ('transformers', 'ctranslate2', 'onnx', 'onnxruntime') if m in sys.modules], "
+            "file=sys.stderr)")
     proc = subprocess.run([sys.executable, "-c", code], input="I am a student.\n", capture_output=True,
                           text=True, cwd=REPO)
     assert proc.stdout.count("\n") == 1
-    assert proc.stderr.strip().endswith("False False"), proc.stderr
+    first, exporters = proc.stderr.strip().splitlines()[-2:]
+    assert first.endswith("False False"), proc.stderr
+    assert exporters == "[]", "the exporters' libraries are imported by export only"
 
 
 def test_streams_each_line_as_it_arrives(model_dir):

@@ -16,7 +16,9 @@ from transformer_cli.exporters.common import finish, need, save_tokenizers
 
 
 def numpy(t) -> np.ndarray:
-    return t.detach().float().cpu().numpy()
+    """A copy: CTranslate2 quantizes and transforms the arrays it is given in place, and a view
+    would change the model's own weights (it did: a benchmark that exported first translated garbage)."""
+    return t.detach().float().cpu().numpy().copy()
 
 
 def make_converter(translator):
