@@ -218,8 +218,9 @@ def load_checkpoint(directory: Path, model: Transformer, optimizer: torch.optim.
                                                    meta["optimizer"]))
         rng = read_tensors(directory / "rng.safetensors")
         torch.set_rng_state(rng["torch"])
-        if torch.cuda.is_available() and "cuda.0" in rng:
-            torch.cuda.set_rng_state_all([rng[f"cuda.{i}"] for i in range(torch.cuda.device_count())])
+        saved_gpus = sum(k.startswith("cuda.") for k in rng)
+        if torch.cuda.is_available() and saved_gpus == torch.cuda.device_count():  # else: another machine
+            torch.cuda.set_rng_state_all([rng[f"cuda.{i}"] for i in range(saved_gpus)])
         version, internal, gauss = meta["python_random"]
         random.setstate((version, tuple(internal), gauss))
         if not isinstance(meta["state"], dict):

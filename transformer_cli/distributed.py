@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import numpy as np
 import torch
@@ -55,8 +56,34 @@ def start(world: World, device: torch.device) -> torch.device:
     missing = [k for k in ("MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
     if missing:
         raise RunError(f"{' and '.join(missing)} not set: launch with torchrun")
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=world.rank, world_size=world.size)
+    # the other ranks wait in a collective while rank 0 validates and writes checkpoints alone
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=world.rank, world_size=world.size,
+                            timeout=timedelta(hours=2))
     return device
+
+
+def rank0_run_id(run_id: str, world: World, device: torch.device) -> str:
+    """Rank 0's run id on every rank (a new run draws a random one on each)."""
+    if world.size == 1:
+        return run_id
+    data = torch.tensor(list(run_id.encode().ljust(64)[:64]), dtype=torch.uint8, device=device)
+    torch.distributed.broadcast(data, 0)
+    return bytes(data.tolist()).decode().strip()
+
+
+def check_same_start(state, world: World, device: torch.device) -> None:
+    """Every rank must continue from rank 0's step and place in the epoch, or the ranks would take
+    different numbers of updates and wait for each other forever."""
+    if world.size == 1:
+        return
+    mine = torch.tensor([state.step, state.epoch, state.batch_in_epoch], dtype=torch.int64, device=device)
+    theirs = mine.clone()
+    torch.distributed.broadcast(theirs, 0)
+    agree = torch.tensor([int(torch.equal(mine, theirs))], device=device)
+    torch.distributed.all_reduce(agree, op=torch.distributed.ReduceOp.MIN)
+    if not int(agree):
+        raise RunError(f"rank {world.rank} would resume at step {state.step}, rank 0 at step {int(theirs[0])}: "
+                       "the run directory must be one file system that every machine sees")
 
 
 def stop(world: World) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -74,6 +74,7 @@ def train(request: TrainRequest, on_start: Callable[[RunStart], None] = lambda s
         plan = plan_run(request, world.size)
         device = ddp.start(world, pick_device(plan.cfg.device))
         try:
+            plan = replace(plan, run_id=ddp.rank0_run_id(plan.run_id, world, device))
             ddp.barrier(world)  # every rank has read the run before rank 0 writes anything
             if not world.is_main:
                 on_start, on_event, warn = (lambda s: None), (lambda e: None), (lambda m: None)
@@ -145,7 +146,8 @@ def check_world_size(stored: dict, world_size: int, run_dir: Path) -> None:
                        f"{world_size}; resume {how}")
 
 
-def _write_and_resume(run_dir: Path, plan: _Plan, world: ddp.World, model, optimizer, scaler, warn) -> TrainState:
+def _write_and_resume(run_dir: Path, plan: _Plan, world: ddp.World, device, model, optimizer, scaler,
+                      warn) -> TrainState:
     """Rank 0 writes config.json and the tokenizer and cleans up what a killed run left; then every
     rank loads the same last checkpoint (a fresh state for a new run)."""
     try:
@@ -156,7 +158,9 @@ def _write_and_resume(run_dir: Path, plan: _Plan, world: ddp.World, model, optim
                 plan.toks.save(run_dir)
             rd.clean_leftovers(run_dir, warn)
         ddp.barrier(world)
-        return rd.resume_state(run_dir, plan.run_id, model, optimizer, warn, scaler, writer=world.is_main)
+        state = rd.resume_state(run_dir, plan.run_id, model, optimizer, warn, scaler, writer=world.is_main)
+        ddp.check_same_start(state, world, device)
+        return state
     except OSError as e:
         raise RunError(os_error_message(e)) from None
 
@@ -169,7 +173,7 @@ def _start_and_fit(run_dir: Path, plan: _Plan, world: ddp.World, device, on_star
     data = rd.load_training_data(plan.data_dir, cfg)
     model, optimizer = rd.build(model_config, cfg, device)
     scaler = grad_scaler(device, cfg.precision)
-    state = _write_and_resume(run_dir, plan, world, model, optimizer, scaler, warn)
+    state = _write_and_resume(run_dir, plan, world, device, model, optimizer, scaler, warn)
     on_start(RunStart(run_dir, plan.name, model_config, cfg, str(device),
                       sum(p.numel() for p in model.parameters()), state.step))
     tensorboard = rd.open_tensorboard(run_dir, cfg.tensorboard, warn) if world.is_main else None

@@ -175,6 +175,38 @@ def test_export_errors(cli, model_dir, demo_data, tmp_path):
                                        "--overwrite").exit_code == 0
 
 
+def test_an_untied_output_projection_exports_to_marian(cli, demo_data, tmp_path):
+    from transformers import MarianMTModel
+
+    from tests_shared import TINY_RUN
+    from transformer_cli.exporters import export
+
+    run = tmp_path / "untied"
+    trained = cli("train", "--data", demo_data, "--out", run, *TINY_RUN, "--no-tie-output", "--max-steps", "4",
+                  "--eval-every", "4")
+    assert trained.exit_code == 0, trained.output
+    hf = MarianMTModel.from_pretrained(export(run, "hf", tmp_path / "hf")).eval()
+    translator = load_run(run)
+    [mine] = translator.translate(SENTENCES[:1], SearchOptions(beam_size=1))
+    src = translator.tensor(translator.encode(SENTENCES[:1]))
+    with torch.no_grad():
+        theirs = hf(input_ids=src, decoder_input_ids=torch.tensor([[BOS_ID] + mine.ids])).logits[0]
+    torch.testing.assert_close(theirs, teacher_forced_logits(translator, SENTENCES[0], mine.ids), atol=1e-4, rtol=1e-4)
+
+
+def test_a_failed_overwrite_keeps_the_earlier_export(cli, model_dir, demo_data, tmp_path):
+    from tests_shared import TINY_RUN
+
+    assert cli("export", "-m", model_dir, "-f", "hf", "-o", tmp_path / "hf").exit_code == 0
+    before = sorted(p.name for p in (tmp_path / "hf").iterdir())
+    run = tmp_path / "pre"
+    assert cli("train", "--data", demo_data, "--out", run, *TINY_RUN, "--norm", "pre", "--max-steps", "2",
+               "--eval-every", "2").exit_code == 0
+    assert_one_line_error(cli("export", "-m", run, "-f", "hf", "-o", tmp_path / "hf", "--overwrite"), "pre-norm")
+    assert sorted(p.name for p in (tmp_path / "hf").iterdir()) == before
+    assert_one_line_error(cli("export", "-m", model_dir, "-f", "hf", "-o", "/"), "name a directory")
+
+
 def test_a_pre_norm_model_is_refused_by_marian_and_taken_by_the_others(cli, demo_data, tmp_path):
     from tests_shared import TINY_RUN
 

@@ -23,7 +23,9 @@ def export(run_dir: str | Path, format: str, out: str | Path, quantization: str 
         raise RunError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
     if quantization and format != "ctranslate2":
         raise RunError("--quantization applies to --format ctranslate2 only")
-    out = Path(out)
+    out = Path(out).resolve()  # "." and "dir/" have a name to put a temporary directory beside
+    if not out.name:
+        raise RunError(f"--out {out}: name a directory to write the model into")
     check_out(out, overwrite)
     translator = load_for_export(run_dir)
     work = out.with_name(f".{out.name}.tmp-{os.getpid()}")  # renamed into place when complete

@@ -4,7 +4,6 @@ optional libraries imported with a clear message when missing."""
 from __future__ import annotations
 
 import importlib
-import shutil
 from pathlib import Path
 
 from transformer_cli.errors import RunError
@@ -27,7 +26,8 @@ def load_for_export(run_dir):
 
 
 def check_out(out: Path, overwrite: bool) -> None:
-    """A new or empty directory, or (with overwrite) one this command wrote before."""
+    """A new or empty directory, or (with overwrite) one this command wrote before; it is replaced
+    only once the new export is complete."""
     if out.exists() and not out.is_dir():
         raise RunError(f"--out {out} is a file")
     if out.is_dir() and any(out.iterdir()):
@@ -35,7 +35,6 @@ def check_out(out: Path, overwrite: bool) -> None:
             raise RunError(f"--out {out} exists and is not empty (use --overwrite to replace an earlier export)")
         if not (out / EXPORT_MARK).is_file():
             raise RunError(f"--out {out} was not written by 'transformer-cli export'; not replacing it")
-        shutil.rmtree(out)
 
 
 EXPORT_MARK = "EXPORTED_BY_TRANSFORMER_CLI"

@@ -92,8 +92,8 @@ def make_converter(translator):
 def export_ctranslate2(translator, out: Path, name: str, quantization: str | None) -> None:
     try:
         make_converter(translator).convert(str(out), quantization=quantization, force=True)
-    except ValueError as e:  # an unknown quantization, mainly
-        raise RunError(f"CTranslate2 refused the model: {e}") from None
+    except (ValueError, RuntimeError) as e:  # an unknown quantization, mainly
+        raise RunError(f"CTranslate2 refused the model: {str(e).splitlines()[0][:200]}") from None
     src, tgt = save_tokenizers(translator.toks, out)
     finish(out, README.format(name=name, quantization=quantization or "float32 (as trained)", src=src, tgt=tgt,
                               limit=translator.model.config.max_len - 1))

@@ -47,8 +47,9 @@ def marian_state_dict(model) -> dict[str, torch.Tensor]:
     """Our weights under Marian's names, in Marian's order of the d_model dimensions."""
     c, ours = model.config, model.state_dict()
     p = interleaved_to_halves(c.d_model)
-    out = {"model.shared.weight": ours["src_embed.weight"][:, p],
-           "final_logits_bias": torch.zeros(1, c.tgt_vocab_size)}
+    embed = ours["src_embed.weight"][:, p]
+    out = {"model.shared.weight": embed, "model.encoder.embed_tokens.weight": embed,
+           "model.decoder.embed_tokens.weight": embed, "final_logits_bias": torch.zeros(1, c.tgt_vocab_size)}
     out["lm_head.weight"] = (ours["src_embed.weight"] if c.tie_output else ours["generator.weight"])[:, p]
     for side, names, n in (("encoder", ENCODER, c.n_encoder_layers), ("decoder", DECODER, c.n_decoder_layers)):
         for i in range(n):
@@ -92,14 +93,17 @@ def export_hf(translator, out: Path, name: str) -> None:
         raise RunError(f"Marian's layer norm epsilon is 1e-5; this run has {c.layer_norm_eps:g}")
     hf = transformers.MarianMTModel(marian_config(c)).eval()
     missing, unexpected = hf.load_state_dict(marian_state_dict(model), strict=False)
-    missing = [k for k in missing if "embed_positions" not in k and "embed_tokens" not in k]
+    missing = [k for k in missing if "embed_positions" not in k]  # recomputed by Marian
     if missing or unexpected:
         raise RunError(f"internal: Marian weights missing {missing[:3]} / unexpected {unexpected[:3]}")
     hf.generation_config = transformers.GenerationConfig(
         decoder_start_token_id=BOS_ID, bos_token_id=BOS_ID, eos_token_id=EOS_ID, pad_token_id=PAD_ID,
         max_length=c.max_len, num_beams=5, length_penalty=1.0, early_stopping=True)
-    hf.save_pretrained(out)
-    hf_tokenizer(translator.toks.src).save_pretrained(out)
+    try:
+        hf.save_pretrained(out)
+        hf_tokenizer(translator.toks.src).save_pretrained(out)
+    except (RuntimeError, ValueError) as e:
+        raise RunError(f"Hugging Face export failed: {str(e).splitlines()[0][:200]}") from None
     finish(out, README.format(name=name))
 
 
