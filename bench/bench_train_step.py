@@ -17,13 +17,13 @@ import argparse
 import math
 import statistics
 import time
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from torch.utils.flop_counter import FlopCounterMode
 
+from data.batching import Batch
 from transformer import ModelConfig, Transformer
 from transformer.embeddings import sinusoidal_table
 from transformer.training import adam, autocast, label_smoothed_nll, train_step
@@ -65,14 +65,6 @@ def make_batch(batch: int, length: int, vocab: int, pad_id: int, gen: torch.Gene
         src[i, n:] = pad_id
         tgt[i, n + 1 :] = pad_id
     return src, tgt[:, :-1], tgt[:, 1:]
-
-
-@dataclass(frozen=True)
-class Batch:
-    src: torch.Tensor
-    tgt_in: torch.Tensor
-    tgt_out: torch.Tensor
-    n_tokens: int
 
 
 def baseline_step(model: TorchBaseline, optimizer, b: Batch, precision: str, pad_id: int) -> None:
@@ -175,7 +167,7 @@ def main() -> None:
     batches = []
     for _ in range(args.steps + args.warmup):
         src, tgt_in, tgt_out = make_batch(args.batch, args.length, c.tgt_vocab_size, c.pad_id, gen)
-        batches.append(Batch(src.to(device), tgt_in.to(device), tgt_out.to(device), int((tgt_out != c.pad_id).sum())))
+        batches.append(Batch(src, tgt_in, tgt_out, torch.arange(args.batch)).to(device))
     tokens = statistics.mean(b.n_tokens for b in batches[args.warmup:])
     flops = {k: step_flops(k, m, opts[k], batches[0], c.pad_id) for k, m in models.items()}
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{args.threads} threads"

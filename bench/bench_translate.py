@@ -29,14 +29,10 @@ TEST_DE = REPO.parent / "shared" / "data" / "multi30k" / "test_2016_flickr.de.gz
 
 def exported(translator, fmt: str, out: Path, quantization: str | None = None) -> Path:
     """The model through transformer-cli's own exporters (what `transformer-cli export` writes)."""
-    from transformer_cli.exporters.ct2 import export_ctranslate2
-    from transformer_cli.exporters.hf import export_hf
+    from transformer_cli.exporters import write
 
     out.mkdir(parents=True)
-    if fmt == "hf":
-        export_hf(translator, out, out.name)
-    else:
-        export_ctranslate2(translator, out, out.name, quantization)
+    write(translator, fmt, out, out.name, quantization)
     return out
 
 
@@ -128,7 +124,7 @@ def main() -> None:
           f"ctranslate2 {ctranslate2.__version__}, {args.threads} threads, float32 unless stated")
     with tempfile.TemporaryDirectory() as tmp:
         hf = MarianMTModel.from_pretrained(exported(translator, "hf", Path(tmp) / "hf")).eval()
-        engines = {q: ctranslate2.Translator(str(exported(translator, "ct2", Path(tmp) / f"ct2-{q}", q)),
+        engines = {q: ctranslate2.Translator(str(exported(translator, "ctranslate2", Path(tmp) / f"ct2-{q}", q)),
                                              device="cpu", inter_threads=1, intra_threads=args.threads)
                    for q in ("float32", "int8")}
         for beam in (1, 5):

@@ -136,9 +136,12 @@ class SplitBatches:
         for group in token_groups(rows.tolist(), self.widths, self.max_tokens):
             yield self.make(np.asarray(group))
 
-    def epoch(self, seed: int | None, epoch: int = 0, start: int = 0) -> Iterator[Batch]:
-        """The batches of `epoch`, from batch number `start` on."""
-        for rows in self.plan(seed, epoch)[start:]:
+    def epoch(self, seed: int | None, epoch: int = 0, start: int = 0, rank: int = 0, ranks: int = 1
+              ) -> Iterator[Batch]:
+        """The batches of `epoch` from batch number `start` on; with ranks > 1, process `rank`'s share:
+        every ranks-th batch of the same order, the uneven tail dropped so every rank takes as many."""
+        plan = self.plan(seed, epoch)
+        for rows in plan[start + rank : len(plan) - len(plan) % ranks : ranks]:
             yield self.make(rows)
 
 

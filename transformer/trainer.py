@@ -11,7 +11,7 @@ import torch
 
 from transformer.config import check_types
 from transformer.model import Transformer
-from transformer.training import BatchLike, learning_rate, train_step
+from transformer.training import BatchLike, learning_rate, train_step, unwrap
 
 METRICS = ("bleu", "chrf", "loss")
 
@@ -190,7 +190,7 @@ class _Clock:
 def _epoch(model, optimizer, cfg: TrainConfig, state: TrainState, hooks: Hooks, clock: _Clock,
            window: list, scaler) -> bool:
     """Updates over the rest of the current epoch; False when a stopping rule ended it early."""
-    d_model = getattr(model, "module", model).config.d_model  # through a DistributedDataParallel wrapper
+    d_model = unwrap(model)[0].config.d_model
     group: list[BatchLike] = []
     for batch in hooks.batches(state.epoch, state.batch_in_epoch):
         group.append(batch)

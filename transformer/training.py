@@ -98,7 +98,7 @@ def grad_scaler(device: torch.device, precision: str) -> "torch.amp.GradScaler |
     return torch.amp.GradScaler(device.type) if precision == "fp16" else None
 
 
-def _replicas(model) -> tuple[Transformer, bool]:
+def unwrap(model) -> tuple[Transformer, bool]:
     """(the Transformer, whether it runs in DistributedDataParallel)."""
     from torch.nn.parallel import DistributedDataParallel
 
@@ -122,7 +122,7 @@ def train_step(model, optimizer: torch.optim.Optimizer, batches: Sequence[BatchL
     rank's share of the update, the token count is summed over ranks first and each rank's loss is
     scaled so the averaged gradient equals one process's over all the ranks' batches. Gradients are
     synchronised once, on the last batch (no_sync before). Reported loss and tokens are global."""
-    net, distributed = _replicas(model)
+    net, distributed = unwrap(model)
     net.train()
     device = next(net.parameters()).device
     for group in optimizer.param_groups:

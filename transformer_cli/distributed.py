@@ -122,15 +122,12 @@ class ShardedHooks:
     """RunHooks for one rank of a DDP run: this rank's share of the batches; validation, checkpoints
     and logs on rank 0 only, its validation score broadcast so every rank takes the same decisions."""
 
-    def __init__(self, inner, world: World, seed: int) -> None:
-        self.inner, self.world, self.seed = inner, world, seed
+    def __init__(self, inner, world: World) -> None:
+        self.inner, self.world = inner, world
         self.replicas = world.size
 
     def batches(self, epoch: int, start: int):
-        plan = self.inner.train.plan(self.seed, epoch)
-        usable = len(plan) - len(plan) % self.world.size  # every rank takes as many batches
-        for rows in plan[start + self.world.rank : usable : self.world.size]:
-            yield self.inner.train.make(rows).to(self.inner.device)
+        return self.inner.batches(epoch, start, self.world.rank, self.world.size)
 
     def evaluate(self, state) -> dict:
         metrics = self.inner.evaluate(state) if self.world.is_main else {"score": 0.0}
@@ -149,7 +146,7 @@ class ShardedHooks:
     def start_step(self, step: int) -> None:
         """Dropout of update step+1 on this rank, seeded from (seed, step, rank): a resumed run draws
         the same masks without any rank's random state in the checkpoint."""
-        torch.manual_seed(int(np.random.SeedSequence([self.seed, step, self.world.rank]).generate_state(1)[0]))
+        torch.manual_seed(int(np.random.SeedSequence([self.inner.cfg.seed, step, self.world.rank]).generate_state(1)[0]))
 
     def agree(self, elapsed: float, stop: bool) -> tuple[float, bool]:
         """The slowest clock and any rank's stop request (Ctrl-C reaches the ranks at different steps)."""

@@ -72,8 +72,8 @@ class RunHooks(OneProcess):
         self.refs = [valid_refs[i] for i in self.sample_rows]
         self.srcs = [valid_src[i] for i in self.sample_rows]
 
-    def batches(self, epoch: int, start: int):
-        for b in self.train.epoch(self.cfg.seed, epoch, start):
+    def batches(self, epoch: int, start: int, rank: int = 0, ranks: int = 1):
+        for b in self.train.epoch(self.cfg.seed, epoch, start, rank, ranks):
             yield b.to(self.device)
 
     def translate_sample(self) -> list[str]:

@@ -180,7 +180,7 @@ def _start_and_fit(run_dir: Path, plan: _Plan, world: ddp.World, device, on_star
     hooks = rd.RunHooks(run_dir, model, optimizer, cfg, plan.toks, *data, device, on_event, tensorboard,
                         plan.run_id, scaler)
     if world.size > 1:
-        hooks = ddp.ShardedHooks(hooks, world, cfg.seed)
+        hooks = ddp.ShardedHooks(hooks, world)
     if cfg.compile:
         model.compile()  # in place: state_dict keys and checkpoints stay the plain model's
     start_tokens, start_elapsed = state.tokens, state.elapsed

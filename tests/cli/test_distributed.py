@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -13,7 +14,9 @@ import torch
 from safetensors.torch import load_file
 
 from tests_shared import TINY_RUN
+from data.batching import SplitBatches
 from transformer_cli.distributed import ShardedHooks, World
+from transformer_cli.run_dir import RunHooks
 
 REPO = Path(__file__).resolve().parents[2]
 STEPS = ["--eval-every", "10", "--log-every", "5", "--keep-last", "10"]
@@ -121,8 +124,8 @@ def test_a_killed_two_process_run_resumes_to_the_same_weights(demo_data, tmp_pat
     assert [e["step"] for e in events(tmp_path / "killed", "eval")] == [10, 20, 30, 40, 50, 60]
 
 
-class FakeSplit:
-    def __init__(self, n_batches: int) -> None:
+class FakeSplit(SplitBatches):
+    def __init__(self, n_batches: int) -> None:  # no dataset: one row per batch
         self.n = n_batches
 
     def plan(self, seed, epoch):
@@ -133,12 +136,15 @@ class FakeSplit:
 
 
 class FakeInner:
+    batches = RunHooks.batches  # the real slicing of the global order
+
     def __init__(self, n_batches: int) -> None:
         self.train, self.device = FakeSplit(n_batches), torch.device("cpu")
+        self.cfg = SimpleNamespace(seed=1)
 
 
 def shard(rank: int, size: int, n_batches: int, start: int = 0) -> list[int]:
-    hooks = ShardedHooks(FakeInner(n_batches), World(rank, size, rank), seed=1)
+    hooks = ShardedHooks(FakeInner(n_batches), World(rank, size, rank))
     return [int(b) for b in hooks.batches(0, start)]
 
 

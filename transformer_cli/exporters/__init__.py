@@ -17,7 +17,8 @@ def export(run_dir: str | Path, format: str, out: str | Path, quantization: str 
            overwrite: bool = False) -> Path:
     """Export the run's model.safetensors (+ tokenizer) to `out` in `format`; returns `out`.
     quantization: CTranslate2's weight type (int8, int8_float32, float16, ...). Problems are RunError."""
-    from transformer_cli.exporters.common import check_out, load_for_export
+    from transformer_cli.exporters.common import check_out
+    from transformer_cli.translator import load_run
 
     if format not in FORMATS:
         raise RunError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
@@ -27,12 +28,12 @@ def export(run_dir: str | Path, format: str, out: str | Path, quantization: str 
     if not out.name:
         raise RunError(f"--out {out}: name a directory to write the model into")
     check_out(out, overwrite)
-    translator = load_for_export(run_dir)
+    translator = load_run(run_dir, "cpu", "fp32")
     work = out.with_name(f".{out.name}.tmp-{os.getpid()}")  # renamed into place when complete
     shutil.rmtree(work, ignore_errors=True)
     try:
         work.mkdir(parents=True)
-        _write(translator, format, work, out.name, quantization)
+        write(translator, format, work, out.name, quantization)
         if out.exists():
             shutil.rmtree(out)  # an earlier export (check_out made sure)
         os.replace(work, out)
@@ -43,7 +44,8 @@ def export(run_dir: str | Path, format: str, out: str | Path, quantization: str 
     return out
 
 
-def _write(translator, format: str, work: Path, name: str, quantization: str | None) -> None:
+def write(translator, format: str, work: Path, name: str, quantization: str | None = None) -> None:
+    """Write a loaded model into the existing directory `work` (README snippets name it `name`)."""
     if format == "hf":
         from transformer_cli.exporters.hf import export_hf
 

@@ -1,5 +1,5 @@
-"""What every exporter needs: the run loaded on the CPU in float32, an output directory, and the
-optional libraries imported with a clear message when missing."""
+"""What every exporter needs: an output directory, the tokenizers beside the model, and the optional
+libraries imported with a clear message when missing."""
 
 from __future__ import annotations
 
@@ -17,12 +17,6 @@ def need(module: str, what: str):
         return importlib.import_module(module)
     except ImportError:
         raise RunError(f"exporting to {what} needs the {module.split('.')[0]} package: {EXTRA}") from None
-
-
-def load_for_export(run_dir):
-    from transformer_cli.translator import load_run
-
-    return load_run(run_dir, "cpu", "fp32")
 
 
 def check_out(out: Path, overwrite: bool) -> None:
@@ -43,15 +37,6 @@ EXPORT_MARK = "EXPORTED_BY_TRANSFORMER_CLI"
 def finish(out: Path, readme: str) -> None:
     (out / "README.md").write_text(readme)
     (out / EXPORT_MARK).write_text("transformer-cli export\n")
-
-
-def refuse_unless_marian_like(config, what: str) -> None:
-    """Marian (HF) and CTranslate2's Marian loader know post-norm, one shared vocabulary, ReLU."""
-    if config.norm != "post":
-        raise RunError(f"{what} has no pre-norm Marian model: this run is --norm pre (export it to onnx)")
-    if not config.share_embeddings:
-        raise RunError(f"{what} export needs one joint vocabulary; this run has separate source and target "
-                       "vocabularies (export it to onnx)")
 
 
 def save_tokenizers(toks, out: Path) -> tuple[str, str]:

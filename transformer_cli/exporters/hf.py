@@ -17,12 +17,21 @@ import torch
 
 from data.tokenizer import BOS_ID, EOS_ID, PAD_ID, SPECIALS, UNK_ID
 from transformer_cli.errors import RunError
-from transformer_cli.exporters.common import finish, need, refuse_unless_marian_like
+from transformer_cli.exporters.common import finish, need
 
 # our per-layer names -> Marian's (attention projections keep their names)
 ENCODER = {"self_attn": "self_attn", "attn_residual": "self_attn_layer_norm", "ff_residual": "final_layer_norm"}
 DECODER = {"self_attn": "self_attn", "cross_attn": "encoder_attn", "self_residual": "self_attn_layer_norm",
            "cross_residual": "encoder_attn_layer_norm", "ff_residual": "final_layer_norm"}
+
+
+def refuse_unless_marian_like(config, what: str) -> None:
+    """Marian knows post-norm and one shared vocabulary only."""
+    if config.norm != "post":
+        raise RunError(f"{what} has no pre-norm Marian model: this run is --norm pre (export it to ctranslate2 or onnx)")
+    if not config.share_embeddings:
+        raise RunError(f"{what} export needs one joint vocabulary; this run has separate source and target "
+                       "vocabularies (export it to ctranslate2 or onnx)")
 
 
 def interleaved_to_halves(d_model: int) -> torch.Tensor:

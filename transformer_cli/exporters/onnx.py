@@ -105,11 +105,8 @@ def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outpu
                                         output_names=outputs, dynamic_shapes=shapes, opset_version=OPSET,
                                         external_data=False, verbose=False)
         program.save(str(path))
-    except Exception as e:  # the exporter raises many types; the message is what helps
-        import os
-        if os.environ.get("TRANSFORMER_CLI_DEBUG"):
-            raise
-        raise RunError(f"ONNX export of {path.name} failed: {str(e).splitlines()[0][:200]}") from None
+    except Exception as e:  # the exporter raises many types; the message is what helps (the cause stays chained)
+        raise RunError(f"ONNX export of {path.name} failed: {str(e).splitlines()[0][:200]}") from e
 
 
 README = """# {name}: a transformer-cli model as ONNX graphs
