@@ -61,15 +61,16 @@ def scaled_dot_product_attention(
     """softmax(QK^T/sqrt(d_k)) V. Returns the output (..., q_len, d_v) and what was looked at: the
     weights (..., q_len, k_len) and the scores before the softmax. dropout_p drops weights (training)."""
     scores = attention_scores(q, k, mask)
-    weights = softmax_weights(scores)
+    weights = softmax_weights(scores) if mask is not None else torch.softmax(scores, dim=-1)  # no key masked
     dropped = F.dropout(weights, dropout_p) if dropout_p > 0 else weights
     return dropped @ v, AttentionRecord(weights=weights, scores=scores)
 
 
 def fused_pays(q: torch.Tensor) -> bool:
-    """Whether torch's fused attention kernel beats the explicit formula: not for bfloat16/float16
-    on the CPU, where its backward pass took 4-5x the explicit path's time (bench/RESULTS.md)."""
-    return q.device.type != "cpu" or q.dtype == torch.float32
+    """Whether torch's fused attention kernel beats the explicit formula on this device: on the CPU
+    only for float32 training. Its backward pass took 4-5x the explicit path's time in bfloat16/float16,
+    and without gradients (decoding: one or a few queries per row) its forward took 1.7x (bench/RESULTS.md)."""
+    return q.device.type != "cpu" or (q.dtype == torch.float32 and torch.is_grad_enabled())
 
 
 class MultiHeadAttention(nn.Module):
@@ -107,8 +108,15 @@ class MultiHeadAttention(nn.Module):
     ) -> tuple[torch.Tensor, AttentionRecord | None]:
         """query: (batch, q_len, d_model); kv from project_kv; mask broadcastable to
         (batch, heads, q_len, key_len) with True = may attend; causal adds the lower-triangle mask.
-        Returns (batch, q_len, d_model) and, when need_weights, the AttentionRecord."""
-        q = self.split_heads(self.q_proj(query))  # (batch, heads, q_len, d_k)
+        Returns (batch, q_len, d_model) and, when need_weights, the AttentionRecord.
+
+        kv may have fewer rows than query (beam search: the k beams of a sentence read one memory
+        row): then batch = rows * g and the g query rows of a key row are attended as one row of
+        g * q_len queries, which is the same computation without copying the keys g times."""
+        batch, rows = query.size(0), kv.k.size(0)
+        if rows != batch and (causal or batch % rows):
+            raise ValueError(f"{batch} query rows cannot share {rows} key rows" + (" causally" if causal else ""))
+        q = self.split_heads(self.q_proj(query).reshape(rows, -1, query.size(2)))  # (rows, heads, g * q_len, d_k)
         p_drop = self.attention_dropout if self.training else 0.0
         q_len, k_len = q.size(2), kv.k.size(2)
         causal = causal and q_len > 1  # one new query position: every cached key is in its past
@@ -122,6 +130,14 @@ class MultiHeadAttention(nn.Module):
         else:  # the same formula in torch's fused kernel (tested equal)
             out, record = F.scaled_dot_product_attention(q, kv.k, kv.v, attn_mask=mask, dropout_p=p_drop,
                                                          is_causal=own_causal), None
-        # (batch, heads, q_len, d_k) -> (batch, q_len, d_model)
-        out = out.transpose(1, 2).reshape(query.size(0), query.size(1), -1)
+        # (rows, heads, g * q_len, d_k) -> (batch, q_len, d_model)
+        out = out.transpose(1, 2).reshape(batch, query.size(1), -1)
+        if need_weights and rows != batch:
+            record = AttentionRecord(*(unfold_rows(t, batch) for t in (record.weights, record.scores)))
         return self.out_proj(out), record if need_weights else None
+
+
+def unfold_rows(t: torch.Tensor, batch: int) -> torch.Tensor:
+    """(rows, heads, g * q_len, k_len) maps of folded queries -> (batch = rows * g, heads, q_len, k_len)."""
+    rows, heads, _, k_len = t.shape
+    return t.view(rows, heads, batch // rows, -1, k_len).transpose(1, 2).reshape(batch, heads, -1, k_len)

@@ -1,48 +1,21 @@
-"""Batched beam search over the key/value cache, with the GNMT length penalty and n-best lists."""
+"""Batched beam search over the key/value cache, with the GNMT length penalty and n-best lists.
+
+Every live prefix of every sentence advances in one tensor step: the 2k best extensions of each
+sentence, of which a top-k one that ends (</s> or the length limit) finishes and the first k that do
+not end go on. Python touches only the hypotheses that finish. The beams of a sentence share one row
+of the encoder memory (the cache folds them into its cross-attention queries), so the memory is
+never copied per beam nor reordered at each step.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import itertools
 
 import torch
 from torch.nn import functional as F
 
 from transformer.decoding import Hypothesis, length_penalty, output_limits
-from transformer.model import Transformer
-
-
-@dataclass
-class _Sentence:
-    """The search state of one sentence: its k live prefixes and the hypotheses that finished."""
-
-    prefixes: list[list[int]]
-    logps: list[list[float]]
-    finished: list[Hypothesis] = field(default_factory=list)
-
-    def advance(self, candidates, token_lp: torch.Tensor, k: int, eos_id: int, alpha: float,
-                at_limit: bool) -> list[tuple[int, int, float]] | None:
-        """candidates: the 2k best (beam, token, score) extensions, best first. A top-k candidate
-        that ends with </s> (or reaches the limit) finishes; the first k others go on. Returns them
-        padded with dead beams to k, or None when the sentence is done."""
-        chosen = []
-        for rank, (beam, tok, score) in enumerate(candidates):
-            if score == float("-inf"):
-                break
-            if tok == eos_id or at_limit:
-                if rank < k:  # only a top-k candidate may finish, as in fairseq
-                    toks = self.prefixes[beam] + [tok]
-                    self.finished.append(Hypothesis(toks, self.logps[beam] + [float(token_lp[beam, tok])],
-                                                    score / length_penalty(len(toks), alpha)))
-                continue
-            chosen.append((beam, tok, score))
-            if len(chosen) == k:
-                break
-        if len(self.finished) >= k or at_limit or not chosen:
-            return None
-        chosen += [(chosen[0][0], chosen[0][1], float("-inf"))] * (k - len(chosen))  # dead beams
-        self.prefixes = [self.prefixes[b] + [t] for b, t, _ in chosen]
-        self.logps = [self.logps[b] + [float(token_lp[b, t])] for b, t, _ in chosen]
-        return chosen
+from transformer.model import DecoderCache, Transformer
 
 
 @torch.no_grad()
@@ -54,38 +27,94 @@ def beam_search(model: Transformer, src: torch.Tensor, bos_id: int, eos_id: int,
     batch. Ranked by sum(log p) / lp(|Y|); returns the n_best best per sentence, best first."""
     if not 1 <= n_best <= beam_size:
         raise ValueError(f"n_best ({n_best}) must be between 1 and beam_size ({beam_size})")
-    batch, k, device = src.size(0), beam_size, src.device
-    limits = output_limits(src, model.config.pad_id, max_len_a, max_len_b, model.config.max_len).tolist()
-    cache, _ = model.encode(src)
-    cache = cache.select(torch.arange(batch, device=device).repeat_interleave(k))  # (batch * k) rows
-    states = [_Sentence([[] for _ in range(k)], [[] for _ in range(k)]) for _ in range(batch)]
-    active = list(range(batch))  # original index of each sentence still searching
-    scores = torch.full((batch, k), float("-inf"), device=device)
-    scores[:, 0] = 0.0  # one live prefix (<s>) per sentence at the start
-    last = torch.full((batch * k, 1), bos_id, dtype=torch.long, device=device)
-    step = 0
-    while active:
-        logits, _, _ = model.decode(last, cache)
-        logp = F.log_softmax(logits[:, -1].float(), dim=-1)  # (active * k, vocab)
-        vocab = logp.size(-1)
-        total = (scores.view(-1, 1) + logp).view(len(active), k * vocab)
-        top_scores, top_ids = total.topk(2 * k, dim=-1)  # (active, 2k): enough to keep k without </s>
-        candidates = zip((top_ids // vocab).tolist(), (top_ids % vocab).tolist(), top_scores.tolist())
-        token_lp = logp.view(len(active), k, vocab)
-        rows, next_scores, next_tokens, survivors = [], [], [], []
-        for i, (s, (beams, tokens, sc)) in enumerate(zip(active, candidates)):
-            at_limit = step + 1 >= limits[s]
-            chosen = states[s].advance(zip(beams, tokens, sc), token_lp[i], k, eos_id, alpha, at_limit)
-            if chosen is None:
-                continue
-            rows.extend(i * k + b for b, _, _ in chosen)
-            next_tokens.extend(t for _, t, _ in chosen)
-            next_scores.append([c for _, _, c in chosen])
-            survivors.append(s)
-        active = survivors
-        if active:
-            cache = cache.select(torch.tensor(rows, device=device))
-            scores = torch.tensor(next_scores, device=device)
-            last = torch.tensor(next_tokens, device=device).view(-1, 1)
-            step += 1
-    return [sorted(st.finished, key=lambda h: -h.score)[:n_best] for st in states]
+    k, device = beam_size, src.device
+    limits = output_limits(src, model.config.pad_id, max_len_a, max_len_b, model.config.max_len)  # (batch,)
+    cache, _ = model.encode(src)  # one memory row per sentence
+    finished: list[list[Hypothesis]] = [[] for _ in range(src.size(0))]
+    search = _Search(k, eos_id, alpha, torch.arange(src.size(0), device=device), limits)
+    last = torch.full((src.size(0), 1), bos_id, dtype=torch.long, device=device)  # one prefix (<s>) each
+    for step in itertools.count():
+        logits, _, _ = model.decode(last, cache)  # (sentences * width, 1, vocab)
+        last = search.advance(F.log_softmax(logits[:, -1].float(), dim=-1), step, cache, finished)
+        if last is None:
+            break
+    return [sorted(f, key=lambda h: -h.score)[:n_best] for f in finished]
+
+
+class _Search:
+    """The live prefixes of the sentences still searching: `width` rows per sentence (1 before the
+    first step, then k), row i * width + b being beam b of sentence i."""
+
+    def __init__(self, k: int, eos_id: int, alpha: float, sentences: torch.Tensor, limits: torch.Tensor) -> None:
+        self.k, self.eos_id, self.alpha = k, eos_id, alpha
+        self.sentences = sentences  # (n,) original index of each sentence still searching
+        self.limits = limits  # (batch,) output length limit of every sentence
+        self.scores = torch.zeros(sentences.numel(), 1, device=sentences.device)  # (n, width) sum log p
+        self.tokens = torch.empty(sentences.numel(), 0, dtype=torch.long, device=sentences.device)  # (rows, t)
+        self.logps = torch.empty(sentences.numel(), 0, device=sentences.device)  # (rows, t) per token
+        self.n_finished = torch.zeros(sentences.numel(), dtype=torch.long, device=sentences.device)  # (n,)
+
+    def advance(self, logp: torch.Tensor, step: int, cache: DecoderCache,
+                finished: list[list[Hypothesis]]) -> torch.Tensor | None:
+        """logp: (n * width, vocab) log-probs of the next token. Records the hypotheses that finish,
+        keeps the k best that go on (reordering the cache), and returns their last tokens (n' * k, 1),
+        or None when every sentence is done."""
+        n, width = self.scores.shape
+        # The 2k best extensions of a sentence are among the 2k best tokens of each of its prefixes
+        # (a prefix adds one score to all its tokens), so only those are summed and ranked.
+        row_lp, row_tok = _top(logp, 2 * self.k)  # (n * width, 2k)
+        total = (self.scores.view(-1, 1) + row_lp).view(n, -1)  # (n, width * 2k)
+        top_scores, top_ids = _top(total, 2 * self.k)  # (n, 2k) best first: enough to keep k without </s>
+        beam = top_ids // row_lp.size(1)
+        tok = row_tok.view(n, -1).gather(1, top_ids)
+        tok_lp = row_lp.view(n, -1).gather(1, top_ids)  # log p of each candidate's new token
+        at_limit = step + 1 >= self.limits[self.sentences]  # (n,)
+        ends = (tok == self.eos_id) | at_limit[:, None]
+        alive = top_scores > float("-inf")
+        rank = torch.arange(top_ids.size(1), device=logp.device)
+        finishing = ends & alive & (rank < self.k)  # only a top-k candidate may finish, as in fairseq
+        going = ~ends & alive
+        if finishing.any():
+            self._finish(finishing, beam, tok, top_scores, tok_lp, width, step, finished)
+        done = (self.n_finished >= self.k) | at_limit | ~going.any(dim=1)
+        picked = going & (going.cumsum(dim=1) <= self.k)  # the first k that go on
+        order = (~picked).to(torch.uint8).argsort(dim=1, stable=True)[:, : self.k]  # picked first, by rank
+        rows = torch.arange(n, device=logp.device)[:, None] * width + beam.gather(1, order)  # (n, k)
+        scores = top_scores.gather(1, order).masked_fill(~picked.gather(1, order), float("-inf"))  # dead beams
+        new_tok, new_lp = tok.gather(1, order), tok_lp.gather(1, order)
+        if bool(done.all()):
+            return None
+        stay = None
+        if bool(done.any()):
+            stay = (~done).nonzero().squeeze(1)  # (n',) the sentences that go on
+            rows, scores, new_tok, new_lp = rows[stay], scores[stay], new_tok[stay], new_lp[stay]
+            self.sentences, self.n_finished = self.sentences[stay], self.n_finished[stay]
+        rows = rows.reshape(-1)  # (n' * k,) the decoder row each kept prefix extends
+        self.tokens = torch.cat([self.tokens.index_select(0, rows), new_tok.reshape(-1, 1)], dim=1)
+        self.logps = torch.cat([self.logps.index_select(0, rows), new_lp.reshape(-1, 1)], dim=1)
+        self.scores = scores
+        cache.reorder(rows, stay)
+        return new_tok.reshape(-1, 1)
+
+    def _finish(self, finishing: torch.Tensor, beam: torch.Tensor, tok: torch.Tensor, scores: torch.Tensor,
+                tok_lp: torch.Tensor, width: int, step: int, finished: list[list[Hypothesis]]) -> None:
+        """Record the candidates in `finishing` ((n, 2k) bool) as hypotheses of length step + 1."""
+        self.n_finished += finishing.sum(dim=1)
+        where = finishing.nonzero()  # (m, 2) (sentence row, rank), sentence by sentence, best first
+        rows = where[:, 0] * width + beam[finishing]
+        prefixes, prefix_lps = self.tokens[rows].tolist(), self.logps[rows].tolist()
+        lp = length_penalty(step + 1, self.alpha)
+        for s, prefix, prefix_lp, t, t_lp, score in zip(
+                self.sentences[where[:, 0]].tolist(), prefixes, prefix_lps, tok[finishing].tolist(),
+                tok_lp[finishing].tolist(), scores[finishing].tolist()):
+            finished[s].append(Hypothesis(prefix + [t], prefix_lp + [t_lp], score / lp))
+
+
+def _top(total: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """topk over each row, padded with -inf candidates when a row has fewer than count entries."""
+    scores, ids = total.topk(min(count, total.size(1)), dim=1)
+    missing = count - scores.size(1)
+    if missing > 0:  # a vocabulary smaller than 2k: the extra candidates are dead
+        scores = F.pad(scores, (0, missing), value=float("-inf"))
+        ids = F.pad(ids, (0, missing), value=0)
+    return scores, ids

@@ -34,13 +34,22 @@ class DecoderCache:
     length: int = 0  # target positions already decoded
 
     def select(self, index: torch.Tensor) -> "DecoderCache":
-        """Keep batch rows `index` (beam search reorders hypotheses)."""
+        """Keep batch rows `index` of everything (greedy search drops the rows that finished)."""
         return DecoderCache(
             memory_kv=[kv.select(index) for kv in self.memory_kv],
             src_mask=self.src_mask.index_select(0, index),
             self_kv=[kv.select(index) if kv is not None else None for kv in self.self_kv],
             length=self.length,
         )
+
+    def reorder(self, rows: torch.Tensor, sentences: torch.Tensor | None = None) -> None:
+        """Beam search, in place: the target keys/values become rows `rows` (the prefixes kept, any
+        number per sentence); the memory keeps one row per sentence, shared by that sentence's rows
+        (cross-attention folds them into its queries), and drops the sentences not in `sentences`."""
+        self.self_kv = [kv.select(rows) if kv is not None else None for kv in self.self_kv]
+        if sentences is not None:
+            self.memory_kv = [kv.select(sentences) for kv in self.memory_kv]
+            self.src_mask = self.src_mask.index_select(0, sentences)
 
 
 class Encoder(nn.Module):

@@ -14,7 +14,6 @@ from transformer.beam import beam_search
 from transformer.checkpoint import MODEL_FILE, CheckpointError, load_model, read_config
 from transformer.decoding import Hypothesis, greedy_search
 from transformer.model import Transformer
-from transformer.training import autocast
 
 from transformer_cli.errors import RunError
 from transformer_cli.runtime import check_decoding, check_range, pick_device
@@ -72,6 +71,8 @@ def load_run(run_dir: str | Path, device: str = "cpu", precision: str = "fp32") 
         model = load_model(run_dir, device)
     except (CheckpointError, DataError) as e:
         raise RunError(str(e)) from None
+    if precision == "bf16":  # weights cast once, as inference engines do (autocast recasts every call)
+        model.to(torch.bfloat16)
     return Translator(model, toks, torch.device(device), precision)
 
 
@@ -107,13 +108,12 @@ class Translator:
         ids = self.encode([texts[i].strip() for i in todo])
         for group in self.batches(ids, o.batch_tokens):
             src = self.tensor([ids[g] for g in group])
-            with autocast(self.device, self.precision):
-                if o.beam_size == 1:
-                    hyps = [[h] for h in greedy_search(self.model, src, BOS_ID, EOS_ID, o.max_len_a, o.max_len_b,
-                                                        o.length_penalty)]
-                else:
-                    hyps = beam_search(self.model, src, BOS_ID, EOS_ID, o.beam_size, o.n_best, o.length_penalty,
-                                       o.max_len_a, o.max_len_b)
+            if o.beam_size == 1:
+                hyps = [[h] for h in greedy_search(self.model, src, BOS_ID, EOS_ID, o.max_len_a, o.max_len_b,
+                                                    o.length_penalty)]
+            else:
+                hyps = beam_search(self.model, src, BOS_ID, EOS_ID, o.beam_size, o.n_best, o.length_penalty,
+                                   o.max_len_a, o.max_len_b)
             for g, nbest in zip(group, hyps):
                 results[todo[g]] = self.result(nbest)
         return results

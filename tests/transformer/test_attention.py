@@ -124,3 +124,23 @@ def test_scores_are_pre_softmax_qk_over_sqrt_dk():
     k = mha.split_heads(mha.k_proj(x))
     torch.testing.assert_close(rec.scores, q @ k.transpose(-2, -1) / math.sqrt(8))
     torch.testing.assert_close(rec.weights, torch.softmax(rec.scores, -1))
+
+
+def test_query_rows_sharing_a_key_row_equal_repeated_keys():
+    """Beam search folds the g query rows of one memory row into one row of g queries: the same
+    outputs and maps as repeating the keys/values g times."""
+    from transformer.attention import MultiHeadAttention
+
+    attn = MultiHeadAttention(16, 4).eval()
+    memory, query = torch.randn(2, 5, 16), torch.randn(6, 1, 16)  # 3 query rows per memory row
+    mask = torch.ones(2, 1, 1, 5, dtype=torch.bool)
+    mask[1, ..., 3:] = False
+    with torch.no_grad():
+        shared, rec = attn(query, attn.project_kv(memory), mask, need_weights=True)
+        rep = memory.repeat_interleave(3, dim=0)
+        copied, rec_copied = attn(query, attn.project_kv(rep), mask.repeat_interleave(3, dim=0), need_weights=True)
+    torch.testing.assert_close(shared, copied)
+    torch.testing.assert_close(rec.weights, rec_copied.weights)
+    torch.testing.assert_close(rec.scores, rec_copied.scores)
+    with pytest.raises(ValueError, match="causally"):
+        attn(query, attn.project_kv(memory), causal=True)

@@ -2,7 +2,10 @@ import pytest
 import torch
 
 from transformer.beam import beam_search, length_penalty
-from transformer.decoding import greedy_search
+from transformer.decoding import greedy_search, output_limits
+from transformer.model import Transformer
+
+from .reference_beam import reference_beam_search
 
 BOS, EOS, PAD = 1, 2, 0
 
@@ -89,3 +92,52 @@ def test_length_penalty_formula():
 def test_n_best_larger_than_beam_rejected(tiny_model):
     with pytest.raises(ValueError, match="n_best"):
         beam_search(tiny_model, sources(1, 4), BOS, EOS, beam_size=2, n_best=3)
+
+
+@pytest.mark.parametrize("beam_size,alpha,max_len_b", [(2, 0.6, 7), (4, 1.0, 5), (10, 0.0, 4)])
+def test_equals_the_reference_search(tiny_model, beam_size, alpha, max_len_b):
+    """Tensor-batched search == the plain one-sentence-at-a-time search without a cache: same
+    hypotheses in the same order, same scores (beam 10 > vocabulary 19 / 2 pads the candidates)."""
+    src = sources(6, 8)
+    fast = beam_search(tiny_model, src, BOS, EOS, beam_size=beam_size, n_best=beam_size, alpha=alpha,
+                       max_len_b=max_len_b)
+    limits = output_limits(src, PAD, 1.5, max_len_b, tiny_model.config.max_len).tolist()
+    for i, nbest in enumerate(fast):
+        expected = reference_beam_search(tiny_model, src[i], BOS, EOS, beam_size, alpha, limits[i])[:beam_size]
+        assert [h.tokens for h in nbest] == [h.tokens for h in expected]
+        for h, e in zip(nbest, expected):
+            assert h.score == pytest.approx(e.score, abs=1e-4)
+            assert h.token_logprobs == pytest.approx(e.token_logprobs, abs=1e-4)
+
+
+def test_equals_the_reference_search_with_eos_likely(tiny_config):
+    """A model biased towards </s> so that hypotheses finish at different steps and sentences leave
+    the batch early, the paths the random model above rarely takes."""
+    model = Transformer(tiny_config).eval()
+    with torch.no_grad():
+        model.generator.weight[EOS] += 0.4 * model.generator.weight.norm(dim=1).mean()
+    src = sources(7, 9)
+    fast = beam_search(model, src, BOS, EOS, beam_size=3, n_best=3, alpha=0.6, max_len_b=8)
+    limits = output_limits(src, PAD, 1.5, 8, tiny_config.max_len).tolist()
+    lengths = set()
+    for i, nbest in enumerate(fast):
+        expected = reference_beam_search(model, src[i], BOS, EOS, 3, 0.6, limits[i])[:3]
+        assert [h.tokens for h in nbest] == [h.tokens for h in expected]
+        lengths.update(len(h.tokens) for h in nbest)
+    assert len(lengths) > 2, "hypotheses of several lengths finished"
+
+
+def test_beams_share_one_memory_row_per_sentence(tiny_model):
+    """The encoder memory is kept once per sentence, not copied per beam: every decode step sees
+    `beam` target rows per memory row (1 at the first step)."""
+    seen = []
+    decode = tiny_model.decode
+
+    def spy(tgt, cache, *args, **kwargs):
+        seen.append((tgt.size(0), cache.memory_kv[0].k.size(0)))
+        return decode(tgt, cache, *args, **kwargs)
+
+    tiny_model.decode = spy
+    beam_search(tiny_model, sources(5, 6), BOS, EOS, beam_size=4, max_len_b=5)
+    assert seen[0] == (5, 5)
+    assert all(rows == 4 * memory for rows, memory in seen[1:])

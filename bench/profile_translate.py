@@ -1,0 +1,57 @@
+"""Where `translate`'s time goes: the torch profiler's operator table for one pass over the test
+file (CPU time by operator, self time, share of the total), plus the Python left outside operators.
+
+    python bench/profile_translate.py --model work/m30k-small [--beam 5] [--sentences 1000]
+        [--precision fp32|bf16|int8] [--threads 2] [--rows 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import time
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+REPO = Path(__file__).resolve().parents[1]
+TEST_DE = REPO.parent / "shared" / "data" / "multi30k" / "test_2016_flickr.de.gz"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", type=Path, required=True)
+    p.add_argument("--beam", type=int, default=5)
+    p.add_argument("--sentences", type=int, default=1000)
+    p.add_argument("--precision", default="fp32")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--rows", type=int, default=15)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    from transformer_cli import SearchOptions, load_run
+    from transformer_cli.runtime import reuse_freed_memory
+
+    reuse_freed_memory()
+    translator = load_run(args.model, precision=args.precision)
+    with gzip.open(TEST_DE, "rt", encoding="utf-8") as f:
+        lines = [next(f).strip() for _ in range(args.sentences)]
+    options = SearchOptions(beam_size=args.beam)
+    translator.translate(lines[:16], options)  # warm-up
+    t0 = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        translator.translate(lines, options)
+    wall = time.perf_counter() - t0
+    events = prof.key_averages()
+    ops = sum(e.self_cpu_time_total for e in events) / 1e6
+    print(f"{args.model} beam {args.beam} {args.precision}, {len(lines)} sentences, {args.threads} threads: "
+          f"{wall:.2f} s under the profiler, {ops:.2f} s inside torch operators, "
+          f"{max(wall - ops, 0):.2f} s ({max(wall - ops, 0) / wall:.0%}) Python and the rest")
+    print(f"{'operator':40s} {'calls':>8s} {'self s':>8s} {'share':>7s}")
+    for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[: args.rows]:
+        print(f"{e.key[:40]:40s} {e.count:8d} {e.self_cpu_time_total / 1e6:8.2f} "
+              f"{e.self_cpu_time_total / 1e6 / wall:7.1%}")
+
+
+if __name__ == "__main__":
+    main()
