@@ -1,13 +1,16 @@
 """translate throughput and export parity: ours against the same weights exported (by
 `transformer-cli export`'s code) to Hugging Face Marian (`generate`) and to CTranslate2 (float32 and
-int8), same sentences, same length-sorted batches, same threads, same run.
+int8), same sentences, same length-sorted batches, same threads, same run; ours in float32 and with
+bfloat16 weights. Every engine runs --repeats timed passes, interleaved, each in a fresh process
+(start-up and a warm-up batch not timed), and the median is reported.
 
-Prints sentences/s for greedy and beam 5 with the ratio to ours, how often each engine's output is
+Prints sentences/s (and seconds for the file) for greedy and beam 5 with the ratio to ours, the
+BLEU of each engine's output on the reference, how often each engine's output is
 identical to ours (greedy: the parity of the export; beam: the engines rank finished hypotheses with
 their own length penalties), the largest teacher-forced logit difference of the Marian export, and
 the start-up time of `echo ... | transformer-cli translate` next to `python -c "import torch"`.
 
-    python bench/bench_translate.py --model work/m30k-small [--sentences 1000] [--threads 2]
+    python bench/bench_translate.py --model work/m30k-small [--sentences 1000] [--threads 2] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_DE = REPO.parent / "shared" / "data" / "multi30k" / "test_2016_flickr.de.gz"
+TEST_EN = TEST_DE.with_name("test_2016_flickr.en.gz")
 
 
 def exported(translator, fmt: str, out: Path, quantization: str | None = None) -> Path:
@@ -89,7 +93,7 @@ def logit_gap(translator, hf, lines: list[str], outputs) -> float:
     gap = 0.0
     for text, out in zip(lines, outputs):
         src = translator.tensor(translator.encode([text]))
-        tgt = torch.tensor([[2] + out.ids])
+        tgt = torch.tensor([[2] + out])
         with torch.no_grad():
             mine = translator.model(src, tgt)[0]
             theirs = hf(input_ids=src, attention_mask=(src != 0).long(), decoder_input_ids=tgt).logits
@@ -97,55 +101,125 @@ def logit_gap(translator, hf, lines: list[str], outputs) -> float:
     return gap
 
 
+def bleu(translator, outputs: list[list[int]], refs: list[str]) -> float:
+    import sacrebleu
+
+    from data.tokenizer import decode
+
+    return sacrebleu.corpus_bleu([decode(translator.toks.tgt, o) for o in outputs], [refs]).score
+
+
+ENGINES = ("ours float32", "ours bfloat16", "CTranslate2 float32", "CTranslate2 int8", "HF Marian")
+A, B, ALPHA = 1.5, 10, 0.6  # length limit a * source + b, GNMT length penalty
+
+
+def one_pass(args) -> None:
+    """Child process: load one engine, warm it up, time one pass over the file, write ids and seconds.
+    Each pass gets a process of its own: engines in one process slowed each other (two OpenMP
+    runtimes, allocator state), which a fair comparison must not measure."""
+    import json
+
+    torch.set_num_threads(args.threads)
+    from transformer_cli import SearchOptions, load_run
+    from transformer_cli.runtime import reuse_freed_memory
+
+    reuse_freed_memory()  # as `translate` does
+    translator = load_run(args.model, precision="bf16" if args.engine == "ours bfloat16" else "fp32")
+    lines = read(TEST_DE, args.sentences)
+    ids = translator.encode(lines)
+    groups = translator.batches(ids, args.batch_tokens)
+    if args.engine.startswith("ours"):
+        options = SearchOptions(args.beam, 1, ALPHA, A, B, args.batch_tokens)
+        run = lambda part: [r.ids for r in translator.translate([lines[i] for i in part], options)]  # noqa: E731
+    elif args.engine.startswith("CTranslate2"):
+        import ctranslate2
+
+        engine = ctranslate2.Translator(str(args.exports / f"ct2-{args.engine.split()[1]}"), device="cpu",
+                                        inter_threads=1, intra_threads=args.threads)
+        run = lambda part: ct2_translate(engine, translator, [ids[i] for i in part],  # noqa: E731
+                                         translator.batches([ids[i] for i in part], args.batch_tokens),
+                                         args.beam, A, B)
+    else:
+        from transformers import MarianMTModel
+
+        hf = MarianMTModel.from_pretrained(args.exports / "hf").eval()
+        run = lambda part: hf_translate(hf, translator, [ids[i] for i in part],  # noqa: E731
+                                        translator.batches([ids[i] for i in part], args.batch_tokens),
+                                        args.beam, A, B, ALPHA)
+    run(list(range(16)))  # warm-up
+    outputs, seconds = timed(lambda: run(list(range(len(lines)))))
+    args.out.write_text(json.dumps({"seconds": seconds, "outputs": outputs}))
+
+
+def read(path: Path, n: int) -> list[str]:
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        return [next(f).strip() for _ in range(n)]
+
+
 def main() -> None:
+    import json
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", type=Path, required=True)
     p.add_argument("--sentences", type=int, default=1000)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batch-tokens", type=int, default=4000)
+    p.add_argument("--repeats", type=int, default=3, help="timed passes per engine, interleaved (median)")
+    p.add_argument("--engine", choices=ENGINES, help=argparse.SUPPRESS)  # child process
+    p.add_argument("--beam", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--exports", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
-    torch.set_num_threads(args.threads)
+    if args.engine:
+        return one_pass(args)
     import ctranslate2
     from transformers import MarianMTModel
 
-    from transformer_cli import SearchOptions, load_run
-    from transformer_cli.runtime import reuse_freed_memory
+    from transformer_cli import load_run
 
-    reuse_freed_memory()  # as `translate` does
     translator = load_run(args.model)
-    with gzip.open(TEST_DE, "rt", encoding="utf-8") as f:
-        lines = [next(f).strip() for _ in range(args.sentences)]
-    ids = translator.encode(lines)
-    groups = translator.batches(ids, args.batch_tokens)
-    a, b, alpha = 1.5, 10, 0.6
+    lines, refs = read(TEST_DE, args.sentences), read(TEST_EN, args.sentences)
     c = translator.model.config
     print(f"model {args.model}: d_model {c.d_model}, {c.n_encoder_layers}+{c.n_decoder_layers} layers, "
           f"vocab {c.tgt_vocab_size}; {len(lines)} sentences of {TEST_DE.name}; torch {torch.__version__}, "
-          f"ctranslate2 {ctranslate2.__version__}, {args.threads} threads, float32 unless stated")
+          f"ctranslate2 {ctranslate2.__version__}, {args.threads} threads; each pass in a fresh process "
+          f"(start-up and warm-up not timed), median of {args.repeats} interleaved passes")
     with tempfile.TemporaryDirectory() as tmp:
-        hf = MarianMTModel.from_pretrained(exported(translator, "hf", Path(tmp) / "hf")).eval()
-        engines = {q: ctranslate2.Translator(str(exported(translator, "ctranslate2", Path(tmp) / f"ct2-{q}", q)),
-                                             device="cpu", inter_threads=1, intra_threads=args.threads)
-                   for q in ("float32", "int8")}
+        exports = Path(tmp)
+        exported(translator, "hf", exports / "hf")
+        for q in ("float32", "int8"):
+            exported(translator, "ctranslate2", exports / f"ct2-{q}", q)
+
+        def child(engine: str, beam: int) -> tuple[list[list[int]], float]:
+            out = exports / "pass.json"
+            subprocess.run([sys.executable, __file__, "--model", str(args.model), "--sentences", str(args.sentences),
+                            "--threads", str(args.threads), "--batch-tokens", str(args.batch_tokens),
+                            "--engine", engine, "--beam", str(beam), "--exports", str(exports), "--out", str(out)],
+                           check=True, capture_output=True)
+            result = json.loads(out.read_text())
+            return result["outputs"], result["seconds"]
+
         for beam in (1, 5):
-            options = SearchOptions(beam, 1, alpha, a, b, args.batch_tokens)
-            translator.translate(lines[:16], options)  # warm-up
-            ours, t_ours = timed(lambda: translator.translate(lines, options))
-            name = "greedy" if beam == 1 else f"beam {beam}"
-            print(f"{name}: ours {len(lines) / t_ours:7.1f} sent/s ({t_ours:.2f} s)")
-            hf_out, t_hf = timed(lambda: hf_translate(hf, translator, ids, groups, beam, a, b, alpha))
-            runs = [("HF Marian (exported)", hf_out, t_hf)]
-            for q, engine in engines.items():
-                ct2_translate(engine, translator, ids[:16], translator.batches(ids[:16], args.batch_tokens), beam, a, b)
-                out, t = timed(lambda: ct2_translate(engine, translator, ids, groups, beam, a, b))
-                runs.append((f"CTranslate2 {q} (exported)", out, t))
-            for label, out, t in runs:
-                agree = sum(r.ids == h for r, h in zip(ours, out)) / len(lines)
-                print(f"  {label:28s} {len(lines) / t:7.1f} sent/s | ours / theirs {t / t_ours:.2f} | "
-                      f"identical outputs {agree:.1%}")
+            times: dict[str, list[float]] = {e: [] for e in ENGINES}
+            outputs: dict[str, list[list[int]]] = {}
+            for repeat in range(args.repeats):
+                for engine in ENGINES:
+                    if engine == "HF Marian" and repeat:
+                        continue  # once: slow, and not a target
+                    outputs[engine], t = child(engine, beam)
+                    times[engine].append(t)
+            ours = statistics.median(times["ours float32"])
+            print(f"{'greedy' if beam == 1 else f'beam {beam}'}:")
+            for name, ts in times.items():
+                t = statistics.median(ts)
+                agree = sum(x == y for x, y in zip(outputs["ours float32"], outputs[name])) / len(lines)
+                print(f"  {name:20s} {len(lines) / t:6.1f} sent/s ({t:5.2f} s; {', '.join(f'{x:.2f}' for x in ts)}) "
+                      f"| speed of ours float32 / this {t / ours:4.2f} | identical to ours float32 {agree:6.1%} | "
+                      f"BLEU {bleu(translator, outputs[name], refs):5.2f}")
             if beam == 1:
+                hf = MarianMTModel.from_pretrained(exports / "hf").eval()
                 print(f"  largest logit difference ours vs exported Marian (first 50 sentences, teacher-forced): "
-                      f"{logit_gap(translator, hf, lines[:50], ours[:50]):.2e}")
+                      f"{logit_gap(translator, hf, lines[:50], outputs['ours float32'][:50]):.2e}")
     cli, torch_only = startup(args.model)
     print(f"start-up: echo ... | transformer-cli translate {cli:.2f} s; python -c 'import torch' {torch_only:.2f} s")
 

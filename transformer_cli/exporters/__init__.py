@@ -28,7 +28,7 @@ def export(run_dir: str | Path, format: str, out: str | Path, quantization: str 
     if not out.name:
         raise RunError(f"--out {out}: name a directory to write the model into")
     check_out(out, overwrite)
-    translator = load_run(run_dir, "cpu", "fp32")
+    translator = load_run(run_dir, "cpu", "fp32", pack=False)  # the exporters read plain layers
     work = out.with_name(f".{out.name}.tmp-{os.getpid()}")  # renamed into place when complete
     shutil.rmtree(work, ignore_errors=True)
     try:
