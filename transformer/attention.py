@@ -27,12 +27,25 @@ class KeyValue:
     k: torch.Tensor  # (batch, heads, key_len, d_k)
     v: torch.Tensor  # (batch, heads, key_len, d_k)
 
-    def append(self, other: "KeyValue") -> "KeyValue":
-        return KeyValue(torch.cat([self.k, other.k], dim=2), torch.cat([self.v, other.v], dim=2))
+    def append(self, other: "KeyValue", rows: torch.Tensor | None = None) -> "KeyValue":
+        """These keys/values (only batch rows `rows`, in that order, when given) followed by other's
+        along the length; with rows, the reorder and the append are one copy (beam search)."""
+        if rows is None:
+            return KeyValue(torch.cat([self.k, other.k], dim=2), torch.cat([self.v, other.v], dim=2))
+        return KeyValue(_select_then_cat(self.k, rows, other.k), _select_then_cat(self.v, rows, other.v))
 
     def select(self, index: torch.Tensor) -> "KeyValue":
         """Reorder along the batch axis (beam search keeps the hypotheses it chose)."""
         return KeyValue(self.k.index_select(0, index), self.v.index_select(0, index))
+
+
+def _select_then_cat(past: torch.Tensor, rows: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+    """torch.cat([past[rows], new], dim=2) written once: (batch, heads, L, d_k) rows, then (n, heads, l, d_k)."""
+    length = past.size(2)
+    out = past.new_empty(rows.numel(), past.size(1), length + new.size(2), past.size(3))
+    torch.index_select(past, 0, rows, out=out[:, :, :length])
+    out[:, :, length:] = new
+    return out
 
 
 def attention_scores(

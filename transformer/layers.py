@@ -107,13 +107,15 @@ class DecoderLayer(nn.Module):
         src_mask: torch.Tensor | None,
         self_kv: KeyValue | None = None,
         need_weights: bool = False,
+        past_rows: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, KeyValue, AttentionRecord | None, AttentionRecord | None]:
         """x: (batch, tgt_len, d_model) new target positions; memory_kv: this layer's projection of
-        the encoder output; self_kv: cached keys/values of earlier target positions (None = none).
+        the encoder output; self_kv: cached keys/values of earlier target positions (None = none),
+        of which row past_rows[i] is row i's past when given (beam search's pending reorder).
         Returns the output, the self-attention keys/values including x's (for the cache), and records."""
         h = self.self_residual.input(x)  # masked self-attention over the target so far
         step_kv = self.self_attn.project_kv(h)
-        new_kv = step_kv if self_kv is None else self_kv.append(step_kv)
+        new_kv = step_kv if self_kv is None else self_kv.append(step_kv, past_rows)
         out, self_record = self.self_attn(h, new_kv, causal=True, need_weights=need_weights)
         x = self.self_residual.output(x, out)
         h = self.cross_residual.input(x)  # cross-attention: queries from the decoder, keys from memory

@@ -32,21 +32,24 @@ class DecoderCache:
     src_mask: torch.Tensor  # (batch, 1, 1, src_len)
     self_kv: list[KeyValue | None] = field(default_factory=list)
     length: int = 0  # target positions already decoded
+    past_rows: torch.Tensor | None = None  # pending reorder: row i continues self_kv row past_rows[i]
 
     def select(self, index: torch.Tensor) -> "DecoderCache":
         """Keep batch rows `index` of everything (greedy search drops the rows that finished)."""
+        rows = index if self.past_rows is None else self.past_rows[index]
         return DecoderCache(
             memory_kv=[kv.select(index) for kv in self.memory_kv],
             src_mask=self.src_mask.index_select(0, index),
-            self_kv=[kv.select(index) if kv is not None else None for kv in self.self_kv],
+            self_kv=[kv.select(rows) if kv is not None else None for kv in self.self_kv],
             length=self.length,
         )
 
     def reorder(self, rows: torch.Tensor, sentences: torch.Tensor | None = None) -> None:
         """Beam search, in place: the target keys/values become rows `rows` (the prefixes kept, any
-        number per sentence); the memory keeps one row per sentence, shared by that sentence's rows
-        (cross-attention folds them into its queries), and drops the sentences not in `sentences`."""
-        self.self_kv = [kv.select(rows) if kv is not None else None for kv in self.self_kv]
+        number per sentence), applied by the next decode step together with its append (one copy);
+        the memory keeps one row per sentence, shared by that sentence's rows (cross-attention folds
+        them into its queries), and drops the sentences not in `sentences`."""
+        self.past_rows = rows if self.past_rows is None else self.past_rows[rows]
         if sentences is not None:
             self.memory_kv = [kv.select(sentences) for kv in self.memory_kv]
             self.src_mask = self.src_mask.index_select(0, sentences)
@@ -95,7 +98,7 @@ class Decoder(nn.Module):
         self_kv_out, self_records, cross_records = [], [], []
         past = cache.self_kv or [None] * len(self.layers)
         for layer, memory_kv, self_kv in zip(self.layers, cache.memory_kv, past):
-            y, kv, self_rec, cross_rec = layer(y, memory_kv, cache.src_mask, self_kv, need_weights)
+            y, kv, self_rec, cross_rec = layer(y, memory_kv, cache.src_mask, self_kv, need_weights, cache.past_rows)
             self_kv_out.append(kv)
             if need_weights:
                 self_records.append(self_rec)
@@ -147,7 +150,7 @@ class Transformer(nn.Module):
         (batch, new_len) bool mask; then only those positions are projected, logits (n_keep, tgt_vocab)."""
         y = self.positions(self.tgt_embed(tgt), offset=cache.length)  # (batch, new_len, d_model)
         h, self_kv, self_records, cross_records = self.decoder(y, cache, need_weights)
-        cache.self_kv = self_kv
+        cache.self_kv, cache.past_rows = self_kv, None
         cache.length += tgt.size(1)
         if keep is not None:
             h = h[keep]  # (n_keep, d_model): the pre-softmax projection skips padding
