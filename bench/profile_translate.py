@@ -2,13 +2,17 @@
 file (CPU time by operator, self time, share of the total), plus the Python left outside operators.
 
     python bench/profile_translate.py --model work/m30k-small [--beam 5] [--sentences 1000]
-        [--precision fp32|bf16|int8] [--threads 2] [--rows 15]
+        [--precision fp32|bf16] [--threads 2] [--rows 15] [--code DIR]
+
+--code DIR profiles the packages in DIR instead (an older revision's worktree: `git worktree add
+/tmp/old 87bb699`), for a before/after table.
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
+import sys
 import time
 from pathlib import Path
 
@@ -27,13 +31,16 @@ def main() -> None:
     p.add_argument("--precision", default="fp32")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rows", type=int, default=15)
+    p.add_argument("--code", type=Path, help="import transformer_cli from this directory")
     args = p.parse_args()
+    if args.code:
+        sys.path.insert(0, str(args.code.resolve()))
     torch.set_num_threads(args.threads)
     from transformer_cli import SearchOptions, load_run
     from transformer_cli.runtime import reuse_freed_memory
 
     reuse_freed_memory()
-    translator = load_run(args.model, precision=args.precision)
+    translator = load_run(args.model.resolve(), precision=args.precision)
     with gzip.open(TEST_DE, "rt", encoding="utf-8") as f:
         lines = [next(f).strip() for _ in range(args.sentences)]
     options = SearchOptions(beam_size=args.beam)
