@@ -32,9 +32,9 @@ def root(
 
 
 def _register() -> None:
-    from cli import export, inspect_attention, prepare, train, translate
+    from cli import explain, export, inspect_attention, prepare, train, translate
 
-    for module in (prepare, train, translate, inspect_attention, export):
+    for module in (prepare, train, translate, inspect_attention, explain, export):
         module.register(app)
 
 

@@ -1,0 +1,59 @@
+"""`transformer-cli explain`: one sentence through the user's model, in the lecture's order."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from cli.errors import UserError, fail
+from cli.inspect_attention import read_sentence
+from transformer_cli.runtime import check_range
+
+O = typer.Option
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("explain")
+    def explain_cli(
+        sentence: Optional[str] = typer.Argument(None, help="Source sentence (default: first line of stdin)."),
+        model: Path = O(..., "--model", "-m", help="Run directory from 'train'."),
+        layer: int = O(1, "--layer", help="Layer shown in detail (1-based)."),
+        head: int = O(1, "--head", help="Head shown in detail (1-based)."),
+        dims: int = O(6, "--dims", help="Leading dimensions shown of each vector."),
+        gradients: bool = O(False, "--gradients", help="Gradient norm at each layer's input, with and without residuals."),
+        fmt: str = O("table", "--format", help="table | json"),
+    ) -> None:
+        """Walk a sentence through the trained model: embeddings, positions, attention, masks, norms, output."""
+        try:
+            run(sentence, model, layer, head, dims, gradients, fmt)
+        except UserError as e:
+            fail(str(e))
+
+
+def run(sentence: str | None, model: Path, layer: int, head: int, dims: int, gradients: bool, fmt: str) -> None:
+    if fmt not in ("table", "json"):
+        raise UserError(f"--format must be table or json, got {fmt!r}")
+    check_range("--layer", layer, 1, 1000)
+    check_range("--head", head, 1, 1000)
+    check_range("--dims", dims, 1, 64)
+    text, invalid = read_sentence(sentence)
+    if invalid:
+        print("warning: the text was not valid UTF-8; invalid bytes were replaced with U+FFFD", file=sys.stderr)
+    from transformer_cli import load_run
+    from transformer_cli.explain import explain
+
+    result = explain(load_run(model, pack=False), text, layer - 1, head - 1, dims, gradients=gradients)
+    if fmt == "json":
+        import dataclasses
+        import json
+
+        print(json.dumps(dataclasses.asdict(result), ensure_ascii=False))
+        return
+    from cli import explain_view
+    from cli.console import out
+
+    for section in explain_view.sections(result, out.width - 4):
+        out.print(section)

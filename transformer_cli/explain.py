@@ -1,0 +1,326 @@
+"""The lecture on the user's own model: one sentence walked through the Transformer in the lecture's
+order, with the model's real numbers (what `transformer-cli explain` shows).
+
+Everything here is computed from the loaded model's parameters by running its own modules one at a
+time; nothing is stashed inside the model. Sections are plain dataclasses of numbers and tokens, so
+the command renders them and `--format json` writes them as they are.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+
+from data.tokenizer import BOS_ID, EOS_ID
+from transformer.layers import Residual
+from transformer.model import Transformer
+
+from transformer_cli.errors import RunError
+from transformer_cli.translator import SearchOptions, Translator
+
+Rows = list[list[float]]
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    tokens: list[str]  # source subwords + </s>
+    ids: list[int]
+    scale: float  # sqrt(d_model)
+    raw: Rows  # embedding rows, first `dims` dimensions
+    scaled: Rows  # raw * scale
+
+
+@dataclass(frozen=True)
+class Positions:
+    rows: Rows  # PE(pos, :dims) for pos = 0 .. len-1
+    cell: dict  # one value worked out: pos, i, dimension, angle, function, value
+    low: float  # smallest and largest value of the whole table for these positions (within -1..1)
+    high: float
+    summed: Rows  # embedding * sqrt(d_model) + PE: what the first layer reads
+
+
+@dataclass(frozen=True)
+class SelfAttention:
+    layer: int  # 0-based
+    head: int
+    d_k: int
+    q: Rows  # (len, dims) this head's queries
+    k: Rows
+    v: Rows
+    worked: dict  # one score: query i, key j, q.k, sqrt(d_k), the score
+    scores: Rows  # (len, len) QK^T / sqrt(d_k)
+    weights: Rows  # (len, len) softmax of each row
+    output: Rows  # (len, dims) weights @ V
+    heads_top: list[list[int]]  # [head][query] = key position it attends to most
+    concat_width: int  # heads * d_k = d_model
+    projected: Rows  # (len, dims) Concat(heads) W^O + b: the sub-layer's output
+
+
+@dataclass(frozen=True)
+class MaskedAttention:
+    tokens: list[str]  # decoder inputs: <s> + output subwords
+    scores: list[list[float | None]]  # (len, len), None = -inf (the future)
+    weights: Rows  # exactly 0 above the diagonal
+
+
+@dataclass(frozen=True)
+class CrossAttention:
+    out_tokens: list[str]  # what each decoder position produced: output subwords + </s>
+    src_tokens: list[str]
+    top: list[tuple[int, float]]  # per output token: the source position it weighs most, and the weight
+    weights: Rows  # (out_len, src_len) this layer and head
+
+
+@dataclass(frozen=True)
+class NormStep:
+    token: str
+    mean_before: float  # of x + Sublayer(x) (post-norm) over d_model
+    var_before: float
+    mean_after: float
+    var_after: float
+
+
+@dataclass(frozen=True)
+class ResidualNorm:
+    norm: str  # post | pre
+    steps: list[NormStep]
+    gamma: list[float]  # first `dims` values
+    beta: list[float]
+    eps: float
+    relu_zero_share: list[float]  # per token: share of the feed-forward's d_ff units that ReLU set to 0
+    d_ff: int
+
+
+@dataclass(frozen=True)
+class OutputStep:
+    produced: str  # the token the translation has at this step
+    candidates: list[tuple[str, float]]  # the top candidates and their probabilities
+
+
+@dataclass(frozen=True)
+class Parallel:
+    positions: int  # target positions
+    teacher_forced_ms: float  # one decoder pass over every position
+    step_by_step_ms: float  # one decoder call per position (with the key/value cache)
+
+
+@dataclass(frozen=True)
+class Explanation:
+    source: str
+    translation: str
+    d_model: int
+    n_heads: int
+    layers: tuple[int, int]  # encoder, decoder
+    embeddings: Embeddings
+    positions: Positions
+    attention: SelfAttention
+    masked: MaskedAttention
+    cross: CrossAttention
+    residual: ResidualNorm
+    output: list[OutputStep]
+    parallel: Parallel
+    gradients: dict | None = None  # see layer_gradients()
+
+
+def rows(t: torch.Tensor, dims: int | None = None) -> Rows:
+    t = t.detach().double()
+    return (t[..., :dims] if dims else t).tolist()
+
+
+@torch.no_grad()
+def explain(translator: Translator, text: str, layer: int = 0, head: int = 0, dims: int = 6,
+            beam_size: int = 1, gradients: bool = False, top: int = 5) -> Explanation:
+    """Walk `text` through the model: layer and head (0-based) choose the maps shown in detail."""
+    model = translator.model
+    c = model.config
+    if not 0 <= layer < min(c.n_encoder_layers, c.n_decoder_layers):
+        raise RunError(f"--layer {layer + 1} does not exist: the model has layers 1-"
+                       f"{min(c.n_encoder_layers, c.n_decoder_layers)}")
+    if not 0 <= head < c.n_heads:
+        raise RunError(f"--head {head + 1} does not exist: the model has heads 1-{c.n_heads}")
+    model.eval()
+    src_ids = translator.encode([text.strip()])[0] + [EOS_ID]
+    result = translator.translate([text], SearchOptions(beam_size=beam_size))[0]
+    produced = result.ids + ([EOS_ID] if result.tokens and result.tokens[-1] == "</s>" else [])  # </s> if it ended
+    src = torch.tensor([src_ids], device=translator.device)
+    tgt_in = torch.tensor([[BOS_ID] + produced[:-1]], device=translator.device)  # teacher forcing: shifted right
+    src_tok = [translator.toks.src.id_to_token(i) for i in src_ids[:-1]] + ["</s>"]
+    out_tok = [translator.toks.tgt.id_to_token(i) if i != EOS_ID else "</s>" for i in produced]
+    tgt_tok = ["<s>"] + out_tok[:-1]
+
+    embeddings = _embeddings(model, src, src_tok, dims)
+    positions = _positions(model, src, dims)
+    logits, maps = model(src, tgt_in, return_attention=True)
+    return Explanation(
+        source=text.strip(), translation=result.text, d_model=c.d_model, n_heads=c.n_heads,
+        layers=(c.n_encoder_layers, c.n_decoder_layers), embeddings=embeddings, positions=positions,
+        attention=_self_attention(model, src, layer, head, dims),
+        masked=_masked(maps.decoder[layer].scores[0, head], maps.decoder[layer].weights[0, head], tgt_tok),
+        cross=_cross(maps.cross[layer].weights[0, head], out_tok, src_tok),
+        residual=_residual(model, src, layer, src_tok, dims),
+        output=_output(logits[0], out_tok, translator, top),
+        parallel=_parallel(model, src, tgt_in),
+        gradients=layer_gradients(model, src, tgt_in, torch.tensor([produced], device=src.device)) if gradients else None,
+    )
+
+
+def _embeddings(model: Transformer, src: torch.Tensor, tokens: list[str], dims: int) -> Embeddings:
+    raw = model.src_embed.weight[src[0]]  # (len, d_model)
+    scale = model.src_embed.scale
+    return Embeddings(tokens=tokens, ids=src[0].tolist(), scale=scale, raw=rows(raw, dims),
+                      scaled=rows(model.src_embed(src)[0], dims))
+
+
+def _positions(model: Transformer, src: torch.Tensor, dims: int) -> Positions:
+    length, d = src.size(1), model.config.d_model
+    pe = model.positions.pe[:length]  # (len, d_model)
+    pos, i = min(1, length - 1), 1  # PE(pos, 2i) for pos 1, i 1: dimension 2
+    angle = pos / 10000 ** (2 * i / d)
+    cell = {"pos": pos, "i": i, "dimension": 2 * i, "d_model": d, "angle": angle, "function": "sin",
+            "value": math.sin(angle), "table": float(pe[pos, 2 * i])}
+    summed = model.src_embed(src)[0] + pe  # what dropout (off at inference) passes to layer 1
+    return Positions(rows=rows(pe, dims), cell=cell, low=float(pe.min()), high=float(pe.max()),
+                     summed=rows(summed, dims))
+
+
+def _encoder_input(model: Transformer, src: torch.Tensor, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The input of encoder layer `layer` (batch of one) and the source mask, run layer by layer."""
+    mask = (src != model.config.pad_id)[:, None, None, :]
+    x = model.positions(model.src_embed(src))
+    for enc in model.encoder.layers[:layer]:
+        x, _ = enc(x, mask)
+    return x, mask
+
+
+def _self_attention(model: Transformer, src: torch.Tensor, layer: int, head: int, dims: int) -> SelfAttention:
+    x, mask = _encoder_input(model, src, layer)
+    block = model.encoder.layers[layer]
+    attn = block.self_attn
+    h = block.attn_residual.input(x)
+    q, k, v = (attn.split_heads(p(h))[0] for p in (attn.q_proj, attn.k_proj, attn.v_proj))  # (heads, len, d_k)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(attn.d_k)  # (heads, len, len); no padding in one sentence
+    weights = torch.softmax(scores, dim=-1)
+    heads_out = weights @ v  # (heads, len, d_k)
+    concat = heads_out.transpose(0, 1).reshape(src.size(1), -1)  # (len, heads * d_k)
+    projected = attn.out_proj(concat)  # Concat(head_1..head_h) W^O + b
+    i, j = 0, min(1, src.size(1) - 1)
+    dot = float(q[head, i] @ k[head, j])
+    worked = {"query": i, "key": j, "dot": dot, "sqrt_d_k": math.sqrt(attn.d_k), "score": dot / math.sqrt(attn.d_k)}
+    return SelfAttention(layer=layer, head=head, d_k=attn.d_k, q=rows(q[head], dims), k=rows(k[head], dims),
+                         v=rows(v[head], dims), worked=worked, scores=rows(scores[head]), weights=rows(weights[head]),
+                         output=rows(heads_out[head], dims), heads_top=weights.argmax(-1).tolist(),
+                         concat_width=concat.size(1), projected=rows(projected, dims))
+
+
+def _masked(scores: torch.Tensor, weights: torch.Tensor, tokens: list[str]) -> MaskedAttention:
+    return MaskedAttention(tokens=tokens, weights=rows(weights),
+                           scores=[[None if math.isinf(s) else s for s in row] for row in rows(scores)])
+
+
+def _cross(weights: torch.Tensor, out_tokens: list[str], src_tokens: list[str]) -> CrossAttention:
+    best = weights.max(dim=-1)
+    return CrossAttention(out_tokens=out_tokens, src_tokens=src_tokens, weights=rows(weights),
+                          top=list(zip(best.indices.tolist(), best.values.double().tolist())))
+
+
+def _residual(model: Transformer, src: torch.Tensor, layer: int, tokens: list[str], dims: int) -> ResidualNorm:
+    """The attention sub-layer's residual + LayerNorm of encoder layer `layer`, and its feed-forward."""
+    x, mask = _encoder_input(model, src, layer)
+    block = model.encoder.layers[layer]
+    res = block.attn_residual
+    h = res.input(x)
+    out, _ = block.self_attn(h, block.self_attn.project_kv(h), mask)
+    before = x + out if not res.pre_norm else x  # post-norm normalises x + Sublayer(x); pre-norm normalises x
+    after = res.norm(before)
+    steps = [NormStep(t, float(b.mean()), float(b.var(unbiased=False)), float(a.mean()), float(a.var(unbiased=False)))
+             for t, b, a in zip(tokens, before[0].double(), after[0].double())]
+    ff_in = block.ff_residual.input(res.output(x, out))
+    hidden = F.relu(block.feed_forward.w_1(ff_in))[0]  # (len, d_ff)
+    return ResidualNorm(norm="pre" if res.pre_norm else "post", steps=steps, gamma=rows(res.norm.gamma, dims),
+                        beta=rows(res.norm.beta, dims), eps=res.norm.eps,
+                        relu_zero_share=(hidden == 0).double().mean(-1).tolist(), d_ff=hidden.size(-1))
+
+
+def _output(logits: torch.Tensor, out_tokens: list[str], translator: Translator, top: int) -> list[OutputStep]:
+    probs = torch.softmax(logits.double(), dim=-1)  # (out_len, vocab): step t's distribution
+    best = probs.topk(top, dim=-1)
+    tok = translator.toks.tgt.id_to_token
+    return [OutputStep(produced, [(tok(i), p) for i, p in zip(ids, ps)])
+            for produced, ids, ps in zip(out_tokens, best.indices.tolist(), best.values.tolist())]
+
+
+def _parallel(model: Transformer, src: torch.Tensor, tgt_in: torch.Tensor, repeats: int = 5) -> Parallel:
+    """One teacher-forced decoder pass over all target positions against one decoder call per
+    position (what generation must do), the same sentence, median of `repeats`."""
+    cache, _ = model.encode(src)
+
+    def forced():
+        model.decode(tgt_in, copy.copy(cache))
+
+    def stepwise():
+        step_cache = copy.copy(cache)
+        for t in range(tgt_in.size(1)):
+            model.decode(tgt_in[:, t:t + 1], step_cache)
+
+    def ms(fn) -> float:
+        fn()  # warm-up
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1000)
+        return statistics.median(times)
+
+    return Parallel(positions=tgt_in.size(1), teacher_forced_ms=ms(forced), step_by_step_ms=ms(stepwise))
+
+
+def layer_gradients(model: Transformer, src: torch.Tensor, tgt_in: torch.Tensor, target: torch.Tensor) -> dict:
+    """The norm of the gradient of this sentence's loss (cross-entropy of `target`, the translation,
+    teacher forced from tgt_in) at the input of every encoder and decoder layer, with the residual connections and
+    without them (each sub-layer's output replacing x + output, the weights unchanged). First layer first."""
+    with_res = _gradient_norms(model, src, tgt_in, target)
+    residuals = [m for m in model.modules() if isinstance(m, Residual)]
+    try:
+        for module in residuals:  # the same weights with every "x +" removed, undone below
+            module.output = _no_residual(module)
+        without = _gradient_norms(model, src, tgt_in, target)
+    finally:
+        for module in residuals:
+            del module.output  # the class's own output() again
+    return {"with_residual": with_res, "without_residual": without}
+
+
+def _no_residual(res: Residual):
+    def output(x: torch.Tensor, sublayer_out: torch.Tensor) -> torch.Tensor:
+        y = res.dropout(sublayer_out)  # no "x +": the path the gradient loses without the residual
+        return y if res.pre_norm else res.norm(y)
+    return output
+
+
+def _gradient_norms(model: Transformer, src: torch.Tensor, tgt_in: torch.Tensor, target: torch.Tensor) -> dict:
+    inputs: dict[str, list[torch.Tensor]] = {"encoder": [], "decoder": []}
+
+    def keep(kind):
+        def hook(_module, args):
+            args[0].retain_grad()
+            inputs[kind].append(args[0])
+        return hook
+
+    handles = [layer.register_forward_pre_hook(keep(kind))
+               for kind, stack in (("encoder", model.encoder.layers), ("decoder", model.decoder.layers))
+               for layer in stack]
+    try:
+        with torch.enable_grad():
+            logits, _ = model(src, tgt_in)
+            F.cross_entropy(logits[0], target[0]).backward()
+    finally:
+        for h in handles:
+            h.remove()
+        model.zero_grad(set_to_none=True)
+    return {kind: [float(t.grad.norm()) for t in ts] for kind, ts in inputs.items()}
