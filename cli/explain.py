@@ -10,7 +10,7 @@ import typer
 
 from cli.errors import UserError, fail
 from cli.inspect_attention import read_sentence
-from transformer_cli.runtime import check_range
+from transformer_cli.runtime import check_decoding, check_range
 
 O = typer.Option
 
@@ -24,28 +24,31 @@ def register(app: typer.Typer) -> None:
         head: int = O(1, "--head", help="Head shown in detail (1-based)."),
         dims: int = O(6, "--dims", help="Leading dimensions shown of each vector."),
         gradients: bool = O(False, "--gradients", help="Gradient norm at each layer's input, with and without residuals."),
+        beam_size: int = O(1, "--beam-size", "-b", help="Translate with this beam and show its search step by step (1 = greedy, no trace)."),
         fmt: str = O("table", "--format", help="table | json"),
     ) -> None:
         """Walk a sentence through the trained model: embeddings, positions, attention, masks, norms, output."""
         try:
-            run(sentence, model, layer, head, dims, gradients, fmt)
+            run(sentence, model, layer, head, dims, gradients, fmt, beam_size)
         except UserError as e:
             fail(str(e))
 
 
-def run(sentence: str | None, model: Path, layer: int, head: int, dims: int, gradients: bool, fmt: str) -> None:
+def run(sentence: str | None, model: Path, layer: int, head: int, dims: int, gradients: bool, fmt: str,
+        beam_size: int = 1) -> None:
     if fmt not in ("table", "json"):
         raise UserError(f"--format must be table or json, got {fmt!r}")
     check_range("--layer", layer, 1, 1000)
     check_range("--head", head, 1, 1000)
     check_range("--dims", dims, 1, 64)
+    check_decoding(beam_size)
     text, invalid = read_sentence(sentence)
     if invalid:
         print("warning: the text was not valid UTF-8; invalid bytes were replaced with U+FFFD", file=sys.stderr)
     from transformer_cli import load_run
     from transformer_cli.explain import explain
 
-    result = explain(load_run(model, pack=False), text, layer - 1, head - 1, dims, gradients=gradients)
+    result = explain(load_run(model, pack=False), text, layer - 1, head - 1, dims, beam_size, gradients)
     if fmt == "json":
         import dataclasses
         import json

@@ -16,6 +16,8 @@ def sections(e, width: int) -> list[RenderableType]:
            output(e), parallel(e)]
     if e.gradients is not None:
         out.append(gradients(e))
+    if e.beam is not None:
+        out.append(beam(e))
     return out
 
 
@@ -152,3 +154,34 @@ def gradients(e) -> Panel:
             table.add_row(f"{kind} {i + 1}", f"{a:.3e}", f"{b:.3e}")
     return panel(9, "the residual connection keeps the gradient alive", table,
                  Text("without residual: the same weights with every \"x +\" removed (computed on the fly)."))
+
+
+STATUS = {"kept": "green", "finished": "bold blue", "pruned": "dim"}
+
+
+def beam(e) -> Panel:
+    b = e.beam
+    parts: list[RenderableType] = [Text(
+        f"beam size {b.beam_size}: at each step every kept prefix is extended by every token; the 2 x "
+        f"{b.beam_size} best extensions by sum of log p are looked at: the first {b.beam_size} that do not end "
+        f"go on, one among the top {b.beam_size} that ends with </s> is finished; the search stops when "
+        f"{b.beam_size} have finished.")]
+    for step in b.steps:
+        table = Table(title=f"step {step.step}", title_justify="left", pad_edge=False)
+        for name, justify in (("prefix", "left"), ("+ token", "left"), ("log p", "right"), ("sum", "right"),
+                              ("", "left")):
+            table.add_column(name, justify=justify)
+        for prefix, token, lp, total, status in step.candidates:
+            table.add_row(prefix, token, f"{lp:.3f}", f"{total:.3f}", status, style=STATUS[status])
+        parts.append(table)
+    final = Table(title=f"finished hypotheses, ranked by Σ log p / lp(|Y|), lp = ((5 + |Y|) / 6)^{b.alpha:g}",
+                  title_justify="left", pad_edge=False)
+    for name in ("hypothesis", "Σ log p", "|Y|", "lp", "score"):
+        final.add_column(name, justify="left" if name == "hypothesis" else "right")
+    for i, f in enumerate(b.finished):
+        final.add_row(f.text, f"{f.logprob:.3f}", str(f.length), f"{f.lp:.3f}", f"{f.score:.3f}",
+                      style="bold" if i == 0 else "")
+    w = b.finished[0]
+    parts += [final, Text(f"winner: {w.text}   {w.logprob:.3f} / ((5 + {w.length}) / 6)^{b.alpha:g} = "
+                          f"{w.logprob:.3f} / {w.lp:.3f} = {w.score:.3f}", style="bold")]
+    return panel(10, "beam search, step by step", *parts)

@@ -10,6 +10,8 @@ never copied per beam nor reordered at each step.
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch.nn import functional as F
@@ -20,11 +22,12 @@ from transformer.model import DecoderCache, Transformer
 
 @torch.no_grad()
 def beam_search(model: Transformer, src: torch.Tensor, bos_id: int, eos_id: int, beam_size: int = 5,
-                n_best: int = 1, alpha: float = 0.6, max_len_a: float = 1.5, max_len_b: int = 10
-                ) -> list[list[Hypothesis]]:
+                n_best: int = 1, alpha: float = 0.6, max_len_a: float = 1.5, max_len_b: int = 10,
+                trace: Callable[["StepTrace"], None] | None = None) -> list[list[Hypothesis]]:
     """Keep the beam_size best prefixes of every sentence; a sentence is done once beam_size
     hypotheses have ended with </s> (or its length limit is reached). Finished sentences leave the
-    batch. Ranked by sum(log p) / lp(|Y|); returns the n_best best per sentence, best first."""
+    batch. Ranked by sum(log p) / lp(|Y|); returns the n_best best per sentence, best first.
+    trace, when given, sees every step's candidates (explain's beam-search trace)."""
     if not 1 <= n_best <= beam_size:
         raise ValueError(f"n_best ({n_best}) must be between 1 and beam_size ({beam_size})")
     k, device = beam_size, src.device
@@ -32,6 +35,7 @@ def beam_search(model: Transformer, src: torch.Tensor, bos_id: int, eos_id: int,
     cache, _ = model.encode(src)  # one memory row per sentence
     finished: list[list[Hypothesis]] = [[] for _ in range(src.size(0))]
     search = _Search(k, eos_id, alpha, torch.arange(src.size(0), device=device), limits)
+    search.trace = trace
     last = torch.full((src.size(0), 1), bos_id, dtype=torch.long, device=device)  # one prefix (<s>) each
     for step in itertools.count():
         logits, _, _ = model.decode(last, cache)  # (sentences * width, 1, vocab)
@@ -41,12 +45,25 @@ def beam_search(model: Transformer, src: torch.Tensor, bos_id: int, eos_id: int,
     return [sorted(f, key=lambda h: -h.score)[:n_best] for f in finished]
 
 
+@dataclass(frozen=True)
+class StepTrace:
+    """One step of the search, for the sentences still searching (row i = sentence sentences[i])."""
+
+    step: int  # 0-based: the candidates end at output position step + 1
+    sentences: list[int]
+    prefixes: list[list[list[int]]]  # [sentence row][beam] the live prefixes' tokens
+    prefix_scores: list[list[float]]  # [sentence row][beam] their sum of log-probs
+    candidates: list[list[tuple[int, int, float, float, str]]]  # [row]: (beam, token, log p, sum, status)
+    # status: "kept" (goes on), "finished" (ended with </s> or at the limit), "pruned" (not among the kept)
+
+
 class _Search:
     """The live prefixes of the sentences still searching: `width` rows per sentence (1 before the
     first step, then k), row i * width + b being beam b of sentence i."""
 
     def __init__(self, k: int, eos_id: int, alpha: float, sentences: torch.Tensor, limits: torch.Tensor) -> None:
         self.k, self.eos_id, self.alpha = k, eos_id, alpha
+        self.trace: Callable[[StepTrace], None] | None = None
         self.sentences = sentences  # (n,) original index of each sentence still searching
         self.limits = limits  # (batch,) output length limit of every sentence
         self.scores = torch.zeros(sentences.numel(), 1, device=sentences.device)  # (n, width) sum log p
@@ -78,6 +95,8 @@ class _Search:
             self._finish(finishing, beam, tok, top_scores, tok_lp, width, step, finished)
         done = (self.n_finished >= self.k) | at_limit | ~going.any(dim=1)
         picked = going & (going.cumsum(dim=1) <= self.k)  # the first k that go on
+        if self.trace is not None:
+            self._report(step, width, beam, tok, tok_lp, top_scores, alive, finishing, picked)
         order = (~picked).to(torch.uint8).argsort(dim=1, stable=True)[:, : self.k]  # picked first, by rank
         rows = torch.arange(n, device=logp.device)[:, None] * width + beam.gather(1, order)  # (n, k)
         scores = top_scores.gather(1, order).masked_fill(~picked.gather(1, order), float("-inf"))  # dead beams
@@ -95,6 +114,13 @@ class _Search:
         self.scores = scores
         cache.reorder(rows, stay)
         return new_tok.reshape(-1, 1)
+
+    def _report(self, step: int, width: int, beam, tok, tok_lp, scores, alive, finishing, picked) -> None:
+        status = [["finished" if f else "kept" if p else "pruned" for f, p, a in zip(fr, pr, ar) if a]
+                  for fr, pr, ar in zip(finishing.tolist(), picked.tolist(), alive.tolist())]
+        rows = [list(zip(*cols)) for cols in zip(beam.tolist(), tok.tolist(), tok_lp.tolist(), scores.tolist(), status)]
+        self.trace(StepTrace(step, self.sentences.tolist(), self.tokens.view(len(rows), width, -1).tolist(),
+                             self.scores.tolist(), rows))
 
     def _finish(self, finishing: torch.Tensor, beam: torch.Tensor, tok: torch.Tensor, scores: torch.Tensor,
                 tok_lp: torch.Tensor, width: int, step: int, finished: list[list[Hypothesis]]) -> None:

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from data.tokenizer import BOS_ID, EOS_ID
+from data.tokenizer import BOS_ID, EOS_ID, decode
+from transformer.beam import StepTrace, beam_search
+from transformer.decoding import length_penalty
 from transformer.layers import Residual
 from transformer.model import Transformer
 
@@ -111,6 +113,29 @@ class Parallel:
 
 
 @dataclass(frozen=True)
+class BeamStep:
+    step: int  # 1-based output position the candidates end at
+    candidates: list[tuple[str, str, float, float, str]]  # (prefix, + token, log p(token), sum of log p, status)
+
+
+@dataclass(frozen=True)
+class Finished:
+    text: str
+    length: int  # |Y|, </s> counted
+    logprob: float  # sum of log p
+    lp: float  # ((5 + |Y|) / 6) ** alpha
+    score: float  # logprob / lp: what ranks the hypotheses
+
+
+@dataclass(frozen=True)
+class BeamTrace:
+    beam_size: int
+    alpha: float
+    steps: list[BeamStep]  # status: kept (goes on), finished (ended), pruned (dropped)
+    finished: list[Finished]  # best first; the first is the translation
+
+
+@dataclass(frozen=True)
 class Explanation:
     source: str
     translation: str
@@ -126,6 +151,7 @@ class Explanation:
     output: list[OutputStep]
     parallel: Parallel
     gradients: dict | None = None  # see layer_gradients()
+    beam: BeamTrace | None = None  # --beam-size N > 1
 
 
 def rows(t: torch.Tensor, dims: int | None = None) -> Rows:
@@ -146,9 +172,10 @@ def explain(translator: Translator, text: str, layer: int = 0, head: int = 0, di
         raise RunError(f"--head {head + 1} does not exist: the model has heads 1-{c.n_heads}")
     model.eval()
     src_ids = translator.encode([text.strip()])[0] + [EOS_ID]
-    result = translator.translate([text], SearchOptions(beam_size=beam_size))[0]
-    produced = result.ids + ([EOS_ID] if result.tokens and result.tokens[-1] == "</s>" else [])  # </s> if it ended
     src = torch.tensor([src_ids], device=translator.device)
+    options = SearchOptions(beam_size=beam_size)
+    result = translator.translate([text], options)[0]  # the translation the sections below follow
+    produced = result.ids + ([EOS_ID] if result.tokens and result.tokens[-1] == "</s>" else [])  # </s> if it ended
     tgt_in = torch.tensor([[BOS_ID] + produced[:-1]], device=translator.device)  # teacher forcing: shifted right
     src_tok = [translator.toks.src.id_to_token(i) for i in src_ids[:-1]] + ["</s>"]
     out_tok = [translator.toks.tgt.id_to_token(i) if i != EOS_ID else "</s>" for i in produced]
@@ -167,7 +194,25 @@ def explain(translator: Translator, text: str, layer: int = 0, head: int = 0, di
         output=_output(logits[0], out_tok, translator, top),
         parallel=_parallel(model, src, tgt_in),
         gradients=layer_gradients(model, src, tgt_in, torch.tensor([produced], device=src.device)) if gradients else None,
+        beam=_beam_trace(translator, src, options) if beam_size > 1 else None,
     )
+
+
+def _beam_trace(translator: Translator, src: torch.Tensor, o: SearchOptions) -> BeamTrace:
+    """The search translate runs (same options), every step's candidates recorded."""
+    steps: list[StepTrace] = []
+    nbest = beam_search(translator.model, src, BOS_ID, EOS_ID, o.beam_size, o.beam_size, o.length_penalty,
+                        o.max_len_a, o.max_len_b, trace=steps.append)[0]
+    piece = translator.toks.tgt.id_to_token
+
+    def text(ids: list[int]) -> str:
+        return " ".join(piece(i) if i != EOS_ID else "</s>" for i in ids) or "<s>"
+
+    trace = [BeamStep(s.step + 1, [(text(s.prefixes[0][b]), piece(t) if t != EOS_ID else "</s>", lp, total, status)
+                                   for b, t, lp, total, status in s.candidates[0]]) for s in steps]
+    finished = [Finished(decode(translator.toks.tgt, h.without_eos(EOS_ID)), len(h.tokens), sum(h.token_logprobs),
+                         length_penalty(len(h.tokens), o.length_penalty), h.score) for h in nbest]
+    return BeamTrace(o.beam_size, o.length_penalty, trace, finished)
 
 
 def _embeddings(model: Transformer, src: torch.Tensor, tokens: list[str], dims: int) -> Embeddings:

@@ -184,3 +184,27 @@ def test_errors_are_one_line(cli, model_dir, args, message):
     result = cli("explain", "--model", model_dir, SENTENCE, *args)
     assert result.exit_code != 0 and message in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_beam_trace_follows_the_search(model_dir):
+    translator = load_run(model_dir, pack=False)
+    e = explain(translator, SENTENCE, beam_size=3)
+    b = e.beam
+    from transformer_cli import SearchOptions
+
+    assert e.translation == translator.translate([SENTENCE], SearchOptions(beam_size=3))[0].text
+    assert b.finished[0].text == e.translation and len(b.finished) <= 3
+    for f in b.finished:  # the length-penalty arithmetic shown
+        assert f.lp == pytest.approx(((5 + f.length) / 6) ** b.alpha)
+        assert f.score == pytest.approx(f.logprob / f.lp)
+    assert [f.score for f in b.finished] == sorted((f.score for f in b.finished), reverse=True)
+    for before, after in zip(b.steps, b.steps[1:]):
+        kept = {(p, t) for p, t, _, _, status in before.candidates if status == "kept"}
+        assert 1 <= len(kept) <= 3
+        extended = {p for p, *_ in after.candidates}
+        assert extended <= {f"{p} {t}" if p != "<s>" else t for p, t in kept}
+        sums = {f"{p} {t}" if p != "<s>" else t: s for p, t, _, s, status in before.candidates if status == "kept"}
+        for prefix, _, lp, total, _ in after.candidates:
+            assert total == pytest.approx(sums[prefix] + lp, abs=1e-5)
+    statuses = [c[4] for step in b.steps for c in step.candidates]
+    assert statuses.count("finished") >= len(b.finished)  # the list is the best of all that finished
