@@ -90,6 +90,33 @@ def show(result, grid_list, heads_side_by_side: bool, heads_summary: bool, align
         out.print(alignment_table(alignment(result)))
 
 
+def show_compare(result, mine: list[AttentionGrid], theirs: list[AttentionGrid], mine_label: str,
+                 their_label: str, diff: bool) -> None:
+    """Each map of this model beside the same map of the other (both teacher-forced on this
+    model's output), or with diff their difference other - this."""
+    out = console.out
+    out.print(f"[bold]source[/]      {result.source}", highlight=False)
+    out.print(f"[bold]translation[/] {result.translation}  (both models read this output)", highlight=False)
+    for a, b in zip(mine, theirs):
+        if diff:
+            values = [[None if x is None or y is None else y - x for x, y in zip(ra, rb)]
+                      for ra, rb in zip(a.values, b.values)]
+            grid = AttentionGrid(f"{a.title} · {their_label} − {mine_label}", a.row_tokens, a.col_tokens, values,
+                                 signed=True)
+            for table in fit_tables(grid, out.width):
+                out.print(table)
+            continue
+        pair = [attention_table(AttentionGrid(f"{label} · {g.title}", g.row_tokens, g.col_tokens, g.values,
+                                              g.is_scores)) for label, g in ((mine_label, a), (their_label, b))]
+        if all(out.measure(t).maximum * 2 + 2 <= out.width for t in pair):
+            out.print(side_by_side(pair))
+        else:
+            for label, g in ((mine_label, a), (their_label, b)):
+                for table in fit_tables(AttentionGrid(f"{label} · {g.title}", g.row_tokens, g.col_tokens,
+                                                      g.values, g.is_scores), out.width):
+                    out.print(table)
+
+
 def summary_rows(result, kinds, layer_choice):
     from transformer.analysis import head_stats
 

@@ -35,11 +35,14 @@ def register(app: typer.Typer) -> None:
         fmt: str = O("table", "--format", help="table | json | png"),
         output: Optional[Path] = O(None, "--output", "-o", help="File for json (default stdout) or png."),
         device: str = O("cpu", "--device"),
+        checkpoint: Optional[str] = O(None, "--checkpoint", help="Maps of one of the run's checkpoints (step-N) instead of its final model."),
+        compare: Optional[str] = O(None, "--compare", help="Also show the same maps of another run, checkpoint directory or step-N."),
+        diff: bool = O(False, "--diff", help="With --compare: show the difference (other - this) instead of both."),
     ) -> None:
         """Show encoder self-attention, masked decoder self-attention and cross-attention."""
         try:
             run(InspectJob(sentence, model, target, beam_size, kind, layer, head, scores, heads_summary, align,
-                           max_tokens, fmt, output, device))
+                           max_tokens, fmt, output, device, checkpoint, compare, diff))
         except UserError as e:
             fail(str(e))
 
@@ -62,6 +65,9 @@ class InspectJob:
     fmt: str = "table"  # table | json | png
     output: Path | None = None  # json (default stdout) or png file
     device: str = "cpu"  # cpu | cuda | auto
+    checkpoint: str | None = None  # step-N of the run instead of its final model
+    compare: str | None = None  # another run, checkpoint directory or step-N: the same maps side by side
+    diff: bool = False  # with compare: other - this
 
 
 def parse_choice(value: str, name: str, count: int, words: tuple[str, ...]) -> list[int] | str:
@@ -98,6 +104,10 @@ def check_flags(job: InspectJob) -> None:
         raise UserError(f"--kind must be encoder, decoder, cross or all, got {job.kind!r}")
     if job.fmt not in ("table", "json", "png"):
         raise UserError(f"--format must be table, json or png, got {job.fmt!r}")
+    if job.compare and job.fmt != "table":
+        raise UserError("--compare shows tables: use it with --format table")
+    if job.diff and not job.compare:
+        raise UserError("--diff needs --compare OTHER")
     if job.fmt == "png" and job.output is None:
         raise UserError("--format png needs --output FILE.png")
     check_decoding(job.beam_size)
@@ -120,7 +130,7 @@ def run(job: InspectJob) -> None:
         print("warning: the text was not valid UTF-8; invalid bytes were replaced with U+FFFD", file=sys.stderr)
     from transformer_cli import load_run
 
-    translator = load_run(job.model, job.device)
+    translator = load_run(job.model, job.device, checkpoint=job.checkpoint)
     config = translator.model.config
     kinds = list(KINDS) if job.kind == "all" else [job.kind]
     layers_by_kind = {"encoder": config.n_encoder_layers, "decoder": config.n_decoder_layers,
@@ -129,7 +139,23 @@ def run(job: InspectJob) -> None:
                     for k, n in layers_by_kind.items() if k in kinds}
     heads = parse_choice(job.head, "head", config.n_heads, ("mean",))
     result = translator.inspect(text, target, job.beam_size)
+    if job.compare:
+        return compare(job, translator, result, text, kinds, layer_choice, heads)
     show(job, result, kinds, layer_choice, heads, config.n_heads)
+
+
+def compare(job: InspectJob, translator, result, text: str, kinds, layer_choice, heads) -> None:
+    """The same maps of a second model, teacher-forced on this model's output so the grids align."""
+    from cli import attention_view as view
+    from transformer_cli.translator import check_comparable, load_other
+
+    other = load_other(job.compare, job.model, job.device)
+    check_comparable(translator, other, job.compare)
+    theirs = other.inspect(text, target_ids=result.out_ids)
+    mine_label = job.model.name + (f" @ {job.checkpoint}" if job.checkpoint else "")
+    a = view.grids(result, kinds, layer_choice, heads, job.scores, job.max_tokens)
+    b = view.grids(theirs, kinds, layer_choice, heads, job.scores, job.max_tokens)
+    view.show_compare(result, a, b, mine_label, job.compare, job.diff)
 
 
 def show(job: InspectJob, result, kinds: list[str], layer_choice: dict, heads, n_heads: int) -> None:

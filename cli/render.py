@@ -57,6 +57,7 @@ class AttentionGrid:
     col_tokens: list[str]
     values: list[list[float | None]]
     is_scores: bool = False
+    signed: bool = False  # a difference of two maps: +/- two decimals, red above 0, blue below
 
 
 def cell_style(weight: float) -> Style:
@@ -64,6 +65,14 @@ def cell_style(weight: float) -> Style:
     w = min(max(weight, 0.0), 1.0)
     r, g, b = int(255 - 205 * w), int(255 - 175 * w), int(255 - 55 * w)
     return Style(bgcolor=f"rgb({r},{g},{b})", color="white" if w > 0.55 else "black")
+
+
+def diff_style(d: float) -> Style:
+    """Red for more weight, blue for less, intensity by size (a difference of 1 is full)."""
+    w = min(abs(d), 1.0)
+    if d >= 0:
+        return Style(bgcolor=f"rgb(255,{int(255 - 180 * w)},{int(255 - 180 * w)})", color="black")
+    return Style(bgcolor=f"rgb({int(255 - 180 * w)},{int(255 - 180 * w)},255)", color="black")
 
 
 def attention_table(grid: AttentionGrid, col_start: int = 0, col_end: int | None = None,
@@ -83,6 +92,9 @@ def attention_table(grid: AttentionGrid, col_start: int = 0, col_end: int | None
         for v in row[col_start:col_end]:
             if v is None:
                 cells.append(Text("-inf" if grid.is_scores else MASKED, style="dim"))
+                continue
+            if grid.signed:
+                cells.append(Text(f"{v:+.2f}", style=diff_style(v)))
                 continue
             text = f"{v:.2f}" if not grid.is_scores else f"{v:.1f}"
             style = cell_style(v) if not grid.is_scores else Style()

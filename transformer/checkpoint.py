@@ -101,15 +101,15 @@ def read_config(run_dir: Path) -> dict:
     return config
 
 
-def load_model(run_dir: Path, device: str | torch.device = "cpu") -> Transformer:
-    """A model directory (config.json + model.safetensors) -> the model, in eval mode."""
+def load_model(run_dir: Path, device: str | torch.device = "cpu", weights: Path | None = None) -> Transformer:
+    """A model directory (config.json + model.safetensors, or `weights`: a checkpoint's) -> the model, in eval mode."""
     config = read_config(run_dir)
     try:
         model_config = ModelConfig.from_dict(config["model"])
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{run_dir / CONFIG_FILE}: bad model configuration ({e})") from None
     model = Transformer(model_config)  # (building on the meta device was measured slower: 0.96 s vs 0.20 s)
-    load_weights(model, run_dir / MODEL_FILE)
+    load_weights(model, weights or run_dir / MODEL_FILE)
     return model.to(device).eval()
 
 

@@ -11,7 +11,7 @@ from data.batching import pad_rows, token_groups
 from data.errors import DataError
 from data.tokenizer import BOS_ID, EOS_ID, Tokenizers, decode, encode_batch
 from transformer.beam import beam_search
-from transformer.checkpoint import MODEL_FILE, CheckpointError, load_model, read_config
+from transformer.checkpoint import MODEL_FILE, CheckpointError, list_checkpoints, load_model, read_config
 from transformer.decoding import Hypothesis, greedy_search
 from transformer.model import Transformer
 from transformer.packed import pack_linears
@@ -46,10 +46,26 @@ class SearchOptions:
         check_range("--batch-tokens", self.batch_tokens, 1, 10_000_000)
 
 
-def load_run(run_dir: str | Path, device: str = "cpu", precision: str = "fp32", pack: bool = True) -> "Translator":
+def resolve_checkpoint(run_dir: Path, name: str) -> Path:
+    """'step-N', 'N' or a checkpoint directory -> the checkpoint directory of run_dir."""
+    direct = Path(name)
+    if (direct / MODEL_FILE).is_file() and (direct / "state.json").is_file():
+        return direct
+    number = name.removeprefix("step-")
+    found = list_checkpoints(run_dir / "checkpoints")
+    for ckpt in found:
+        if number.isdigit() and int(ckpt.name.split("-")[1]) == int(number):
+            return ckpt
+    names = ", ".join(c.name for c in found) or "none"
+    raise RunError(f"{run_dir}: no checkpoint {name!r} (checkpoints: {names})")
+
+
+def load_run(run_dir: str | Path, device: str = "cpu", precision: str = "fp32", pack: bool = True,
+             checkpoint: str | None = None) -> "Translator":
     """A run directory from `train`, checked and loaded for translation; every problem is a RunError.
     device: cpu | cuda | auto; precision: fp32 | bf16; pack: on the CPU, linear layers with their
-    weights packed once for oneDNN (transformer.packed; faster decoding, same parameters)."""
+    weights packed once for oneDNN (transformer.packed; faster decoding, same parameters);
+    checkpoint: the weights of one of the run's checkpoints ('step-N') instead of its final model."""
     run_dir = Path(run_dir)
     if precision not in ("fp32", "bf16"):
         raise RunError(f"--precision must be fp32 or bf16, got {precision!r}")
@@ -59,7 +75,8 @@ def load_run(run_dir: str | Path, device: str = "cpu", precision: str = "fp32", 
     try:
         config = read_config(run_dir)
         toks = Tokenizers.load(run_dir)
-        if not (run_dir / MODEL_FILE).is_file():
+        weights = resolve_checkpoint(run_dir, checkpoint) / MODEL_FILE if checkpoint else run_dir / MODEL_FILE
+        if not weights.is_file():
             raise RunError(f"{run_dir}: no {MODEL_FILE} (is training finished, or was it interrupted "
                            "before the first validation?)")
         expected = config.get("data", {}).get("tokenizer_fingerprint")
@@ -70,7 +87,7 @@ def load_run(run_dir: str | Path, device: str = "cpu", precision: str = "fp32", 
         if sizes != (model_cfg.get("src_vocab_size"), model_cfg.get("tgt_vocab_size")):
             raise RunError(f"{run_dir}: tokenizer vocabularies {sizes} do not match the model's "
                            f"({model_cfg.get('src_vocab_size')}, {model_cfg.get('tgt_vocab_size')})")
-        model = load_model(run_dir, device)
+        model = load_model(run_dir, device, weights)
     except (CheckpointError, DataError) as e:
         raise RunError(str(e)) from None
     if precision == "bf16":  # weights cast once, as inference engines do (autocast recasts every call)
@@ -130,11 +147,15 @@ class Translator:
             tokens=[self.toks.tgt.id_to_token(i) for i in best.tokens], token_logprobs=best.token_logprobs,
             nbest=[(decode(self.toks.tgt, h.without_eos(EOS_ID)), h.score) for h in nbest], ids=ids)
 
-    def inspect(self, text: str, target: str | None = None, beam_size: int = 1) -> Inspection:
+    def inspect(self, text: str, target: str | None = None, beam_size: int = 1,
+                target_ids: list[int] | None = None) -> Inspection:
         """Teacher-forced forward over (source, output) returning every attention map. Without
-        `target` the output is the model's own translation, so these are the weights that produced it."""
+        `target` the output is the model's own translation, so these are the weights that produced it.
+        target_ids: the output as token ids (another model's translation, for comparing maps)."""
         src_ids = self.encode([text.strip()])[0]
-        if target is None:
+        if target_ids is not None:
+            out_ids, translation = target_ids, decode(self.toks.tgt, target_ids)
+        elif target is None:
             result = self.translate([text], SearchOptions(beam_size=beam_size))[0]
             out_ids, translation = result.ids, result.text
         else:
@@ -149,7 +170,7 @@ class Translator:
             source=text.strip(), translation=translation,
             src_tokens=[src_tok(i) for i in src_ids] + ["</s>"],
             tgt_in_tokens=["<s>"] + [tgt_tok(i) for i in out_ids],
-            out_tokens=[tgt_tok(i) for i in out_ids] + ["</s>"], maps=maps)
+            out_tokens=[tgt_tok(i) for i in out_ids] + ["</s>"], maps=maps, out_ids=list(out_ids))
 
     @torch.inference_mode()
     def alignment(self, source: str, translation: Translation) -> str:
@@ -210,3 +231,27 @@ class Inspection:
     tgt_in_tokens: list[str]  # decoder inputs: <s> + output subwords
     out_tokens: list[str]  # what each decoder position produced: output subwords + </s>
     maps: object  # transformer.model.AttentionMaps, batch of one
+    out_ids: list[int] = field(default_factory=list)  # the output's token ids (without </s>)
+
+
+def load_other(spec: str, run_dir: str | Path, device: str = "cpu") -> Translator:
+    """A second model to compare with run_dir's: another run directory, a checkpoint directory, or
+    one of run_dir's checkpoints ('step-N'). Refused unless it reads and writes the same tokens."""
+    path = Path(spec)
+    if (path / "config.json").is_file():
+        other = load_run(path, device, pack=False)
+    elif (path / MODEL_FILE).is_file() and (path / "state.json").is_file():
+        other = load_run(path.parent.parent, device, pack=False, checkpoint=str(path))
+    else:
+        other = load_run(run_dir, device, pack=False, checkpoint=spec)
+    return other
+
+
+def check_comparable(a: Translator, b: Translator, label: str) -> None:
+    """Same tokenizers and the same numbers of layers and heads, so every map has a partner."""
+    if a.toks.fingerprint() != b.toks.fingerprint():
+        raise RunError(f"{label}: its tokenizer differs, so its maps cannot be laid over these token by token")
+    ca, cb = a.model.config, b.model.config
+    shape = lambda c: (c.n_encoder_layers, c.n_decoder_layers, c.n_heads)  # noqa: E731
+    if shape(ca) != shape(cb):
+        raise RunError(f"{label}: {shape(cb)} encoder layers, decoder layers and heads against {shape(ca)}")

@@ -227,3 +227,58 @@ def test_inspect_with_a_beam_shows_the_beam_translation(cli, model_dir):
     shown = cli("inspect-attention", "--model", model_dir, sentence, "-b", "3", "--format", "json")
     assert translated.exit_code == 0 and shown.exit_code == 0, shown.stderr
     assert json.loads(shown.stdout)["translation"] == translated.stdout.rstrip("\n")
+
+
+def test_checkpoint_maps_use_that_checkpoints_weights(cli, model_dir):
+    from safetensors.torch import load_file
+
+    from transformer_cli import load_run
+
+    ckpt = sorted((model_dir / "checkpoints").iterdir())[-1]
+    translator = load_run(model_dir, checkpoint=ckpt.name, pack=False)
+    saved = load_file(str(ckpt / "model.safetensors"))
+    for name, tensor in saved.items():
+        assert torch.equal(translator.model.state_dict()[name], tensor)
+    step = str(int(ckpt.name.split("-")[1]))  # "step-0000030" and "30" both name it
+    result = cli("inspect-attention", "--model", model_dir, "I am a student.", "--checkpoint", step, "--kind", "cross")
+    assert result.exit_code == 0, result.stderr
+    missing = cli("inspect-attention", "--model", model_dir, "I am a student.", "--checkpoint", "step-999999")
+    assert missing.exit_code != 0 and "no checkpoint 'step-999999'" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+
+def test_compare_with_itself_differs_by_zero(cli, model_dir):
+    result = cli("inspect-attention", "--model", model_dir, "I am a student.", "--kind", "cross",
+                 "--compare", str(model_dir), "--diff")
+    assert result.exit_code == 0, result.stderr
+    cells = [c.strip() for line in result.stdout.splitlines() if line.startswith("│")
+             for c in line.split("│")[2:] if c.strip()]
+    assert cells and all(c in ("+0.00", "-0.00") for c in cells)
+
+
+def test_compare_shows_both_models(cli, model_dir):
+    ckpt = sorted((model_dir / "checkpoints").iterdir())[0].name
+    result = cli("inspect-attention", "--model", model_dir, "I am a student.", "--kind", "encoder",
+                 "--compare", ckpt)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.count(f"{ckpt} · encoder self-attention") == 1
+    assert result.stdout.count(f"{model_dir.name} · encoder self-attention") == 1
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--diff"], "--diff needs --compare"),
+    (["--compare", "step-1", "--format", "json"], "--compare shows tables"),
+])
+def test_compare_flag_errors(cli, model_dir, args, message):
+    result = cli("inspect-attention", "--model", model_dir, "I am a student.", *args)
+    assert result.exit_code != 0 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_models_with_other_tokenizers_are_not_compared(model_dir):
+    from transformer_cli import RunError, load_run
+    from transformer_cli.translator import check_comparable
+
+    a, b = load_run(model_dir, pack=False), load_run(model_dir, pack=False)
+    b.toks.fingerprint = lambda: "another tokenizer"
+    with pytest.raises(RunError, match="tokenizer differs"):
+        check_comparable(a, b, "other")
