@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.console import Console, Group
 from rich.live import Live
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from transformer.training import perplexity
@@ -40,16 +40,75 @@ class PlainDisplay:
                 print(f"  src: {src}\n  ref: {ref}\n  hyp: {hyp}", file=self.console.file, flush=True)
 
 
-class LiveDisplay:
-    """Steps with ETA, the latest numbers and the latest samples, redrawn in place."""
+SPARKS = "▁▂▃▄▅▆▇█"
 
-    def __init__(self, console: Console, max_steps: int, start_step: int) -> None:
+
+def sparkline(values: list[float], width: int = 32) -> str:
+    """The last `width` values as block characters, lowest ▁ to highest █."""
+    values = values[-width:]
+    if not values:
+        return ""
+    low, high = min(values), max(values)
+    span = (high - low) or 1.0
+    return "".join(SPARKS[round((v - low) / span * (len(SPARKS) - 1))] for v in values)
+
+
+def clock(seconds: float) -> str:
+    seconds = max(int(seconds), 0)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def config_summary(model, training) -> str:
+    """Two lines instead of the whole configuration (which config.json holds)."""
+    m, t = model, training
+    vocab = (f"vocabulary {m.src_vocab_size:,} shared" if m.share_embeddings
+             else f"vocabularies {m.src_vocab_size:,}/{m.tgt_vocab_size:,}")
+    stops = [f"{t.max_steps:,} steps"] + ([f"{t.max_epochs} epochs"] if t.max_epochs else []) + \
+        ([f"{clock(t.max_time)}"] if t.max_time else [])
+    return (f"model: d_model {m.d_model}, {m.n_encoder_layers}+{m.n_decoder_layers} layers, {m.n_heads} heads, "
+            f"d_ff {m.d_ff}, {m.norm}-norm, dropout {m.dropout:g}, {vocab}\n"
+            f"training: {t.max_tokens:,} tokens x {t.accumulate} per update, {t.schedule} schedule "
+            f"({'factor ' + format(t.lr_factor, 'g') if t.schedule == 'noam' else 'peak lr ' + format(t.lr, 'g')}), "
+            f"{t.warmup:,} warm-up steps, label smoothing {t.label_smoothing:g}, {t.precision}, validation every {t.eval_every:,}; "
+            f"stops at {' or '.join(stops)}")
+
+
+class Eta:
+    """Time left under whichever stopping rule comes first: steps at the rate measured since this
+    process started, or --max-time."""
+
+    def __init__(self, max_steps: int, max_time: float) -> None:
+        self.max_steps, self.max_time = max_steps, max_time
+        self.first: tuple[int, float] | None = None  # (step, elapsed) of the first event seen
+
+    def update(self, step: int, elapsed: float) -> tuple[float, str] | None:
+        if self.first is None:
+            self.first = (step, elapsed)
+        rules = []
+        done_steps, spent = step - self.first[0], elapsed - self.first[1]
+        if done_steps > 0 and spent > 0:
+            rules.append(((self.max_steps - step) * spent / done_steps, "max steps"))
+        if self.max_time:
+            rules.append((self.max_time - elapsed, "max time"))
+        return min(rules) if rules else None
+
+
+class LiveDisplay:
+    """The dashboard: progress with a working ETA, loss / learning-rate / validation-BLEU sparklines,
+    tokens/s, the latest samples and the cross-attention map of one validation sentence."""
+
+    def __init__(self, console: Console, max_steps: int, start_step: int, max_time: float = 0.0) -> None:
         self.console = console
+        self.eta = Eta(max_steps, max_time)
+        self.eta_text = "ETA -:--:--"
         self.progress = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("ETA"), TimeRemainingColumn(), console=console)
-        self.task = self.progress.add_task("steps", total=max_steps, completed=start_step)
+                                 TextColumn("{task.fields[eta]}"), console=console)
+        self.task = self.progress.add_task("steps", total=max_steps, completed=start_step, eta=self.eta_text)
         self.train: dict = {}
         self.eval: dict = {}
+        self.losses: list[float] = []
+        self.lrs: list[float] = []
+        self.bleus: list[float] = []
         self.live = Live(self._render(), console=console, refresh_per_second=4, transient=False)
 
     def __enter__(self) -> "LiveDisplay":
@@ -62,26 +121,47 @@ class LiveDisplay:
     def update(self, event: dict) -> None:
         if event["event"] == "train":
             self.train = event
+            self.losses.append(event["loss"])
+            self.lrs.append(event["lr"])
+            eta = self.eta.update(event["step"], event.get("elapsed", 0.0))
+            if eta is not None:
+                self.eta_text = f"ETA {clock(eta[0])} ({eta[1]})"
         elif event["event"] == "eval":
             self.eval = event
+            self.bleus.append(event["bleu"])
         else:
             return
-        self.progress.update(self.task, completed=event["step"])
+        self.progress.update(self.task, completed=event["step"], eta=self.eta_text)
         self.live.update(self._render())
 
     def _render(self) -> Group:
-        table = Table.grid(padding=(0, 2))
-        for _ in range(4):
-            table.add_column()
         t, e = self.train, self.eval
-        table.add_row("epoch", str(t.get("epoch", 0) + 1), "loss", f"{t['loss']:.3f}" if t else "-")
-        table.add_row("lr", f"{t['lr']:.2e}" if t else "-", "tokens/s", f"{t['tokens_per_s']:,.0f}" if t else "-")
-        table.add_row("val BLEU", f"{e['bleu']:.2f}" if e else "-", "val chrF", f"{e['chrf']:.2f}" if e else "-")
-        table.add_row("val loss", f"{e['loss']:.3f}" if e else "-", "best step", str(e.get("best_step", "-")))
+        table = Table.grid(padding=(0, 2))
+        for _ in range(3):
+            table.add_column()
+        table.add_row("epoch / elapsed", f"{t.get('epoch', 0) + 1} / {clock(t.get('elapsed', 0))}",
+                      f"{t['tokens_per_s']:,.0f} tokens/s" if t else "")
+        table.add_row("loss", f"{t['loss']:.3f}" if t else "-", sparkline(self.losses))
+        table.add_row("learning rate", f"{t['lr']:.2e}" if t else "-", sparkline(self.lrs))
+        table.add_row("val BLEU", f"{e['bleu']:.2f}" if e else "-", sparkline(self.bleus))
+        if e:
+            table.add_row("val chrF / loss", f"{e['chrf']:.2f} / {e['loss']:.3f}", f"best step {e.get('best_step', '-')}")
         parts = [self.progress, table]
         for src, _, hyp in e.get("samples", [])[:2]:
             parts.append(f"[dim]{src}[/] → {hyp}")
+        if e.get("attention"):
+            parts.append(attention_map(e["attention"], e["step"]))
         return Group(*parts)
+
+
+def attention_map(a: dict, step: int, max_tokens: int = 12) -> Table:
+    """The validation sentence's cross-attention as a small coloured table (output rows, source columns)."""
+    from cli.render import AttentionGrid, attention_table
+
+    rows, cols = a["out"][:max_tokens], a["src"][:max_tokens]
+    values = [row[:max_tokens] for row in a["weights"][:max_tokens]]
+    return attention_table(AttentionGrid(f"cross-attention at step {step} (last layer, mean of heads)",
+                                         rows, cols, values))
 
 
 class TrainView:
@@ -97,15 +177,13 @@ class TrainView:
 
     def start(self, start) -> None:
         """start: transformer_cli.training.RunStart."""
-        import json
-
         self.err.print(f"[bold]{'resuming' if start.step else 'training'}[/] preset {start.preset} on {start.device}, "
                        f"{start.parameters:,} parameters, from step {start.step}; run directory {start.run_dir}")
-        self.err.print(json.dumps({"model": start.model_config.to_dict(), "training": start.train_config.to_dict()},
-                                  indent=2), markup=False, highlight=False)
+        self.err.print(config_summary(start.model_config, start.train_config), markup=False, highlight=False)
+        self.err.print(f"(the whole configuration: {start.run_dir / 'config.json'})", style="dim", highlight=False)
         max_steps = start.train_config.max_steps
-        self.display = (LiveDisplay(self.out, max_steps, start.step) if self.out.is_terminal
-                        else PlainDisplay(self.out, max_steps))
+        self.display = (LiveDisplay(self.out, max_steps, start.step, start.train_config.max_time)
+                        if self.out.is_terminal else PlainDisplay(self.out, max_steps))
         self.display.__enter__()
 
     def update(self, event: dict) -> None:

@@ -95,7 +95,23 @@ class RunHooks(OneProcess):
         metrics = {"loss": loss, "nll": nll, "ppl": perplexity(nll), "bleu": bleu, "chrf": chrf}
         metrics["score"] = -loss if self.cfg.metric == "loss" else metrics[self.cfg.metric]
         metrics["samples"] = list(zip(self.srcs[:3], self.refs[:3], hyps[:3]))
+        metrics["attention"] = self.attention_sample()
         return metrics
+
+    @torch.no_grad()
+    def attention_sample(self) -> dict:
+        """The last layer's cross-attention (mean of the heads) of one fixed validation sentence,
+        teacher-forced on the model's greedy output: the map the live view redraws at each validation.
+        {"src": source tokens, "out": output tokens (</s> last), "weights": rows out x src}."""
+        batch = next(iter(self.valid.rows_batches(self.sample_rows[:1])))
+        src = batch.src[:1].to(self.device)
+        src = src[:, : int((src[0] != self.model.config.pad_id).sum())]
+        out = greedy_search(self.model, src, BOS_ID, EOS_ID)[0].without_eos(EOS_ID)
+        _, maps = self.model(src, torch.tensor([[BOS_ID] + out], device=self.device), return_attention=True)
+        weights = maps.cross[-1].weights[0].float().mean(0)  # (out + 1, src)
+        piece_src, piece_tgt = self.toks.src.id_to_token, self.toks.tgt.id_to_token
+        return {"src": [piece_src(i) if i != EOS_ID else "</s>" for i in src[0].tolist()],
+                "out": [piece_tgt(i) for i in out] + ["</s>"], "weights": weights.double().tolist()}
 
     def checkpoint(self, state: TrainState, is_best: bool) -> None:
         checkpoints = self.run_dir / "checkpoints"
@@ -114,7 +130,8 @@ class RunHooks(OneProcess):
 
     def log(self, event: dict) -> None:
         with open(self.run_dir / METRICS_FILE, "a") as f:
-            f.write(json.dumps({k: v for k, v in event.items() if k != "samples"}, ensure_ascii=False) + "\n")
+            f.write(json.dumps({k: v for k, v in event.items() if k not in ("samples", "attention")},
+                               ensure_ascii=False) + "\n")
         if self.tensorboard is not None:
             for k, v in event.items():
                 if isinstance(v, float):

@@ -280,3 +280,53 @@ def test_max_time_flag(cli, demo_data, tmp_path):
     assert json.loads((run / "config.json").read_text())["training"]["max_time"] == 5400.0
     for bad in ("forty minutes", "m", "-5m", "1m1h"):
         assert_one_line_error(cli(*train_args(demo_data, tmp_path / "r2", "--max-time", bad)), "--max-time")
+
+
+def test_dashboard_eta_sparklines_and_attention_map():
+    import io
+
+    from rich.console import Console
+
+    from cli.train_display import LiveDisplay, config_summary, sparkline
+    from transformer.config import ModelConfig
+    from transformer.trainer import TrainConfig
+
+    assert sparkline([1, 2, 3]) == "▁▅█" and sparkline([5, 5]) == "▁▁" and sparkline([]) == ""
+    summary = config_summary(ModelConfig(src_vocab_size=100, tgt_vocab_size=100), TrainConfig(max_time=600))
+    assert len(summary.splitlines()) == 2 and "d_model 512" in summary and "0:10:00" in summary
+    buf = io.StringIO()
+    console = Console(file=buf, force_terminal=True, width=100, color_system=None)
+    with LiveDisplay(console, max_steps=1000, start_step=0, max_time=2400) as display:
+        for s in range(1, 11):  # 50 steps a minute from step 50 on: 500 steps left = 10 minutes
+            display.update({"event": "train", "step": 50 * s, "epoch": 0, "loss": 6 - 0.4 * s, "nll": 2.0,
+                            "lr": 1e-3 * s, "tokens_per_s": 5000.0, "elapsed": 60.0 * s})
+        assert display.eta_text == "ETA 0:10:00 (max steps)"
+        display.update({"event": "eval", "step": 500, "epoch": 0, "loss": 2.0, "nll": 1.5, "ppl": 4.5, "bleu": 12.3,
+                        "chrf": 40.0, "best_step": 500, "is_best": True, "samples": [],
+                        "attention": {"src": ["▁Ein", "▁Hund", "</s>"], "out": ["▁A", "▁dog", "</s>"],
+                                      "weights": [[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.0, 0.3, 0.7]]}})
+    text = buf.getvalue()
+    assert "█▇▆▆▅▄▃▃▂▁" in text and "▁▂▃▃▄▅▆▆▇█" in text  # loss falls, learning rate rises
+    assert "cross-attention at step 500" in text and "0.80" in text and "▁Hund" in text
+    with LiveDisplay(console, max_steps=10**6, start_step=0, max_time=120) as display:
+        display.update({"event": "train", "step": 1, "epoch": 0, "loss": 1.0, "nll": 1.0, "lr": 1.0,
+                        "tokens_per_s": 1.0, "elapsed": 30.0})
+        display.update({"event": "train", "step": 2, "epoch": 0, "loss": 1.0, "nll": 1.0, "lr": 1.0,
+                        "tokens_per_s": 1.0, "elapsed": 60.0})
+        assert display.eta_text == "ETA 0:01:00 (max time)"
+
+
+def test_validation_events_carry_a_cross_attention_map(demo_data, tmp_path):
+    from transformer_cli import TrainRequest, train
+
+    events = []
+    train(TrainRequest(tmp_path / "run", demo_data, preset="tiny",
+                       training={"max_steps": 4, "eval_every": 2, "eval_samples": 4, "threads": 1}),
+          on_event=events.append)
+    maps = [e["attention"] for e in events if e["event"] == "eval"]
+    assert len(maps) == 2
+    for a in maps:
+        assert a["src"][-1] == "</s>" and a["out"][-1] == "</s>"
+        assert len(a["weights"]) == len(a["out"]) and all(len(r) == len(a["src"]) for r in a["weights"])
+        assert all(abs(sum(r) - 1) < 1e-4 for r in a["weights"])
+    assert "attention" not in (tmp_path / "run" / "metrics.jsonl").read_text()
