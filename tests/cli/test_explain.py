@@ -173,12 +173,19 @@ def test_command_renders_every_section_and_json(cli, model_dir):
     data = json.loads(cli("explain", "--model", model_dir, SENTENCE, "--format", "json").stdout)
     assert data["source"] == SENTENCE and data["gradients"] is None
     assert set(data) >= {"embeddings", "positions", "attention", "masked", "cross", "residual", "output", "parallel"}
+    # the rendered panels show the computed numbers (the same model, deterministic sections)
+    worked, cell = data["attention"]["worked"], data["positions"]["cell"]
+    text = result.stdout
+    assert f"= {worked['dot']:.3f}; ÷ √d_k = √{data['attention']['d_k']}" in text and f"→ {worked['score']:.3f}" in text
+    assert f"= {cell['value']:.4f}" in text and data["translation"].split()[0] in text
+    assert "-inf" in text and f"{data['embeddings']['scale']:.4g}" in text
 
 
 @pytest.mark.parametrize("args,message", [
     (["--layer", "9"], "--layer 9 does not exist"),
     (["--head", "0"], "--head"),
     (["--format", "xml"], "--format must be table or json"),
+    (["--beam-size", "0"], "--beam-size"),
 ])
 def test_errors_are_one_line(cli, model_dir, args, message):
     result = cli("explain", "--model", model_dir, SENTENCE, *args)
@@ -208,3 +215,10 @@ def test_beam_trace_follows_the_search(model_dir):
             assert total == pytest.approx(sums[prefix] + lp, abs=1e-5)
     statuses = [c[4] for step in b.steps for c in step.candidates]
     assert statuses.count("finished") >= len(b.finished)  # the list is the best of all that finished
+
+
+def test_missing_model_and_empty_sentence(cli, tmp_path):
+    result = cli("explain", "--model", str(tmp_path / "nope"), SENTENCE)
+    assert result.exit_code != 0 and "model directory not found" in result.stderr and "Traceback" not in result.stderr
+    result = cli("explain", "--model", str(tmp_path), "   ")
+    assert result.exit_code != 0 and "empty sentence" in result.stderr
