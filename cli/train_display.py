@@ -74,20 +74,25 @@ def config_summary(model, training) -> str:
 
 
 class Eta:
-    """Time left under whichever stopping rule comes first: steps at the rate measured since this
-    process started, or --max-time."""
+    """Time left under whichever stopping rule comes first: --max-steps and --max-epochs at the rates
+    (steps, batches) measured since this process started, or --max-time."""
 
-    def __init__(self, max_steps: int, max_time: float) -> None:
+    def __init__(self, max_steps: int, max_time: float, max_epochs: int = 0, batches_per_epoch: int = 0) -> None:
         self.max_steps, self.max_time = max_steps, max_time
-        self.first: tuple[int, float] | None = None  # (step, elapsed) of the first event seen
+        self.epoch_batches = max_epochs * batches_per_epoch  # 0: no epoch limit (or unknown)
+        self.batches_per_epoch = batches_per_epoch
+        self.first: tuple[int, int, float] | None = None  # (step, batches, elapsed) of the first event seen
 
-    def update(self, step: int, elapsed: float) -> tuple[float, str] | None:
+    def update(self, step: int, elapsed: float, epoch: int = 0, batch_in_epoch: int = 0) -> tuple[float, str] | None:
+        batches = epoch * self.batches_per_epoch + batch_in_epoch
         if self.first is None:
-            self.first = (step, elapsed)
+            self.first = (step, batches, elapsed)
         rules = []
-        done_steps, spent = step - self.first[0], elapsed - self.first[1]
-        if done_steps > 0 and spent > 0:
-            rules.append(((self.max_steps - step) * spent / done_steps, "max steps"))
+        spent = elapsed - self.first[2]
+        if step > self.first[0] and spent > 0:
+            rules.append(((self.max_steps - step) * spent / (step - self.first[0]), "max steps"))
+        if self.epoch_batches and batches > self.first[1] and spent > 0:
+            rules.append(((self.epoch_batches - batches) * spent / (batches - self.first[1]), "max epochs"))
         if self.max_time:
             rules.append((self.max_time - elapsed, "max time"))
         return min(rules) if rules else None
@@ -97,9 +102,10 @@ class LiveDisplay:
     """The dashboard: progress with a working ETA, loss / learning-rate / validation-BLEU sparklines,
     tokens/s, the latest samples and the cross-attention map of one validation sentence."""
 
-    def __init__(self, console: Console, max_steps: int, start_step: int, max_time: float = 0.0) -> None:
+    def __init__(self, console: Console, max_steps: int, start_step: int, max_time: float = 0.0,
+                 max_epochs: int = 0, batches_per_epoch: int = 0) -> None:
         self.console = console
-        self.eta = Eta(max_steps, max_time)
+        self.eta = Eta(max_steps, max_time, max_epochs, batches_per_epoch)
         self.eta_text = "ETA -:--:--"
         self.progress = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[eta]}"), console=console)
@@ -123,7 +129,8 @@ class LiveDisplay:
             self.train = event
             self.losses.append(event["loss"])
             self.lrs.append(event["lr"])
-            eta = self.eta.update(event["step"], event.get("elapsed", 0.0))
+            eta = self.eta.update(event["step"], event.get("elapsed", 0.0), event.get("epoch", 0),
+                                  event.get("batch_in_epoch", 0))
             if eta is not None:
                 self.eta_text = f"ETA {clock(eta[0])} ({eta[1]})"
         elif event["event"] == "eval":
@@ -182,7 +189,9 @@ class TrainView:
         self.err.print(config_summary(start.model_config, start.train_config), markup=False, highlight=False)
         self.err.print(f"(the whole configuration: {start.run_dir / 'config.json'})", style="dim", highlight=False)
         max_steps = start.train_config.max_steps
-        self.display = (LiveDisplay(self.out, max_steps, start.step, start.train_config.max_time)
+        cfg = start.train_config
+        self.display = (LiveDisplay(self.out, max_steps, start.step, cfg.max_time, cfg.max_epochs,
+                                    start.batches_per_epoch)
                         if self.out.is_terminal else PlainDisplay(self.out, max_steps))
         self.display.__enter__()
 

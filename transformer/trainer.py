@@ -209,7 +209,8 @@ def _epoch(model, optimizer, cfg: TrainConfig, state: TrainState, hooks: Hooks, 
             now = time.perf_counter()
             hooks.log({"event": "train", "step": state.step, "epoch": state.epoch, "loss": stats.loss,
                        "nll": stats.nll, "lr": lr, "grad_norm": stats.grad_norm,
-                       "tokens_per_s": window[0] / max(now - window[1], 1e-9), "elapsed": state.elapsed})
+                       "tokens_per_s": window[0] / max(now - window[1], 1e-9), "elapsed": state.elapsed,
+                       "batch_in_epoch": state.batch_in_epoch})
             window[:] = [0, now]
         if state.step % cfg.eval_every == 0:
             _validate(hooks, state)

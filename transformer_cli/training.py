@@ -48,6 +48,7 @@ class RunStart:
     device: str
     parameters: int
     step: int  # 0 for a new run, the checkpoint's step for a resumed one
+    batches_per_epoch: int = 0  # training batches in one epoch (all processes together)
 
 
 @dataclass
@@ -175,7 +176,7 @@ def _start_and_fit(run_dir: Path, plan: _Plan, world: ddp.World, device, on_star
     scaler = grad_scaler(device, cfg.precision)
     state = _write_and_resume(run_dir, plan, world, device, model, optimizer, scaler, warn)
     on_start(RunStart(run_dir, plan.name, model_config, cfg, str(device),
-                      sum(p.numel() for p in model.parameters()), state.step))
+                      sum(p.numel() for p in model.parameters()), state.step, len(data[0].plan(cfg.seed, state.epoch))))
     tensorboard = rd.open_tensorboard(run_dir, cfg.tensorboard, warn) if world.is_main else None
     hooks = rd.RunHooks(run_dir, model, optimizer, cfg, plan.toks, *data, device, on_event, tensorboard,
                         plan.run_id, scaler)

@@ -314,6 +314,11 @@ def test_dashboard_eta_sparklines_and_attention_map():
         display.update({"event": "train", "step": 2, "epoch": 0, "loss": 1.0, "nll": 1.0, "lr": 1.0,
                         "tokens_per_s": 1.0, "elapsed": 60.0})
         assert display.eta_text == "ETA 0:01:00 (max time)"
+    with LiveDisplay(console, max_steps=10**6, start_step=0, max_epochs=2, batches_per_epoch=100) as display:
+        for s, (epoch, batch) in enumerate([(0, 10), (0, 60)], start=1):  # 50 batches a minute, 140 left
+            display.update({"event": "train", "step": s, "epoch": epoch, "loss": 1.0, "nll": 1.0, "lr": 1.0,
+                            "tokens_per_s": 1.0, "elapsed": 60.0 * s, "batch_in_epoch": batch})
+        assert display.eta_text == "ETA 0:02:48 (max epochs)"
 
 
 def test_validation_events_carry_a_cross_attention_map(demo_data, tmp_path):
