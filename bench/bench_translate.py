@@ -40,8 +40,9 @@ def exported(translator, fmt: str, out: Path, quantization: str | None = None) -
     return out
 
 
-def ct2_translate(engine, translator, ids, groups, beam, a, b) -> list[list[int]]:
-    """CTranslate2 on the same batches; its limit per batch is a * longest source + b, like ours."""
+def ct2_translate(engine, translator, ids, batch_tokens, beam, a, b) -> list[list[int]]:
+    """CTranslate2 on our batches; its limit per batch is a * longest source + b, like ours."""
+    groups = translator.batches(ids, batch_tokens)
     vocab = [translator.toks.src.id_to_token(i) for i in range(translator.toks.src.get_vocab_size())]
     out: list[list[int]] = [[] for _ in ids]
     for group in groups:
@@ -54,7 +55,8 @@ def ct2_translate(engine, translator, ids, groups, beam, a, b) -> list[list[int]
     return out
 
 
-def hf_translate(hf, translator, ids, groups, beam, a, b, alpha) -> list[list[int]]:
+def hf_translate(hf, translator, ids, batch_tokens, beam, a, b, alpha) -> list[list[int]]:
+    groups = translator.batches(ids, batch_tokens)
     out: list[list[int]] = [[] for _ in ids]
     for group in groups:
         src = translator.tensor([ids[g] for g in group])
@@ -127,27 +129,22 @@ def one_pass(args) -> None:
     translator = load_run(args.model, precision="bf16" if args.engine == "ours bfloat16" else "fp32")
     lines = read(TEST_DE, args.sentences)
     ids = translator.encode(lines)
-    groups = translator.batches(ids, args.batch_tokens)
     if args.engine.startswith("ours"):
         options = SearchOptions(args.beam, 1, ALPHA, A, B, args.batch_tokens)
-        run = lambda part: [r.ids for r in translator.translate([lines[i] for i in part], options)]  # noqa: E731
+        run = lambda n: [r.ids for r in translator.translate(lines[:n], options)]  # noqa: E731
     elif args.engine.startswith("CTranslate2"):
         import ctranslate2
 
         engine = ctranslate2.Translator(str(args.exports / f"ct2-{args.engine.split()[1]}"), device="cpu",
                                         inter_threads=1, intra_threads=args.threads)
-        run = lambda part: ct2_translate(engine, translator, [ids[i] for i in part],  # noqa: E731
-                                         translator.batches([ids[i] for i in part], args.batch_tokens),
-                                         args.beam, A, B)
+        run = lambda n: ct2_translate(engine, translator, ids[:n], args.batch_tokens, args.beam, A, B)  # noqa: E731
     else:
         from transformers import MarianMTModel
 
         hf = MarianMTModel.from_pretrained(args.exports / "hf").eval()
-        run = lambda part: hf_translate(hf, translator, [ids[i] for i in part],  # noqa: E731
-                                        translator.batches([ids[i] for i in part], args.batch_tokens),
-                                        args.beam, A, B, ALPHA)
-    run(list(range(16)))  # warm-up
-    outputs, seconds = timed(lambda: run(list(range(len(lines)))))
+        run = lambda n: hf_translate(hf, translator, ids[:n], args.batch_tokens, args.beam, A, B, ALPHA)  # noqa: E731
+    run(16)  # warm-up
+    outputs, seconds = timed(lambda: run(len(lines)))
     args.out.write_text(json.dumps({"seconds": seconds, "outputs": outputs}))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import unicodedata
+from dataclasses import replace
 from pathlib import Path
 
 from cli import console
@@ -101,19 +102,18 @@ def show_compare(result, mine: list[AttentionGrid], theirs: list[AttentionGrid],
         if diff:
             values = [[None if x is None or y is None else y - x for x, y in zip(ra, rb)]
                       for ra, rb in zip(a.values, b.values)]
-            grid = AttentionGrid(f"{a.title} · {their_label} − {mine_label}", a.row_tokens, a.col_tokens, values,
-                                 signed=True)
+            grid = replace(a, title=f"{a.title} · {their_label} − {mine_label}", values=values, is_scores=False,
+                           signed=True)
             for table in fit_tables(grid, out.width):
                 out.print(table)
             continue
-        pair = [attention_table(AttentionGrid(f"{label} · {g.title}", g.row_tokens, g.col_tokens, g.values,
-                                              g.is_scores)) for label, g in ((mine_label, a), (their_label, b))]
+        labelled = [replace(g, title=f"{label} · {g.title}") for label, g in ((mine_label, a), (their_label, b))]
+        pair = [attention_table(g) for g in labelled]
         if all(out.measure(t).maximum * 2 + 2 <= out.width for t in pair):
             out.print(side_by_side(pair))
         else:
-            for label, g in ((mine_label, a), (their_label, b)):
-                for table in fit_tables(AttentionGrid(f"{label} · {g.title}", g.row_tokens, g.col_tokens,
-                                                      g.values, g.is_scores), out.width):
+            for g in labelled:
+                for table in fit_tables(g, out.width):
                     out.print(table)
 
 

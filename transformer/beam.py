@@ -34,8 +34,7 @@ def beam_search(model: Transformer, src: torch.Tensor, bos_id: int, eos_id: int,
     limits = output_limits(src, model.config.pad_id, max_len_a, max_len_b, model.config.max_len)  # (batch,)
     cache, _ = model.encode(src)  # one memory row per sentence
     finished: list[list[Hypothesis]] = [[] for _ in range(src.size(0))]
-    search = _Search(k, eos_id, alpha, torch.arange(src.size(0), device=device), limits)
-    search.trace = trace
+    search = _Search(k, eos_id, alpha, torch.arange(src.size(0), device=device), limits, trace)
     last = torch.full((src.size(0), 1), bos_id, dtype=torch.long, device=device)  # one prefix (<s>) each
     for step in itertools.count():
         logits, _, _ = model.decode(last, cache)  # (sentences * width, 1, vocab)
@@ -52,7 +51,6 @@ class StepTrace:
     step: int  # 0-based: the candidates end at output position step + 1
     sentences: list[int]
     prefixes: list[list[list[int]]]  # [sentence row][beam] the live prefixes' tokens
-    prefix_scores: list[list[float]]  # [sentence row][beam] their sum of log-probs
     candidates: list[list[tuple[int, int, float, float, str]]]  # [row]: (beam, token, log p, sum, status)
     # status: "kept" (goes on), "finished" (ended with </s> or at the limit), "pruned" (not among the kept)
 
@@ -61,9 +59,9 @@ class _Search:
     """The live prefixes of the sentences still searching: `width` rows per sentence (1 before the
     first step, then k), row i * width + b being beam b of sentence i."""
 
-    def __init__(self, k: int, eos_id: int, alpha: float, sentences: torch.Tensor, limits: torch.Tensor) -> None:
-        self.k, self.eos_id, self.alpha = k, eos_id, alpha
-        self.trace: Callable[[StepTrace], None] | None = None
+    def __init__(self, k: int, eos_id: int, alpha: float, sentences: torch.Tensor, limits: torch.Tensor,
+                 trace: Callable[[StepTrace], None] | None = None) -> None:
+        self.k, self.eos_id, self.alpha, self.trace = k, eos_id, alpha, trace
         self.sentences = sentences  # (n,) original index of each sentence still searching
         self.limits = limits  # (batch,) output length limit of every sentence
         self.scores = torch.zeros(sentences.numel(), 1, device=sentences.device)  # (n, width) sum log p
@@ -97,12 +95,12 @@ class _Search:
         picked = going & (going.cumsum(dim=1) <= self.k)  # the first k that go on
         if self.trace is not None:
             self._report(step, width, beam, tok, tok_lp, top_scores, alive, finishing, picked)
+        if bool(done.all()):
+            return None
         order = (~picked).to(torch.uint8).argsort(dim=1, stable=True)[:, : self.k]  # picked first, by rank
         rows = torch.arange(n, device=logp.device)[:, None] * width + beam.gather(1, order)  # (n, k)
         scores = top_scores.gather(1, order).masked_fill(~picked.gather(1, order), float("-inf"))  # dead beams
         new_tok, new_lp = tok.gather(1, order), tok_lp.gather(1, order)
-        if bool(done.all()):
-            return None
         stay = None
         if bool(done.any()):
             stay = (~done).nonzero().squeeze(1)  # (n',) the sentences that go on
@@ -119,8 +117,7 @@ class _Search:
         status = [["finished" if f else "kept" if p else "pruned" for f, p, a in zip(fr, pr, ar) if a]
                   for fr, pr, ar in zip(finishing.tolist(), picked.tolist(), alive.tolist())]
         rows = [list(zip(*cols)) for cols in zip(beam.tolist(), tok.tolist(), tok_lp.tolist(), scores.tolist(), status)]
-        self.trace(StepTrace(step, self.sentences.tolist(), self.tokens.view(len(rows), width, -1).tolist(),
-                             self.scores.tolist(), rows))
+        self.trace(StepTrace(step, self.sentences.tolist(), self.tokens.view(len(rows), width, -1).tolist(), rows))
 
     def _finish(self, finishing: torch.Tensor, beam: torch.Tensor, tok: torch.Tensor, scores: torch.Tensor,
                 tok_lp: torch.Tensor, width: int, step: int, finished: list[list[Hypothesis]]) -> None:

@@ -121,6 +121,7 @@ class BeamStep:
 @dataclass(frozen=True)
 class Finished:
     text: str
+    ids: list[int]  # the output tokens, </s> last when it ended
     length: int  # |Y|, </s> counted
     logprob: float  # sum of log p
     lp: float  # ((5 + |Y|) / 6) ** alpha
@@ -173,9 +174,13 @@ def explain(translator: Translator, text: str, layer: int = 0, head: int = 0, di
     model.eval()
     src_ids = translator.encode([text.strip()])[0] + [EOS_ID]
     src = torch.tensor([src_ids], device=translator.device)
-    options = SearchOptions(beam_size=beam_size)
-    result = translator.translate([text], options)[0]  # the translation the sections below follow
-    produced = result.ids + ([EOS_ID] if result.tokens and result.tokens[-1] == "</s>" else [])  # </s> if it ended
+    beam = _beam_trace(translator, src, SearchOptions(beam_size=beam_size)) if beam_size > 1 else None
+    if beam is not None:  # the translation the sections below follow: the search's winner
+        translation, produced = beam.finished[0].text, beam.finished[0].ids
+    else:
+        result = translator.translate([text], SearchOptions(beam_size=1))[0]
+        translation = result.text
+        produced = result.ids + ([EOS_ID] if result.tokens and result.tokens[-1] == "</s>" else [])  # </s> if it ended
     tgt_in = torch.tensor([[BOS_ID] + produced[:-1]], device=translator.device)  # teacher forcing: shifted right
     src_tok = [translator.toks.src.id_to_token(i) for i in src_ids[:-1]] + ["</s>"]
     out_tok = [translator.toks.tgt.id_to_token(i) if i != EOS_ID else "</s>" for i in produced]
@@ -184,17 +189,19 @@ def explain(translator: Translator, text: str, layer: int = 0, head: int = 0, di
     embeddings = _embeddings(model, src, src_tok, dims)
     positions = _positions(model, src, dims)
     logits, maps = model(src, tgt_in, return_attention=True)
+    x = _encoder_input(model, src, layer)
+    attention, sublayer_out = _self_attention(model, x, layer, head, dims)
     return Explanation(
-        source=text.strip(), translation=result.text, d_model=c.d_model, n_heads=c.n_heads,
+        source=text.strip(), translation=translation, d_model=c.d_model, n_heads=c.n_heads,
         layers=(c.n_encoder_layers, c.n_decoder_layers), embeddings=embeddings, positions=positions,
-        attention=_self_attention(model, src, layer, head, dims),
+        attention=attention,
         masked=_masked(maps.decoder[layer].scores[0, head], maps.decoder[layer].weights[0, head], tgt_tok),
         cross=_cross(maps.cross[layer].weights[0, head], out_tok, src_tok),
-        residual=_residual(model, src, layer, src_tok, dims),
+        residual=_residual(model, x, sublayer_out, layer, src_tok, dims),
         output=_output(logits[0], out_tok, translator, top),
         parallel=_parallel(model, src, tgt_in),
         gradients=layer_gradients(model, src, tgt_in, torch.tensor([produced], device=src.device)) if gradients else None,
-        beam=_beam_trace(translator, src, options) if beam_size > 1 else None,
+        beam=beam,
     )
 
 
@@ -210,8 +217,9 @@ def _beam_trace(translator: Translator, src: torch.Tensor, o: SearchOptions) -> 
 
     trace = [BeamStep(s.step + 1, [(text(s.prefixes[0][b]), piece(t) if t != EOS_ID else "</s>", lp, total, status)
                                    for b, t, lp, total, status in s.candidates[0]]) for s in steps]
-    finished = [Finished(decode(translator.toks.tgt, h.without_eos(EOS_ID)), len(h.tokens), sum(h.token_logprobs),
-                         length_penalty(len(h.tokens), o.length_penalty), h.score) for h in nbest]
+    finished = [Finished(decode(translator.toks.tgt, h.without_eos(EOS_ID)), h.tokens, len(h.tokens),
+                         sum(h.token_logprobs), length_penalty(len(h.tokens), o.length_penalty), h.score)
+                for h in nbest]
     return BeamTrace(o.beam_size, o.length_penalty, trace, finished)
 
 
@@ -234,17 +242,18 @@ def _positions(model: Transformer, src: torch.Tensor, dims: int) -> Positions:
                      summed=rows(summed, dims))
 
 
-def _encoder_input(model: Transformer, src: torch.Tensor, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The input of encoder layer `layer` (batch of one) and the source mask, run layer by layer."""
+def _encoder_input(model: Transformer, src: torch.Tensor, layer: int) -> torch.Tensor:
+    """The input of encoder layer `layer` (1, len, d_model), run layer by layer (one sentence: no padding)."""
     mask = (src != model.config.pad_id)[:, None, None, :]
     x = model.positions(model.src_embed(src))
     for enc in model.encoder.layers[:layer]:
         x, _ = enc(x, mask)
-    return x, mask
+    return x
 
 
-def _self_attention(model: Transformer, src: torch.Tensor, layer: int, head: int, dims: int) -> SelfAttention:
-    x, mask = _encoder_input(model, src, layer)
+def _self_attention(model: Transformer, x: torch.Tensor, layer: int, head: int, dims: int
+                    ) -> tuple[SelfAttention, torch.Tensor]:
+    """The section for encoder layer `layer` whose input is x, and the sub-layer's output (1, len, d_model)."""
     block = model.encoder.layers[layer]
     attn = block.self_attn
     h = block.attn_residual.input(x)
@@ -252,15 +261,15 @@ def _self_attention(model: Transformer, src: torch.Tensor, layer: int, head: int
     scores = q @ k.transpose(-2, -1) / math.sqrt(attn.d_k)  # (heads, len, len); no padding in one sentence
     weights = torch.softmax(scores, dim=-1)
     heads_out = weights @ v  # (heads, len, d_k)
-    concat = heads_out.transpose(0, 1).reshape(src.size(1), -1)  # (len, heads * d_k)
+    concat = heads_out.transpose(0, 1).reshape(x.size(1), -1)  # (len, heads * d_k)
     projected = attn.out_proj(concat)  # Concat(head_1..head_h) W^O + b
-    i, j = 0, min(1, src.size(1) - 1)
+    i, j = 0, min(1, x.size(1) - 1)
     dot = float(q[head, i] @ k[head, j])
     worked = {"query": i, "key": j, "dot": dot, "sqrt_d_k": math.sqrt(attn.d_k), "score": dot / math.sqrt(attn.d_k)}
     return SelfAttention(layer=layer, head=head, d_k=attn.d_k, q=rows(q[head], dims), k=rows(k[head], dims),
                          v=rows(v[head], dims), worked=worked, scores=rows(scores[head]), weights=rows(weights[head]),
                          output=rows(heads_out[head], dims), heads_top=weights.argmax(-1).tolist(),
-                         concat_width=concat.size(1), projected=rows(projected, dims))
+                         concat_width=concat.size(1), projected=rows(projected, dims)), projected[None]
 
 
 def _masked(scores: torch.Tensor, weights: torch.Tensor, tokens: list[str]) -> MaskedAttention:
@@ -274,13 +283,12 @@ def _cross(weights: torch.Tensor, out_tokens: list[str], src_tokens: list[str]) 
                           top=list(zip(best.indices.tolist(), best.values.double().tolist())))
 
 
-def _residual(model: Transformer, src: torch.Tensor, layer: int, tokens: list[str], dims: int) -> ResidualNorm:
-    """The attention sub-layer's residual + LayerNorm of encoder layer `layer`, and its feed-forward."""
-    x, mask = _encoder_input(model, src, layer)
+def _residual(model: Transformer, x: torch.Tensor, out: torch.Tensor, layer: int, tokens: list[str],
+              dims: int) -> ResidualNorm:
+    """The residual + LayerNorm around encoder layer `layer`'s attention (input x, sub-layer output
+    `out`), and its feed-forward."""
     block = model.encoder.layers[layer]
     res = block.attn_residual
-    h = res.input(x)
-    out, _ = block.self_attn(h, block.self_attn.project_kv(h), mask)
     before = x + out if not res.pre_norm else x  # post-norm normalises x + Sublayer(x); pre-norm normalises x
     after = res.norm(before)
     steps = [NormStep(t, float(b.mean()), float(b.var(unbiased=False)), float(a.mean()), float(a.var(unbiased=False)))

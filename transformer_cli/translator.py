@@ -239,12 +239,10 @@ def load_other(spec: str, run_dir: str | Path, device: str = "cpu") -> Translato
     one of run_dir's checkpoints ('step-N'). Refused unless it reads and writes the same tokens."""
     path = Path(spec)
     if (path / "config.json").is_file():
-        other = load_run(path, device, pack=False)
-    elif (path / MODEL_FILE).is_file() and (path / "state.json").is_file():
-        other = load_run(path.parent.parent, device, pack=False, checkpoint=str(path))
-    else:
-        other = load_run(run_dir, device, pack=False, checkpoint=spec)
-    return other
+        return load_run(path, device, pack=False)
+    if (path / MODEL_FILE).is_file() and (path / "state.json").is_file():
+        return load_run(path.parent.parent, device, pack=False, checkpoint=str(path))
+    return load_run(run_dir, device, pack=False, checkpoint=spec)
 
 
 def check_comparable(a: Translator, b: Translator, label: str) -> None:
