@@ -14,8 +14,8 @@ PRESETS: dict[str, dict[str, dict]] = {
     "small": {
         "model": {"d_model": 256, "n_heads": 8, "d_ff": 1024, "n_encoder_layers": 3, "n_decoder_layers": 3,
                   "dropout": 0.1, "max_len": 512},
-        "training": {"max_tokens": 4096, "warmup": 1000, "lr_factor": 1.0, "eval_every": 500,
-                     "max_steps": 6000},
+        "training": {"max_tokens": 4096, "warmup": 500, "lr_factor": 1.0, "eval_every": 200,
+                     "max_steps": 6000, "precision": "auto", "average_last": 5},
     },
     # the paper's base model
     "base": {

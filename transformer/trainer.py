@@ -29,7 +29,8 @@ class TrainConfig:
     beta2: float = 0.98  # Adam beta_2
     adam_eps: float = 1e-9  # Adam epsilon
     clip_norm: float = 1.0  # gradient clipping by global norm; 0 = off
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 with a gradient scaler)
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 with a gradient scaler) | auto (bf16
+    # where the hardware computes it natively, else fp32: resolved by each process at start)
     compile: bool = False  # torch.compile the model for training (pays on CUDA, not on this CPU)
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 0  # torch intra-op threads; 0 = torch's default
@@ -60,7 +61,7 @@ class TrainConfig:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.lr <= 0 or self.lr_factor <= 0:
             raise ValueError("lr and lr_factor must be > 0")
-        choices = {"schedule": ("noam", "inverse_sqrt", "constant"), "precision": ("fp32", "bf16", "fp16"),
+        choices = {"schedule": ("noam", "inverse_sqrt", "constant"), "precision": ("fp32", "bf16", "fp16", "auto"),
                    "device": ("auto", "cpu", "cuda"), "metric": METRICS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

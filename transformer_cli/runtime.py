@@ -23,6 +23,24 @@ def pick_device(name: str):
     return torch.device(name)
 
 
+def native_bf16(device) -> bool:
+    """Whether the device multiplies bfloat16 matrices in hardware: a CUDA GPU that supports it, or a CPU
+    with AVX-512 BF16 or AMX (elsewhere torch emulates bfloat16 and it is slower than float32)."""
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's own CPUID probes
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
+def resolve_precision(precision: str, device) -> str:
+    """A training precision as run on `device`: "auto" is bf16 where it is native, else fp32."""
+    if precision != "auto":
+        return precision
+    return "bf16" if native_bf16(device) else "fp32"
+
+
 def set_threads(n: int) -> None:
     """Torch intra-op threads; 0 keeps torch's default."""
     check_range("--threads", n, 0, MAX_THREADS)

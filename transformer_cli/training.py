@@ -21,7 +21,7 @@ from transformer_cli import train_config as tc
 from transformer_cli.errors import RunError, os_error_message
 from transformer_cli.metrics import best_from_metrics, plot_curves
 from transformer_cli.run_lock import RunLock, is_empty_run_dir
-from transformer_cli.runtime import pick_device, set_threads
+from transformer_cli.runtime import pick_device, resolve_precision, set_threads
 
 
 @dataclass(frozen=True)
@@ -169,7 +169,7 @@ def _write_and_resume(run_dir: Path, plan: _Plan, world: ddp.World, device, mode
 def _start_and_fit(run_dir: Path, plan: _Plan, world: ddp.World, device, on_start, on_event, should_stop,
                    warn) -> TrainResult:
     """Model and optimizer first; only then is anything written into the run directory (by rank 0)."""
-    cfg, model_config = plan.cfg, plan.model_config
+    cfg, model_config = replace(plan.cfg, precision=resolve_precision(plan.cfg.precision, device)), plan.model_config
     set_threads(cfg.threads)
     data = rd.load_training_data(plan.data_dir, cfg)
     model, optimizer = rd.build(model_config, cfg, device)

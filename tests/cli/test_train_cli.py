@@ -335,3 +335,38 @@ def test_validation_events_carry_a_cross_attention_map(demo_data, tmp_path):
         assert len(a["weights"]) == len(a["out"]) and all(len(r) == len(a["src"]) for r in a["weights"])
         assert all(abs(sum(r) - 1) < 1e-4 for r in a["weights"])
     assert "attention" not in (tmp_path / "run" / "metrics.jsonl").read_text()
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_is_bf16_only_where_the_hardware_has_it(cli, demo_data, tmp_path, monkeypatch, native):
+    """--precision auto is stored as asked (a resume decides again on its own machine) and trains in
+    bf16 where bf16 is native, float32 elsewhere (emulated bf16 would be slower than float32)."""
+    from transformer import trainer
+    from transformer_cli import runtime
+
+    monkeypatch.setattr(runtime, "native_bf16", lambda device: native)
+    seen = []
+    monkeypatch.setattr(trainer, "train_step", _recording(seen, trainer.train_step))
+    result = cli(*train_args(demo_data, tmp_path / "r", "--max-steps", "2", "--eval-every", "2",
+                             "--precision", "auto"))
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["training"]["precision"] == "auto"
+    assert set(seen) == {"bf16" if native else "fp32"}
+    assert ("bf16" if native else "fp32") in " ".join(result.output.split())
+
+
+def _recording(seen, train_step):
+    def step(model, optimizer, group, lr, label_smoothing, clip_norm, precision, scaler=None):
+        seen.append(precision)
+        return train_step(model, optimizer, group, lr, label_smoothing, clip_norm, precision, scaler)
+    return step
+
+
+def test_cpu_bf16_probe_follows_torch():
+    from transformer_cli.runtime import native_bf16, resolve_precision
+
+    cpu = torch.device("cpu")
+    expected = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert native_bf16(cpu) == expected
+    assert resolve_precision("auto", cpu) == ("bf16" if expected else "fp32")
+    assert resolve_precision("fp16", cpu) == "fp16" and resolve_precision("fp32", cpu) == "fp32"
