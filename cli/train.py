@@ -21,7 +21,7 @@ def register(app: typer.Typer) -> None:
         out: Optional[Path] = O(None, "--out", "-o", help="Run directory (an existing one is resumed)."),
         resume: Optional[Path] = O(None, "--resume", help="Continue the run in this directory."),
         preset: Optional[str] = O(None, "--preset", help="tiny | small | base | big (default small)."),
-        config: Optional[Path] = O(None, "--config", help="TOML or YAML file: preset, [model], [training]."),
+        config: Optional[Path] = O(None, "--config", help=r"TOML or YAML file: preset, \[model], \[training]."),
         d_model: Optional[int] = O(None, "--d-model", rich_help_panel="Model"),
         n_heads: Optional[int] = O(None, "--heads", rich_help_panel="Model"),
         d_ff: Optional[int] = O(None, "--d-ff", rich_help_panel="Model"),

@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
         inputs: Optional[List[Path]] = O(None, "--input", "-i", help="Input file (repeatable); default stdin."),
         output: Optional[Path] = O(None, "--output", "-o", help="Output file; default stdout."),
         beam_size: int = O(5, "--beam-size", "-b", help="1 = greedy."),
-        length_penalty: float = O(0.6, "--length-penalty", help="GNMT alpha: score = log P / ((5+|Y|)/6)^alpha."),
+        length_penalty: float = O(1.0, "--length-penalty", help="GNMT alpha: score = log P / ((5+|Y|)/6)^alpha."),
         max_len_a: float = O(1.5, "--max-len-a", help="Output length limit a * source length + b."),
         max_len_b: int = O(10, "--max-len-b"),
         n_best: int = O(1, "--n-best", help="Hypotheses per sentence (jsonl output)."),

@@ -14,6 +14,13 @@ def test_help_lists_commands(cli):
         assert command in result.stdout
 
 
+def test_help_keeps_square_brackets(cli):
+    """rich would read `[model]` in a help string as markup and drop it; the help escapes it."""
+    result = cli("train", "--help")
+    assert result.exit_code == 0
+    assert "[model]" in result.stdout and "[training]" in result.stdout
+
+
 def test_unexpected_errors_are_one_line(monkeypatch, capsys):
     import pytest
 
