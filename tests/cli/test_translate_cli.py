@@ -164,3 +164,17 @@ def test_bf16_precision(cli, model_dir):
     result = cli("translate", "--model", model_dir, "--precision", "bf16", "-b", "2", input="I am a student.\n\n")
     assert result.exit_code == 0, result.stderr
     assert result.stdout.count("\n") == 2
+
+
+def test_cli_search_defaults_are_the_library_defaults():
+    """`translate`'s flags default to SearchOptions' defaults (the recipe chosen on validation)."""
+    import typer
+
+    from cli.main import app
+    from transformer_cli import SearchOptions
+
+    command = typer.main.get_command(app).commands["translate"]
+    flags = {p.name: p.default for p in command.params}
+    library = SearchOptions()
+    for name in ("beam_size", "n_best", "length_penalty", "max_len_a", "max_len_b", "batch_tokens"):
+        assert flags[name] == getattr(library, name), name
