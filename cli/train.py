@@ -42,7 +42,8 @@ def register(app: typer.Typer) -> None:
         lr: Optional[float] = O(None, "--lr", help="Peak rate (inverse_sqrt, constant).", rich_help_panel="Training"),
         warmup: Optional[int] = O(None, "--warmup", rich_help_panel="Training"),
         clip_norm: Optional[float] = O(None, "--clip-norm", rich_help_panel="Training"),
-        precision: Optional[str] = O(None, "--precision", help="fp32 | bf16 | fp16 (fp16 with a loss scaler) | auto (bf16 where the hardware has it)",
+        precision: Optional[str] = O(None, "--precision", help="fp32 | bf16 | fp16 (fp16 with a loss scaler) | "
+                                     "auto (bf16 where the hardware has it)",
                                      rich_help_panel="Training"),
         compile: Optional[bool] = O(None, "--compile/--no-compile", help="torch.compile the model (CUDA).",
                                     rich_help_panel="Training"),

@@ -169,7 +169,8 @@ def _write_and_resume(run_dir: Path, plan: _Plan, world: ddp.World, device, mode
 def _start_and_fit(run_dir: Path, plan: _Plan, world: ddp.World, device, on_start, on_event, should_stop,
                    warn) -> TrainResult:
     """Model and optimizer first; only then is anything written into the run directory (by rank 0)."""
-    cfg, model_config = replace(plan.cfg, precision=resolve_precision(plan.cfg.precision, device)), plan.model_config
+    cfg = replace(plan.cfg, precision=resolve_precision(plan.cfg.precision, device))  # "auto" -> bf16 | fp32
+    model_config = plan.model_config
     set_threads(cfg.threads)
     data = rd.load_training_data(plan.data_dir, cfg)
     model, optimizer = rd.build(model_config, cfg, device)
