@@ -34,37 +34,43 @@ else
 fi
 
 mkdir -p "$OUT"
-score() {  # split search-name translate-flags...
+ROWS=()
+translate() {  # split search-name translate-flags...: writes $OUT/split.TGT (reference) and split.name.TGT
   local split=$1 name=$2; shift 2
-  local ref="$OUT/$split.$TGT" hyp="$OUT/$split.$name.$TGT"
-  gzip -dc "$DATA/$split.$TGT.gz" > "$ref"
+  gzip -dc "$DATA/$split.$TGT.gz" > "$OUT/$split.$TGT"
   local start=$SECONDS
-  gzip -dc "$DATA/$split.$SRC.gz" | "$CLI" translate --model "$RUN" "$@" > "$hyp"
-  local secs=$((SECONDS - start))
-  local bleu lc chrf
-  bleu=$("$BIN/sacrebleu" "$ref" -i "$hyp" -m bleu -b -w 2)
-  lc=$("$BIN/sacrebleu" "$ref" -i "$hyp" -m bleu -lc -b -w 2)
-  chrf=$("$BIN/sacrebleu" "$ref" -i "$hyp" -m chrf -b -w 2)
-  printf '| %s | %s | %s | %s | %s | %s s |\n' "$split" "$name" "$bleu" "$lc" "$chrf" "$secs"
+  gzip -dc "$DATA/$split.$SRC.gz" | "$CLI" translate --model "$RUN" "$@" > "$OUT/$split.$name.$TGT"
+  ROWS+=("$split" "$name" "$((SECONDS - start))")
 }
+translate val beam-default
+translate test_2016_flickr beam-default
+translate test_2016_flickr greedy --beam-size 1
 
-"$BIN/python" - "$RUN" <<'EOF'
-import json, sys
+"$BIN/python" - "$RUN" "$TGT" "${ROWS[@]}" <<'EOF'
+import json
+import sys
 from pathlib import Path
-run = Path(sys.argv[1])
-events = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if l.strip()]
-evals = [e for e in events if e["event"] == "eval"]
-trains = [e for e in events if e["event"] == "train"]
-last, best = evals[-1], max(evals, key=lambda e: e["bleu"])
-cfg = json.loads((run / "config.json").read_text())["training"]
-print(f"{run}: {last['step']:,} steps in {trains[-1]['elapsed'] / 60:.1f} min of training, epoch {last['epoch']}; "
-      f"validation BLEU (greedy, {cfg['eval_samples'] or 'all'} sentences) last {last['bleu']:.2f}, "
+
+from sacrebleu.metrics import BLEU, CHRF
+
+from transformer_cli.metrics import best_from_metrics, read_metrics
+
+run, tgt, rows = Path(sys.argv[1]), sys.argv[2], sys.argv[3:]
+events = read_metrics(run)[0]
+last = [e for e in events if e["event"] == "eval"][-1]
+elapsed = [e for e in events if e["event"] == "train"][-1]["elapsed"]
+best = best_from_metrics(run)
+samples = json.loads((run / "config.json").read_text())["training"]["eval_samples"]
+print(f"{run}: {last['step']:,} steps in {elapsed / 60:.1f} min of training, epoch {last['epoch']}; "
+      f"validation BLEU (greedy, {samples or 'all'} sentences) last {last['bleu']:.2f}, "
       f"best {best['bleu']:.2f} at step {best['step']:,}")
+print("| split | search | BLEU | BLEU lowercased | chrF | time |\n|---|---|---|---|---|---|")
+metrics = {"bleu": BLEU(), "lc": BLEU(lowercase=True), "chrf": CHRF()}
+for split, name, secs in zip(rows[::3], rows[1::3], rows[2::3]):
+    refs, hyps = ((run / "scores" / f).read_text(encoding="utf-8").splitlines()
+                  for f in (f"{split}.{tgt}", f"{split}.{name}.{tgt}"))
+    s = {key: metric.corpus_score(hyps, [refs]).score for key, metric in metrics.items()}
+    print(f"| {split} | {name} | {s['bleu']:.2f} | {s['lc']:.2f} | {s['chrf']:.2f} | {secs} s |")
+print(f"BLEU signature: {metrics['bleu'].get_signature()}")
+print(f"chrF signature: {metrics['chrf'].get_signature()}")
 EOF
-echo "| split | search | BLEU | BLEU lowercased | chrF | time |"
-echo "|---|---|---|---|---|---|"
-score val beam-default
-score test_2016_flickr beam-default
-score test_2016_flickr greedy --beam-size 1
-echo "BLEU signature: $("$BIN/sacrebleu" "$OUT/test_2016_flickr.$TGT" -i "$OUT/test_2016_flickr.beam-default.$TGT" -m bleu | "$BIN/python" -c 'import json,sys; print(json.load(sys.stdin)["signature"])')"
-echo "chrF signature: $("$BIN/sacrebleu" "$OUT/test_2016_flickr.$TGT" -i "$OUT/test_2016_flickr.beam-default.$TGT" -m chrf | "$BIN/python" -c 'import json,sys; print(json.load(sys.stdin)["signature"])')"

@@ -22,6 +22,7 @@ import sacrebleu
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from transformer.checkpoint import MODEL_FILE, average_weights  # noqa: E402
+from transformer_cli.metrics import best_from_metrics  # noqa: E402
 from transformer_cli.run_dir import own_checkpoints  # noqa: E402
 from transformer_cli.translator import SearchOptions, load_run  # noqa: E402
 
@@ -52,8 +53,7 @@ def main() -> None:
     sources, refs = read(args.data / f"{args.split}.{src}.gz"), read(args.data / f"{args.split}.{tgt}.gz")
     translator = load_run(args.run, pack=False)
     checkpoints = own_checkpoints(args.run, config["run_id"])
-    events = [json.loads(line) for line in (args.run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    best_step = max((e for e in events if e["event"] == "eval"), key=lambda e: e["score"])["step"]
+    best_step = best_from_metrics(args.run)["step"]
     variants = {f"mean of last {n} ({', '.join(c.name[5:].lstrip('0') for c in checkpoints[-n:])})":
                 [c / MODEL_FILE for c in checkpoints[-n:]] for n in range(1, len(checkpoints) + 1)}
     best = [c for c in checkpoints if int(c.name[5:]) == best_step]

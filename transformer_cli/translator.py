@@ -36,7 +36,8 @@ class SearchOptions:
 
     beam_size: int = 5  # hypotheses kept per step; 1 = greedy
     n_best: int = 1  # hypotheses returned per sentence (Translation.nbest)
-    length_penalty: float = 1.0  # GNMT alpha (1.0 chosen on Multi30k validation, bench/RESULTS.md): ranked by log P / ((5 + |Y|) / 6)^alpha
+    length_penalty: float = 1.0  # GNMT alpha: ranked by log P / ((5 + |Y|) / 6)^alpha (1.0: best on
+    # Multi30k validation, bench/RESULTS.md)
     max_len_a: float = 1.5  # at most max_len_a * source length + max_len_b output tokens
     max_len_b: int = 10
     batch_tokens: int = 4000  # source tokens per batch
