@@ -94,7 +94,7 @@ def logit_gap(translator, hf, lines: list[str], outputs) -> float:
     """Largest |logit difference| between ours and the exported Marian model, teacher-forced."""
     gap = 0.0
     for text, out in zip(lines, outputs):
-        src = translator.tensor(translator.encode([text]))
+        src = translator.tensor(translator.encode([text]).ids)
         tgt = torch.tensor([[2] + out])
         with torch.no_grad():
             mine = translator.model(src, tgt)[0]
@@ -104,11 +104,10 @@ def logit_gap(translator, hf, lines: list[str], outputs) -> float:
 
 
 def bleu(translator, outputs: list[list[int]], refs: list[str]) -> float:
-    import sacrebleu
-
     from data.tokenizer import decode
+    from transformer_cli.scoring import score
 
-    return sacrebleu.corpus_bleu([decode(translator.toks.tgt, o) for o in outputs], [refs]).score
+    return score([decode(translator.toks.tgt, o) for o in outputs], refs).bleu
 
 
 ENGINES = ("ours float32", "ours bfloat16", "CTranslate2 float32", "CTranslate2 int8", "HF Marian")
@@ -128,7 +127,7 @@ def one_pass(args) -> None:
     reuse_freed_memory()  # as `translate` does
     translator = load_run(args.model, precision="bf16" if args.engine == "ours bfloat16" else "fp32")
     lines = read(TEST_DE, args.sentences)
-    ids = translator.encode(lines)
+    ids = translator.encode(lines).ids
     if args.engine.startswith("ours"):
         options = SearchOptions(args.beam, 1, ALPHA, A, B, args.batch_tokens)
         run = lambda n: [r.ids for r in translator.translate(lines[:n], options)]  # noqa: E731

@@ -51,9 +51,8 @@ import json
 import sys
 from pathlib import Path
 
-from sacrebleu.metrics import BLEU, CHRF
-
 from transformer_cli.metrics import best_from_metrics, read_metrics
+from transformer_cli.scoring import score
 
 run, tgt, rows = Path(sys.argv[1]), sys.argv[2], sys.argv[3:]
 events = read_metrics(run)[0]
@@ -65,12 +64,11 @@ print(f"{run}: {last['step']:,} steps in {elapsed / 60:.1f} min of training, epo
       f"validation BLEU (greedy, {samples or 'all'} sentences) last {last['bleu']:.2f}, "
       f"best {best['bleu']:.2f} at step {best['step']:,}")
 print("| split | search | BLEU | BLEU lowercased | chrF | time |\n|---|---|---|---|---|---|")
-metrics = {"bleu": BLEU(), "lc": BLEU(lowercase=True), "chrf": CHRF()}
 for split, name, secs in zip(rows[::3], rows[1::3], rows[2::3]):
     refs, hyps = ((run / "scores" / f).read_text(encoding="utf-8").splitlines()
                   for f in (f"{split}.{tgt}", f"{split}.{name}.{tgt}"))
-    s = {key: metric.corpus_score(hyps, [refs]).score for key, metric in metrics.items()}
-    print(f"| {split} | {name} | {s['bleu']:.2f} | {s['lc']:.2f} | {s['chrf']:.2f} | {secs} s |")
-print(f"BLEU signature: {metrics['bleu'].get_signature()}")
-print(f"chrF signature: {metrics['chrf'].get_signature()}")
+    s = score(hyps, refs)
+    print(f"| {split} | {name} | {s.bleu:.2f} | {s.bleu_lowercase:.2f} | {s.chrf:.2f} | {secs} s |")
+print(f"BLEU signature: {s.bleu_signature}")
+print(f"chrF signature: {s.chrf_signature}")
 EOF

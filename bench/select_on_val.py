@@ -17,12 +17,12 @@ import sys
 import time
 from pathlib import Path
 
-import sacrebleu
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from transformer.checkpoint import MODEL_FILE, average_weights  # noqa: E402
 from transformer_cli.metrics import best_from_metrics  # noqa: E402
+from transformer_cli.scoring import score as score_texts  # noqa: E402
 from transformer_cli.run_dir import own_checkpoints  # noqa: E402
 from transformer_cli.translator import SearchOptions, load_run  # noqa: E402
 
@@ -36,7 +36,8 @@ def score(translator, sources: list[str], refs: list[str], beam: int, alpha: flo
     start = time.perf_counter()
     hyps = [t.text for t in translator.translate(sources, SearchOptions(beam_size=beam, length_penalty=alpha))]
     seconds = time.perf_counter() - start
-    return sacrebleu.corpus_bleu(hyps, [refs]).score, sacrebleu.corpus_chrf(hyps, [refs]).score, seconds
+    scores = score_texts(hyps, refs)
+    return scores.bleu, scores.chrf, seconds
 
 
 def main() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import unicodedata
 from dataclasses import replace
 from pathlib import Path
@@ -12,62 +11,29 @@ from cli import console
 from cli.errors import UserError
 from cli.render import (AttentionGrid, alignment_table, attention_table, fit_tables, heads_summary_table,
                         side_by_side)
+from transformer.files import Output
+from transformer_cli import maps
 from transformer_cli.plots import new_figure
-from transformer_cli.translator import align_words, word_index
+from transformer_cli.translator import word_alignment
 
 TITLES = {"encoder": "encoder self-attention", "decoder": "masked decoder self-attention",
           "cross": "cross-attention (output ← source)"}
 
 
-def axes(result, kind: str) -> tuple[list[str], list[str]]:
-    """(row tokens, column tokens) of a kind of map."""
-    if kind == "encoder":
-        return result.src_tokens, result.src_tokens
-    if kind == "decoder":
-        return result.tgt_in_tokens, result.tgt_in_tokens
-    return result.out_tokens, result.src_tokens  # row t holds the attention that produced output t
-
-
-def records(result, kind: str):
-    return {"encoder": result.maps.encoder, "decoder": result.maps.decoder, "cross": result.maps.cross}[kind]
-
-
-def matrix(record, head, use_scores: bool):
-    """(query, key) tensor for one head or the mean over heads; None where masked."""
-    data = (record.scores if use_scores else record.weights)[0]  # (heads, query, key)
-    masked = (record.weights[0] == 0) & record.scores[0].isneginf()
-    if head == "mean":
-        values, mask = data.masked_fill(masked, 0).mean(0), masked.all(0)
-        if use_scores:
-            values = data.masked_fill(masked, 0).sum(0) / (~masked).sum(0).clamp(min=1)
-    else:
-        values, mask = data[head], masked[head]
-    return [[None if m else float(v) for v, m in zip(vr, mr)] for vr, mr in zip(values.tolist(), mask.tolist())]
-
-
-def selected(result, kinds, layer_choice, heads):
-    """(kind, layer, head, record, row tokens, column tokens) for every requested map."""
-    for kind in kinds:
-        rows, cols = axes(result, kind)
-        for layer in layer_choice[kind]:
-            record = records(result, kind)[layer]
-            for head in (["mean"] if heads == "mean" else heads):
-                yield kind, layer, head, record, rows, cols
-
-
 def grids(result, kinds, layer_choice, heads, scores: bool, max_tokens: int) -> list[AttentionGrid]:
+    """A titled grid for each selected map (weights, and the scores after them when asked)."""
     out = []
-    for kind, layer, head, record, rows, cols in selected(result, kinds, layer_choice, heads):
-        head_name = "mean of heads" if head == "mean" else f"head {head + 1}"
+    for view in maps.select(result, kinds, layer_choice, heads):
+        head_name = "mean of heads" if view.head == "mean" else f"head {view.head + 1}"
         for use_scores in ([False, True] if scores else [False]):
-            values = matrix(record, head, use_scores)
-            r, c, note = rows, cols, ""
+            values = view.scores if use_scores else view.weights
+            r, c, note = view.rows, view.columns, ""
             if max_tokens and (len(r) > max_tokens or len(c) > max_tokens):
                 note = f" (first {max_tokens} tokens ▸)"
                 r, c = r[:max_tokens], c[:max_tokens]
                 values = [row[:max_tokens] for row in values[:max_tokens]]
             what = "scores QKᵀ/√d_k" if use_scores else "weights"
-            out.append(AttentionGrid(f"{TITLES[kind]} · layer {layer + 1} · {head_name} · {what}{note}",
+            out.append(AttentionGrid(f"{TITLES[view.kind]} · layer {view.layer + 1} · {head_name} · {what}{note}",
                                      r, c, values, is_scores=use_scores))
     return out
 
@@ -86,9 +52,9 @@ def show(result, grid_list, heads_side_by_side: bool, heads_summary: bool, align
         for table in fit_tables(g, out.width):
             out.print(table)
     if heads_summary:
-        out.print(heads_summary_table(summary_rows(result, kinds, layer_choice)))
+        out.print(heads_summary_table(maps.head_summary(result, kinds, layer_choice)))
     if align:
-        out.print(alignment_table(alignment(result)))
+        out.print(alignment_table(word_alignment(result)))
 
 
 def show_compare(result, mine: list[AttentionGrid], theirs: list[AttentionGrid], mine_label: str,
@@ -100,10 +66,8 @@ def show_compare(result, mine: list[AttentionGrid], theirs: list[AttentionGrid],
     out.print(f"[bold]translation[/] {result.translation}  (both models read this output)", highlight=False)
     for a, b in zip(mine, theirs):
         if diff:
-            values = [[None if x is None or y is None else y - x for x, y in zip(ra, rb)]
-                      for ra, rb in zip(a.values, b.values)]
-            grid = replace(a, title=f"{a.title} · {their_label} − {mine_label}", values=values, is_scores=False,
-                           signed=True)
+            grid = replace(a, title=f"{a.title} · {their_label} − {mine_label}",
+                           values=maps.difference(a.values, b.values), is_scores=False, signed=True)
             for table in fit_tables(grid, out.width):
                 out.print(table)
             continue
@@ -117,50 +81,11 @@ def show_compare(result, mine: list[AttentionGrid], theirs: list[AttentionGrid],
                     out.print(table)
 
 
-def summary_rows(result, kinds, layer_choice):
-    from transformer.analysis import head_stats
-
-    rows = []
-    for kind in kinds:
-        _, cols = axes(result, kind)
-        for layer in layer_choice[kind]:
-            weights = records(result, kind)[layer].weights[0]
-            for h in range(weights.size(0)):
-                s = head_stats(weights[h])
-                rows.append((kind, layer + 1, h + 1, s, cols[s.top_key]))
-    return rows
-
-
-def alignment(result) -> list[tuple[str, str, float]]:
-    """(output word, source word, weight) from the last layer's cross-attention."""
-    src_pieces, out_pieces = result.src_tokens[:-1], result.out_tokens[:-1]
-    src_text, out_text = words_of(src_pieces), words_of(out_pieces)
-    return [(out_text[o], src_text[s], w)
-            for o, s, w in align_words(result.maps.cross[-1].weights[0], src_pieces, out_pieces)]
-
-
-def words_of(pieces: list[str]) -> list[str]:
-    words: list[str] = []
-    for p, w in zip(pieces, word_index(pieces)):
-        if w == len(words):
-            words.append(p.lstrip("▁"))
-        else:
-            words[w] += p
-    return words
-
-
-def write_json(result, kinds, layer_choice, heads, output: Path | None) -> None:
-    maps = [{"kind": kind, "layer": layer + 1, "head": head if head == "mean" else head + 1,
-             "rows": rows, "columns": cols, "weights": matrix(record, head, False),
-             "scores": matrix(record, head, True)}
-            for kind, layer, head, record, rows, cols in selected(result, kinds, layer_choice, heads)]
-    doc = {"source": result.source, "translation": result.translation, "source_tokens": result.src_tokens,
-           "target_input_tokens": result.tgt_in_tokens, "output_tokens": result.out_tokens, "maps": maps}
-    text = json.dumps(doc, ensure_ascii=False)
-    if output:
-        output.write_text(text + "\n")
-    else:
-        sys.stdout.write(text + "\n")
+def write_json(result, kinds, layer_choice, heads, output) -> None:
+    """The maps as inspect-attention's JSON document, to `output` (a path, '-' or None: stdout)."""
+    text = json.dumps(maps.document(result, maps.select(result, kinds, layer_choice, heads)), ensure_ascii=False)
+    with Output(output or "-") as f:
+        f.write(text + "\n")
 
 
 CJK_FONTS = ("Noto Sans CJK KR", "NanumGothic", "Noto Sans CJK JP", "Noto Sans CJK SC", "Source Han Sans")
@@ -208,4 +133,5 @@ def write_png(grid_list, output: Path) -> None:
             ax.set_yticks(range(len(g.row_tokens)), g.row_tokens, fontsize=7)
             ax.set_title(g.title, fontsize=8)
         fig.tight_layout()
-        fig.savefig(output, dpi=110)
+        with Output(output, binary=True) as f:  # written beside and renamed (or in place: a device, a pipe)
+            fig.savefig(f, dpi=110, format="png")

@@ -9,8 +9,25 @@ import typer
 
 from transformer_cli.errors import RunError as UserError  # noqa: F401 - the library's error, one line here
 
+RENAMED = {"alpha": "--length-penalty", "fmt": "--format", "out_dir": "--out", "output": "--output",
+           "inputs": "--input", "run_dir": "--model"}  # library parameters whose flag has another name
 
-def fail(message: str, code: int = 1) -> NoReturn:
-    """Print `error: message` on stderr and exit with `code`."""
+
+def flag(param: str) -> str:
+    """The command line's name for a library parameter: beam_size -> --beam-size."""
+    return RENAMED.get(param, "--" + param.replace("_", "-"))
+
+
+def fail(error: BaseException | str, code: int = 1) -> NoReturn:
+    """Print `error: message` on stderr (library parameters named as flags) and exit with `code`."""
+    message = error.worded(flag) if hasattr(error, "worded") else str(error)
     print(f"error: {message}", file=sys.stderr)
     raise typer.Exit(code)
+
+
+def interruption(e: KeyboardInterrupt) -> tuple[str, int]:
+    """How a stop request is worded, and its exit code: SIGTERM is ('terminated', 143), Ctrl-C
+    ('interrupted', 130), as a shell reports a process that a signal ended."""
+    from transformer_cli.errors import Terminated
+
+    return ("terminated", 143) if isinstance(e, Terminated) else ("interrupted", 130)

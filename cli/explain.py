@@ -31,16 +31,16 @@ def register(app: typer.Typer) -> None:
         try:
             run(sentence, model, layer, head, dims, gradients, fmt, beam_size)
         except UserError as e:
-            fail(str(e))
+            fail(e)
 
 
 def run(sentence: str | None, model: Path, layer: int, head: int, dims: int, gradients: bool, fmt: str,
         beam_size: int = 1) -> None:
     if fmt not in ("table", "json"):
         raise UserError(f"--format must be table or json, got {fmt!r}")
-    check_range("--layer", layer, 1, 1000)
-    check_range("--head", head, 1, 1000)
-    check_range("--dims", dims, 1, 64)
+    check_range("layer", layer, 1, 1000)
+    check_range("head", head, 1, 1000)
+    check_range("dims", dims, 1, 64)
     check_decoding(beam_size)
     text, invalid = read_sentence(sentence)
     if invalid:
@@ -48,7 +48,12 @@ def run(sentence: str | None, model: Path, layer: int, head: int, dims: int, gra
     from transformer_cli import load_run
     from transformer_cli.explain import explain
 
-    result = explain(load_run(model, pack=False), text, layer - 1, head - 1, dims, beam_size, gradients)
+    translator = load_run(model, pack=False)
+    check_in_model(translator.model.config, layer, head)
+    result = explain(translator, text, layer - 1, head - 1, dims, beam_size, gradients)
+    if result.truncated:
+        print(f"warning: the sentence is longer than {translator.max_src_tokens} tokens and was truncated",
+              file=sys.stderr)
     if fmt == "json":
         import dataclasses
         import json
@@ -60,3 +65,12 @@ def run(sentence: str | None, model: Path, layer: int, head: int, dims: int, gra
 
     for section in explain_view.sections(result, out.width - 4):
         out.print(section)
+
+
+def check_in_model(config, layer: int, head: int) -> None:
+    """--layer and --head (1-based) exist in the model (the library counts from 0)."""
+    layers = min(config.n_encoder_layers, config.n_decoder_layers)
+    if layer > layers:
+        raise UserError(f"--layer {layer} does not exist: the model has layers 1-{layers}")
+    if head > config.n_heads:
+        raise UserError(f"--head {head} does not exist: the model has heads 1-{config.n_heads}")

@@ -28,5 +28,5 @@ def register(app: typer.Typer) -> None:
         try:
             done = export(model, format, out, quantization, overwrite)
         except UserError as e:
-            fail(str(e))
+            fail(e)
         print(f"wrote {done} ({format}); see {done / 'README.md'} for how to use it")

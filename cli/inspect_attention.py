@@ -12,7 +12,7 @@ import typer
 from cli.errors import UserError, fail
 from transformer_cli.runtime import check_decoding, check_range
 from data.errors import DataError
-from data.textfiles import check_output_file, decode_argument, decode_line
+from data.textfiles import BOM, check_output_file, decode_argument, decode_line
 
 O = typer.Option
 KINDS = ("encoder", "decoder", "cross")
@@ -44,7 +44,7 @@ def register(app: typer.Typer) -> None:
             run(InspectJob(sentence, model, target, beam_size, kind, layer, head, scores, heads_summary, align,
                            max_tokens, fmt, output, device, checkpoint, compare, diff))
         except UserError as e:
-            fail(str(e))
+            fail(e)
 
 
 @dataclass(frozen=True)
@@ -87,11 +87,13 @@ def parse_choice(value: str, name: str, count: int, words: tuple[str, ...]) -> l
 
 
 def read_sentence(sentence: str | None) -> tuple[str, bool]:
-    """The sentence argument, or the first line of stdin; (text, True if invalid UTF-8 was replaced)."""
+    """The sentence argument, or the first line of stdin (a byte-order mark dropped); (text, True if
+    invalid UTF-8 was replaced)."""
     if sentence is not None:
         text, invalid = decode_argument(sentence)
-    elif not sys.stdin.isatty():
-        text, invalid = decode_line(sys.stdin.buffer.readline())
+        text = text.removeprefix("\ufeff")
+    elif sys.stdin is not None and not sys.stdin.isatty():
+        text, invalid = decode_line(sys.stdin.buffer.readline().removeprefix(BOM))
     else:
         text, invalid = "", False
     if not text.strip():
@@ -110,13 +112,15 @@ def check_flags(job: InspectJob) -> None:
         raise UserError("--diff needs --compare OTHER")
     if job.fmt == "png" and job.output is None:
         raise UserError("--format png needs --output FILE.png")
+    if job.fmt == "table" and job.output is not None:
+        raise UserError("--output is for --format json or png; tables are printed (redirect them with >)")
     check_decoding(job.beam_size)
-    check_range("--max-tokens", job.max_tokens, 0, 1_000_000)
+    check_range("max_tokens", job.max_tokens, 0, 1_000_000)
     if job.output is not None:
         try:
             check_output_file(job.output)
         except DataError as e:
-            raise UserError(str(e)) from None
+            raise UserError.wrap(e) from None
 
 
 def run(job: InspectJob) -> None:
@@ -139,19 +143,20 @@ def run(job: InspectJob) -> None:
                     for k, n in layers_by_kind.items() if k in kinds}
     heads = parse_choice(job.head, "head", config.n_heads, ("mean",))
     result = translator.inspect(text, target, job.beam_size)
+    if result.truncated:
+        print(f"warning: the sentence is longer than {translator.max_src_tokens} tokens and was truncated",
+              file=sys.stderr)
     if job.compare:
-        return compare(job, translator, result, text, kinds, layer_choice, heads)
+        return compare(job, translator, result, kinds, layer_choice, heads)
     show(job, result, kinds, layer_choice, heads, config.n_heads)
 
 
-def compare(job: InspectJob, translator, result, text: str, kinds, layer_choice, heads) -> None:
+def compare(job: InspectJob, translator, result, kinds, layer_choice, heads) -> None:
     """The same maps of a second model, teacher-forced on this model's output so the grids align."""
     from cli import attention_view as view
-    from transformer_cli.translator import check_comparable, load_other
+    from transformer_cli.maps import compare as other_maps
 
-    other = load_other(job.compare, job.model, job.device)
-    check_comparable(translator, other, job.compare)
-    theirs = other.inspect(text, target_ids=result.out_ids)
+    theirs = other_maps(translator, result, job.compare, job.model, job.device)
     mine_label = job.model.name + (f" @ {job.checkpoint}" if job.checkpoint else "")
     a = view.grids(result, kinds, layer_choice, heads, job.scores, job.max_tokens)
     b = view.grids(theirs, kinds, layer_choice, heads, job.scores, job.max_tokens)

@@ -5,8 +5,26 @@ from __future__ import annotations
 import sys
 
 import typer
+from typer.core import TyperGroup
 
 from transformer_cli import package_version
+
+
+class Stopped(Exception):
+    """Ctrl-C or SIGTERM carried past Typer (which would turn it into a silent exit 130) to main()."""
+
+    def __init__(self, interrupt: KeyboardInterrupt) -> None:
+        super().__init__("interrupted")
+        self.interrupt = interrupt
+
+
+class _Group(TyperGroup):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as e:
+            raise Stopped(e) from None
+
 
 app = typer.Typer(
     name="transformer-cli",
@@ -14,6 +32,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=_Group,
 )
 
 
@@ -52,6 +71,8 @@ def invoke() -> int | None:
         return app(standalone_mode=False)
     except typer.Abort:
         raise KeyboardInterrupt from None
+    except Stopped as e:
+        raise e.interrupt from None
     except Exception as e:  # noqa: BLE001 - Typer may vendor click, so its errors are matched by shape
         if not is_usage_error(e):
             raise
@@ -63,20 +84,47 @@ def invoke() -> int | None:
         sys.exit(2)
 
 
+def stop_on_sigterm() -> None:
+    """SIGTERM (docker stop, Kubernetes, Slurm, systemd; torchrun passes it on to its workers) raises
+    Terminated, a KeyboardInterrupt: whatever a command does on Ctrl-C (train saves a checkpoint,
+    translate keeps its .partial, prepare and export remove their temporary directory) it does on
+    SIGTERM too. A forked worker (a multiprocessing pool's) that inherits the handler dies of the
+    signal as it did before."""
+    import os
+    import signal
+
+    from transformer_cli.errors import Terminated
+
+    pid = os.getpid()
+
+    def terminate(signum, frame) -> None:
+        if os.getpid() != pid:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise Terminated
+
+    signal.signal(signal.SIGTERM, terminate)
+
+
 def main() -> None:
-    """Console entry point: a broken pipe (| head) ends quietly; Ctrl-C and file-system errors (disk
-    full, permission denied) are one line; an unexpected failure is one line too
-    (TRANSFORMER_CLI_DEBUG=1 shows the traceback)."""
+    """Console entry point: a broken pipe (| head) ends quietly; Ctrl-C (exit 130), SIGTERM (143) and
+    file-system errors (disk full, permission denied) are one line; an unexpected failure is one line
+    too (TRANSFORMER_CLI_DEBUG=1 shows the traceback)."""
     import os
 
+    from cli.errors import interruption
+
+    stop_on_sigterm()
     try:
         code = invoke()
     except BrokenPipeError:
         sys.stderr.close()
         sys.exit(1)
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        sys.exit(130)
+    except KeyboardInterrupt as e:
+        word, status = interruption(e)
+        print(f"error: {word}", file=sys.stderr)
+        sys.exit(status)
     except OSError as e:
         if os.environ.get("TRANSFORMER_CLI_DEBUG"):
             raise

@@ -8,14 +8,15 @@ from typing import Optional
 import typer
 
 from cli import console
-from cli.errors import fail
+from cli.errors import fail, interruption
 
 
 def register(app: typer.Typer) -> None:
     @app.command("prepare")
     def prepare_cli(
         dataset: str = typer.Option(..., "--dataset", "-d", help="demo, a directory ({split}.{lang}[.gz]), "
-                                    "a .tsv/.jsonl file, a prefix (PREFIX.de + PREFIX.en), or a hub name."),
+                                    "a .tsv/.jsonl file, a prefix (PREFIX.de + PREFIX.en), a datasets save_to_disk "
+                                    "directory, or a hub name."),
         src: Optional[str] = typer.Option(None, "--src", help="Source language code (demo: en)."),
         tgt: Optional[str] = typer.Option(None, "--tgt", help="Target language code (demo: ko)."),
         out: Path = typer.Option(..., "--out", "-o", help="Output directory."),
@@ -52,8 +53,9 @@ def register(app: typer.Typer) -> None:
             with stage_progress(console.err) as report:
                 manifest = prepare(opts, out, overwrite=overwrite, report=report)
         except DataError as e:
-            fail(str(e))
-        except KeyboardInterrupt:
-            fail(f"interrupted: {out} was left as it was", code=130)
+            fail(e)
+        except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: the hidden directory is already removed
+            word, code = interruption(e)
+            fail(f"{word}: {out} was left as it was", code=code)
         console.out.print(prepare_summary(manifest))
         console.out.print(f"wrote {out}")

@@ -9,7 +9,8 @@ from typing import Optional
 import typer
 
 from cli import console
-from cli.errors import UserError, fail
+from cli.errors import UserError, fail, interruption
+from transformer_cli.errors import Terminated
 
 O = typer.Option
 
@@ -81,7 +82,7 @@ def register(app: typer.Typer) -> None:
                 train_flags["max_time"] = parse_duration(max_time)
             run(data, out, resume, preset, config, model_flags, train_flags)
         except UserError as e:
-            fail(str(e))
+            fail(e)
 
 
 def run(data: Path | None, out: Path | None, resume: Path | None, preset: str | None, config: Path | None,
@@ -112,9 +113,10 @@ def run(data: Path | None, out: Path | None, resume: Path | None, preset: str | 
     if result.curves is None:
         err.print("note: install matplotlib (pip install 'transformer-cli[plot]') for curves.png", markup=False)
     if result.state.stop_reason == "interrupted":
-        err.print(f"interrupted: checkpoint saved; continue with transformer-cli train --resume {run_dir}",
+        word, code = interruption(stop.stopped_by())
+        err.print(f"{word}: checkpoint saved; continue with transformer-cli train --resume {run_dir}",
                   soft_wrap=True)
-        raise typer.Exit(130)
+        raise typer.Exit(code)
 
 
 def parse_duration(text: str) -> float:
@@ -134,23 +136,31 @@ def parse_duration(text: str) -> float:
 
 
 class StopFlag:
-    """First Ctrl-C asks training to checkpoint and stop after the current step; a second one aborts."""
+    """The first Ctrl-C or SIGTERM (docker stop, Slurm, systemd; torchrun passes it on to every rank)
+    asks training to checkpoint and stop after the current step; a second one aborts."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
-        self.requested = False
-        self.previous = None
+        self.signum: int | None = None  # the signal that asked to stop
+        self.previous: dict = {}
 
     def __enter__(self) -> "StopFlag":
-        self.previous = signal.signal(signal.SIGINT, self._handle)
+        self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         return self
 
     def _handle(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
+        if self.signum is not None:
+            raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+        self.signum = signum
 
     def __exit__(self, *exc) -> None:
-        signal.signal(signal.SIGINT, self.previous)
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
 
     def __call__(self) -> bool:
-        return self.requested
+        return self.signum is not None
+
+    def stopped_by(self) -> KeyboardInterrupt:
+        """The stop request as the exception the signal raises elsewhere (for its wording and exit code)."""
+        return Terminated() if self.signum == signal.SIGTERM else KeyboardInterrupt()

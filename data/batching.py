@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from data.errors import DataError
+from transformer.errors import named
 from data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 if TYPE_CHECKING:
@@ -107,8 +108,8 @@ class SplitBatches:
         self.widths = np.maximum(self.src.lengths, self.tgt.lengths) + 1
         longest = int(self.widths.max()) if self.size else 0
         if longest > max_tokens:
-            raise DataError(f"--max-tokens {max_tokens} is smaller than the longest pair "
-                            f"({longest} tokens with specials): use at least {longest}")
+            raise DataError(f"{named('max_tokens')} {max_tokens} is smaller than the longest pair "
+                            f"({longest} tokens with specials): use at least {longest}", "max_tokens")
 
     def plan(self, seed: int | None, epoch: int = 0) -> list[np.ndarray]:
         """Row indices of each batch. seed None: sorted by length, in order (evaluation)."""
@@ -152,6 +153,9 @@ def load_split(prepared: Path, split: str) -> "datasets.Dataset":
         dd = datasets.load_from_disk(str(prepared / "dataset"))
     except FileNotFoundError:
         raise DataError(f"{prepared}: no dataset/ directory (is this the output of 'prepare'?)") from None
+    except (ValueError, RecursionError, KeyError, TypeError) as e:  # its state.json / dataset_info.json
+        why = "nested too deeply" if isinstance(e, RecursionError) else str(e)[:100]
+        raise DataError(f"{prepared / 'dataset'}: unreadable dataset metadata ({why}); run 'prepare' again") from None
     if split not in dd:
         raise DataError(f"{prepared}: no '{split}' split (has {', '.join(dd)})")
     return dd[split]

@@ -1,8 +1,9 @@
 """Parallel corpora in, a datasets.DatasetDict of {"src", "tgt"} text pairs out.
 
 Sources: the demo corpus, a directory in the {split}.{lang}[.gz] layout, two parallel files given as
-a prefix (PREFIX.de + PREFIX.en), a TSV or JSONL file, or a Hugging Face Hub dataset. Local files go
-through Dataset.from_generator, which writes Arrow to disk as it reads, so nothing is held in lists.
+a prefix (PREFIX.de + PREFIX.en), a TSV or JSONL file, a directory saved by datasets' save_to_disk, or
+a Hugging Face Hub dataset. Local files go through Dataset.from_generator, which writes Arrow to disk
+as it reads, so nothing is held in lists.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import socket
 from dataclasses import dataclass, field
 from itertools import zip_longest
@@ -22,6 +24,7 @@ import datasets
 from data.demo import demo_splits
 from data.errors import DataError
 from data.textfiles import count_lines, read_lines
+from transformer.json_text import loads
 
 Report = Callable[[str, int, "int | None"], None]  # (stage, done, total)
 _FILE = re.compile(r"^(?P<split>.+?)\.(?P<lang>[A-Za-z][A-Za-z_-]{0,15})(?P<gz>\.gz)?$")
@@ -95,7 +98,7 @@ def _pairs_from_jsonl(path: str, src: str, tgt: str) -> Iterator[dict]:
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = loads(line)
         except json.JSONDecodeError as e:
             raise DataError(f"{p}: line {lineno} is not valid JSON ({e.msg})") from None
         pair = record.get("translation", record) if isinstance(record, dict) else None
@@ -241,6 +244,36 @@ def pairs_from_hub_layout(dd: datasets.DatasetDict, name: str, src: str, tgt: st
     return datasets.DatasetDict(out)
 
 
+def is_saved_dataset(directory: Path) -> bool:
+    """Whether `directory` was written by datasets' save_to_disk (a DatasetDict or one Dataset)."""
+    names = datasets.config
+    return (directory / names.DATASETDICT_JSON_FILENAME).is_file() or (
+        (directory / names.DATASET_STATE_JSON_FILENAME).is_file()
+        and (directory / names.DATASET_INFO_FILENAME).is_file())
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system, or links not allowed
+        shutil.copy2(src, dst)
+
+
+def load_saved(directory: Path, src: str, tgt: str, cache_dir: Path) -> tuple[datasets.DatasetDict, Source]:
+    """A save_to_disk directory in either hub layout (a translation column or language columns). It is
+    loaded from a linked copy in cache_dir: datasets writes the cache files of what follows beside the
+    data it maps, and the user's directory must stay as it was."""
+    copy = cache_dir / "saved"
+    shutil.copytree(directory, copy, copy_function=_link_or_copy)
+    try:
+        dd = datasets.load_from_disk(str(copy))
+    except Exception as e:  # noqa: BLE001 - a damaged save is one line that names it
+        raise DataError(f"{directory}: not a readable datasets save_to_disk directory ({str(e)[:100]})") from None
+    if not isinstance(dd, datasets.DatasetDict):
+        dd = datasets.DatasetDict({"train": dd})
+    return pairs_from_hub_layout(dd, str(directory), src, tgt), Source("saved dataset", str(directory))
+
+
 def load_hub(name: str, config: str | None, src: str, tgt: str, cache_dir: Path
              ) -> tuple[datasets.DatasetDict, Source]:
     if not hub_reachable():
@@ -273,6 +306,8 @@ def load_corpus(dataset: str, src: str, tgt: str, cache_dir: Path, config: str |
         raise DataError(f"--src and --tgt are both '{src}'")
     if dataset == "demo":
         return load_demo(src, tgt, seed)
+    if path.is_dir() and is_saved_dataset(path):
+        return load_saved(path, src, tgt, cache_dir)
     if path.is_dir():
         return load_directory(path, src, tgt, cache_dir, report)
     if path.is_file():

@@ -1,5 +1,7 @@
 """Errors a user's data can cause; messages name the file, the line or the count."""
 
+from transformer.errors import ParamError
 
-class DataError(ValueError):
-    """Bad input data or settings: the CLI shows the message as one line."""
+
+class DataError(ParamError):
+    """Bad input data or settings: the CLI shows the message as one line (parameters in its words)."""

@@ -12,19 +12,20 @@ import hashlib
 import json
 import math
 import os
-import platform
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
-import numpy as np
-import tokenizers
 
 from data.cleaning import SplitStats, encode_split, filter_split, usable
 from data.corpus import Report, Source, _no_report, load_corpus, local_inputs
 from data.errors import DataError
+from transformer.errors import named
 from data.tokenizer import Tokenizers, train_bpe
+from data.versions import library_versions
+from transformer.files import atomic_directory
+from transformer.json_text import loads
 
 DATASET_DIR = "dataset"
 MANIFEST = "prepare.json"
@@ -123,38 +124,39 @@ def write_split(raw: datasets.Dataset, split: str, toks: Tokenizers, opts: Prepa
 
 
 def check_options(opts: PrepareOptions) -> None:
-    numbers = {"--max-tokens": opts.max_tokens, "--max-ratio": opts.max_ratio, "--num-proc": opts.num_proc,
-               "--min-frequency": opts.min_frequency, "--vocab-size": opts.vocab_size}
-    for flag, value in numbers.items():
+    """The numbers of PrepareOptions (errors name the field)."""
+    for name in ("max_tokens", "max_ratio", "num_proc", "min_frequency", "vocab_size"):
+        value = getattr(opts, name)
         if not (math.isfinite(value) and value >= 1):
-            raise DataError(f"{flag} must be a number >= 1, got {value}")
+            raise DataError(f"{named(name)} must be a number >= 1, got {value}", name)
     if opts.valid_size < 0:
-        raise DataError(f"--valid-size must be >= 0, got {opts.valid_size}")
+        raise DataError(f"{named('valid_size')} must be >= 0, got {opts.valid_size}", "valid_size")
 
 
 def check_output(out_dir: Path, overwrite: bool, inputs: list[Path] = ()) -> None:
-    """Refuse an --out that cannot be a directory, that holds or lies inside the input corpus, or that
-    --overwrite would empty of something prepare did not write."""
+    """Refuse an out_dir that cannot be a directory, that holds or lies inside the input corpus, or that
+    overwrite would empty of something prepare did not write."""
+    out, over = named("out_dir"), named("overwrite")
     for parent in [out_dir, *out_dir.parents]:
         if parent.exists() and not parent.is_dir():
-            raise DataError(f"--out {out_dir}: {parent} exists and is not a directory")
-    out = out_dir.resolve()
+            raise DataError(f"{out} {out_dir}: {parent} exists and is not a directory", "out_dir")
+    real = out_dir.resolve()
     for path in inputs:
         p = path.resolve()
-        if out == p or p in out.parents or out in p.parents:
-            raise DataError(f"--out {out_dir} {'is' if out == p else 'contains' if out in p.parents else 'is inside'}"
-                            f" the input {path}: choose an output outside the corpus")
+        if real == p or p in real.parents or real in p.parents:
+            how = "is" if real == p else "contains" if real in p.parents else "is inside"
+            raise DataError(f"{out} {out_dir} {how} the input {path}: choose an output outside the corpus", "out_dir")
     if not out_dir.is_dir() or not any(out_dir.iterdir()):
         return
     if not overwrite:
-        raise DataError(f"{out_dir} exists and is not empty (use --overwrite to replace it)")
+        raise DataError(f"{out_dir} exists and is not empty (use {over} to replace it)", "overwrite")
     if not _made_by_prepare(out_dir):
-        raise DataError(f"--overwrite: {out_dir} was not made by 'transformer-cli prepare' (no {MANIFEST}); "
-                        "refusing to delete it")
+        raise DataError(f"{over}: {out_dir} was not made by 'transformer-cli prepare' (no {MANIFEST}); "
+                        "refusing to delete it", "overwrite")
     foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in OUTPUT_NAMES)
     if foreign:
-        raise DataError(f"--overwrite: {out_dir} holds files prepare did not write ({', '.join(foreign[:5])}); "
-                        "move them away or choose another --out")
+        raise DataError(f"{over}: {out_dir} holds files prepare did not write ({', '.join(foreign[:5])}); "
+                        f"move them away or choose another {out}", "overwrite", "out_dir")
 
 
 OUTPUT_NAMES = {DATASET_DIR, MANIFEST, "tokenizer.json", "tokenizer.src.json", "tokenizer.tgt.json"}
@@ -162,26 +164,18 @@ OUTPUT_NAMES = {DATASET_DIR, MANIFEST, "tokenizer.json", "tokenizer.src.json", "
 
 def _made_by_prepare(directory: Path) -> bool:
     try:
-        manifest = json.loads((directory / MANIFEST).read_text())
+        manifest = loads((directory / MANIFEST).read_text())
     except (OSError, ValueError):
         return False
     return isinstance(manifest, dict) and "format" in manifest and "tokenizer" in manifest
 
 
-def publish(tmp: Path, out_dir: Path) -> None:
-    """Rename the finished temporary directory into place; the old one goes only after."""
-    old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-    if out_dir.exists():
-        out_dir.rename(old)
-    tmp.rename(out_dir)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def remove_leftovers(out_dir: Path) -> None:
-    """Hidden .partial-PID / .old-PID directories of runs that were killed (their process is gone)."""
+    """Hidden .tmp-PID / .old-PID directories (.partial-PID from older versions) of runs that were
+    killed (their process is gone)."""
     for p in out_dir.parent.glob(f".{out_dir.name}.*-*"):
         kind, _, pid = p.name.rpartition("-")
-        if kind.endswith((".partial", ".old")) and pid.isdigit() and not _alive(int(pid)) and p.is_dir():
+        if kind.endswith((".tmp", ".partial", ".old")) and pid.isdigit() and not _alive(int(pid)) and p.is_dir():
             shutil.rmtree(p, ignore_errors=True)
 
 
@@ -195,18 +189,6 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def library_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        ours = version("transformer-cli")
-    except PackageNotFoundError:
-        ours = "unknown"
-    return {"transformer-cli": ours, "datasets": datasets.__version__,
-            "tokenizers": tokenizers.__version__, "numpy": np.__version__,
-            "python": platform.python_version()}
-
-
 def prepare(opts: PrepareOptions, out_dir: Path, overwrite: bool = False,
             report: Report = _no_report) -> dict:
     """Run the whole pipeline into out_dir; returns the manifest written as prepare.json."""
@@ -214,40 +196,39 @@ def prepare(opts: PrepareOptions, out_dir: Path, overwrite: bool = False,
     check_options(opts)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     remove_leftovers(out_dir)
-    tmp = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
     bars_were_on = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()  # our own progress display replaces them; restored below
     try:
-        dd, source = load_corpus(opts.dataset, opts.src, opts.tgt, tmp / ".cache", opts.config,
-                                 opts.seed, report)
-        dd, notes = arrange_splits(dd, opts, source)
-        fingerprint = fingerprint_inputs(source, dd)
-        toks = train_tokenizers(dd["train"], opts, report)
-        stats = {split: write_split(dd.pop(split), split, toks, opts, tmp / DATASET_DIR, report)
-                 for split in list(dd)}
-        (tmp / DATASET_DIR / "dataset_dict.json").write_text(json.dumps({"splits": list(stats)}))
-        files = toks.save(tmp)
-        manifest = {
-            "format": 1,
-            "source": source.describe(),
-            "src_lang": opts.src, "tgt_lang": opts.tgt,
-            "options": dataclasses.asdict(opts),
-            "notes": notes,
-            "splits": {s: dataclasses.asdict(st) for s, st in stats.items()},
-            "tokenizer": {"files": files, "joint": toks.joint, "fingerprint": toks.fingerprint(),
-                          "src_vocab_size": toks.src.get_vocab_size(),
-                          "tgt_vocab_size": toks.tgt.get_vocab_size(), "normalizer": "NFKC",
-                          "specials": ["<pad>", "<unk>", "<s>", "</s>"]},
-            "input_fingerprint": fingerprint,
-            "versions": library_versions(),
-        }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
-        shutil.rmtree(tmp / ".cache", ignore_errors=True)
-        publish(tmp, out_dir)
-        return manifest
+        with atomic_directory(out_dir) as tmp:  # renamed into place only when complete
+            return prepare_into(tmp, opts, report)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
         if bars_were_on:
             datasets.enable_progress_bars()
+
+
+def prepare_into(tmp: Path, opts: PrepareOptions, report: Report) -> dict:
+    """The pipeline's outputs written into the new directory `tmp`; returns the manifest."""
+    dd, source = load_corpus(opts.dataset, opts.src, opts.tgt, tmp / ".cache", opts.config, opts.seed, report)
+    dd, notes = arrange_splits(dd, opts, source)
+    fingerprint = fingerprint_inputs(source, dd)
+    toks = train_tokenizers(dd["train"], opts, report)
+    stats = {split: write_split(dd.pop(split), split, toks, opts, tmp / DATASET_DIR, report) for split in list(dd)}
+    (tmp / DATASET_DIR / "dataset_dict.json").write_text(json.dumps({"splits": list(stats)}))
+    files = toks.save(tmp)
+    manifest = {
+        "format": 1,
+        "source": source.describe(),
+        "src_lang": opts.src, "tgt_lang": opts.tgt,
+        "options": dataclasses.asdict(opts),
+        "notes": notes,
+        "splits": {s: dataclasses.asdict(st) for s, st in stats.items()},
+        "tokenizer": {"files": files, "joint": toks.joint, "fingerprint": toks.fingerprint(),
+                      "src_vocab_size": toks.src.get_vocab_size(),
+                      "tgt_vocab_size": toks.tgt.get_vocab_size(), "normalizer": "NFKC",
+                      "specials": ["<pad>", "<unk>", "<s>", "</s>"]},
+        "input_fingerprint": fingerprint,
+        "versions": library_versions("datasets", "tokenizers", "numpy"),
+    }
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    shutil.rmtree(tmp / ".cache", ignore_errors=True)
+    return manifest

@@ -10,6 +10,10 @@ from pathlib import Path
 from typing import Iterator
 
 from data.errors import DataError
+from transformer.errors import named
+
+
+BOM = b"\xef\xbb\xbf"  # UTF-8 byte-order mark, which Windows editors put at the start of a file
 
 
 def open_binary(path: Path) -> io.BufferedIOBase:
@@ -20,14 +24,29 @@ def open_binary(path: Path) -> io.BufferedIOBase:
     return open(path, "rb")
 
 
+def _raw_lines(f: io.BufferedIOBase) -> Iterator[bytes]:
+    """The lines of a binary file without their endings. As in Python's universal newlines, \\n, \\r\\n
+    and a bare \\r each end a line: a file with old Mac (CR-only) line endings is its lines, not one
+    giant line. (\\r is never part of a multi-byte UTF-8 character, so splitting bytes is safe.)"""
+    for i, raw in enumerate(f):
+        body = raw.rstrip(b"\r\n")
+        if i == 0:  # a byte-order mark at the start of the file is dropped, as utf-8-sig does
+            body = body.removeprefix(BOM)
+        if b"\r" in body:
+            yield from body.split(b"\r")
+        else:
+            yield body
+
+
 def read_lines(path: Path) -> Iterator[str]:
-    """Each line of `path` without its line ending, as str; invalid UTF-8 is an error naming the line."""
+    """Each line of `path` without its line ending (\\n, \\r\\n or \\r), as str; invalid UTF-8 is an
+    error naming the line."""
     lineno = 0
     try:
         with open_binary(path) as f:
-            for lineno, raw in enumerate(f, 1):
+            for lineno, raw in enumerate(_raw_lines(f), 1):
                 try:
-                    yield raw.decode("utf-8").rstrip("\r\n")
+                    yield raw.decode("utf-8")
                 except UnicodeDecodeError as e:
                     raise DataError(
                         f"{path}: line {lineno} is not valid UTF-8 (byte {e.start} of the line)"
@@ -37,8 +56,9 @@ def read_lines(path: Path) -> Iterator[str]:
 
 
 def count_lines(path: Path) -> int:
+    """The number of lines read_lines yields."""
     with open_binary(path) as f:
-        return sum(1 for _ in f)
+        return sum(1 for _ in _raw_lines(f))
 
 
 def decode_line(raw: bytes) -> tuple[str, bool]:
@@ -113,48 +133,48 @@ def same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def check_output_file(path: Path, inputs: list[Path] = (), flag: str = "--output") -> None:
-    """Refuse an output file that cannot be written, or that is one of the inputs, before anything
-    is opened for writing."""
+def check_output_file(path: Path, inputs: list[Path] = (), param: str = "output") -> None:
+    """Refuse an output that cannot be written, or that is one of the inputs, before anything is
+    opened for writing. '-' (stdout) and targets written in place (a device, a FIFO, /dev/stdout:
+    transformer.files.resolve_target) need only be writable; a regular file needs a writable directory."""
+    from transformer.files import is_stdout, resolve_target
+
+    if is_stdout(path):
+        return
+    flag = named(param)
     if path.is_dir():
-        raise DataError(f"{flag} {path} is a directory, not a file")
-    parent = path.parent if str(path.parent) else Path(".")
+        raise DataError(f"{flag} {path} is a directory, not a file", param)
+    target, in_place = resolve_target(path)
+    if in_place:
+        if target.exists() and not os.access(target, os.W_OK):
+            raise DataError(f"{flag} {path} is not writable", param)
+        return
+    parent = target.parent
     if not parent.is_dir():
         what = "is not a directory" if parent.exists() else "does not exist"
-        raise DataError(f"{flag} {path}: the directory {parent} {what}")
+        raise DataError(f"{flag} {path}: the directory {parent} {what}", param)
     if not os.access(parent, os.W_OK):
-        raise DataError(f"{flag} {path}: the directory {parent} is not writable")
+        raise DataError(f"{flag} {path}: the directory {parent} is not writable", param)
     for source in inputs:
-        if same_file(path, source):
-            raise DataError(f"{flag} {path} is the input file {source}: writing it would destroy the input")
+        if same_file(target, source):
+            raise DataError(f"{flag} {path} is the input file {source}: writing it would destroy the input", param)
 
 
-class AtomicOutput:
-    """A text file written beside its destination and renamed over it on success, so a reader never
-    sees a half-written file under the real name. On failure what was written is kept as
-    `<name>.partial` (nothing is lost) and the destination is left as it was."""
+def check_input_file(path: Path, param: str = "input") -> None:
+    """Any readable file that is not a directory: a regular file, a FIFO, /dev/stdin, <(zcat x.gz)."""
+    if not path.exists():
+        raise DataError(f"{path}: input file not found")
+    if path.is_dir():
+        raise DataError(f"{named(param)} {path} is a directory, not a file", param)
+    if not os.access(path, os.R_OK):
+        raise DataError(f"{path}: permission denied")
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        self.partial = path.with_name(f"{path.name}.partial")
-        self.file = None
 
-    def __enter__(self):
-        self.file = open(self.tmp, "w", encoding="utf-8")
-        return self.file
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        try:
-            self.file.flush()
-            os.fsync(self.file.fileno())
-        except (OSError, ValueError):
-            pass
-        self.file.close()
-        if exc_type is None:
-            os.replace(self.tmp, self.path)
-            return
-        if self.tmp.exists() and self.tmp.stat().st_size:
-            os.replace(self.tmp, self.partial)
-        else:
-            self.tmp.unlink(missing_ok=True)
+def without_bom(chunks: Iterator[list[bytes]]) -> Iterator[list[bytes]]:
+    """The chunks of one input with a byte-order mark at its very start removed (as utf-8-sig does)."""
+    first = True
+    for chunk in chunks:
+        if first and chunk:
+            chunk = [chunk[0].removeprefix(BOM), *chunk[1:]]
+            first = False
+        yield chunk

@@ -62,6 +62,8 @@ class Tokenizers:
         return self.src is self.tgt
 
     def save(self, directory: Path) -> list[str]:
+        """tokenizer.json (joint), or tokenizer.src.json + tokenizer.tgt.json, in `directory`; returns
+        the file names written (source first)."""
         if self.joint:
             self.src.save(str(directory / JOINT_FILE))
             return [JOINT_FILE]

@@ -10,6 +10,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from transformer.masks import causal_mask
+from transformer.packed import PackedLinear
 
 
 @dataclass(frozen=True)
@@ -93,10 +94,10 @@ class MultiHeadAttention(nn.Module):
         super().__init__()
         self.n_heads = n_heads
         self.d_k = d_model // n_heads
-        self.q_proj = nn.Linear(d_model, d_model)  # W^Q for all heads at once
-        self.k_proj = nn.Linear(d_model, d_model)  # W^K
-        self.v_proj = nn.Linear(d_model, d_model)  # W^V
-        self.out_proj = nn.Linear(d_model, d_model)  # W^O
+        self.q_proj = PackedLinear(d_model, d_model)  # W^Q for all heads at once
+        self.k_proj = PackedLinear(d_model, d_model)  # W^K
+        self.v_proj = PackedLinear(d_model, d_model)  # W^V
+        self.out_proj = PackedLinear(d_model, d_model)  # W^O
         self.attention_dropout = attention_dropout
         for proj in (self.q_proj, self.k_proj, self.v_proj, self.out_proj):
             nn.init.xavier_uniform_(proj.weight)
@@ -123,31 +124,53 @@ class MultiHeadAttention(nn.Module):
         (batch, heads, q_len, key_len) with True = may attend; causal adds the lower-triangle mask.
         Returns (batch, q_len, d_model) and, when need_weights, the AttentionRecord.
 
-        kv may have fewer rows than query (beam search: the k beams of a sentence read one memory
-        row): then batch = rows * g and the g query rows of a key row are attended as one row of
-        g * q_len queries, which is the same computation without copying the keys g times."""
+        kv may have fewer rows than query (beam search: the g beams of a sentence read one memory
+        row): fold_queries() then attends a key row's g query rows as one row of g * q_len queries."""
         batch, rows = query.size(0), kv.k.size(0)
-        if rows != batch and (causal or batch % rows):
-            raise ValueError(f"{batch} query rows cannot share {rows} key rows" + (" causally" if causal else ""))
-        q = self.split_heads(self.q_proj(query).reshape(rows, -1, query.size(2)))  # (rows, heads, g * q_len, d_k)
+        q = self.split_heads(fold_queries(self.q_proj(query), rows, causal))  # (rows, heads, g * q_len, d_k)
         p_drop = self.attention_dropout if self.training else 0.0
-        q_len, k_len = q.size(2), kv.k.size(2)
-        causal = causal and q_len > 1  # one new query position: every cached key is in its past
-        formula = need_weights or not fused_pays(q)  # the formula itself: the maps are the ones it computes
-        own_causal = not formula and causal and mask is None and q_len == k_len  # the kernel's causal path
-        if causal and not own_causal:
-            tri = causal_mask(q_len, k_len, q.device)  # (1, 1, q_len, key_len)
-            mask = tri if mask is None else mask & tri
-        if formula:
-            out, record = scaled_dot_product_attention(q, kv.k, kv.v, mask, p_drop)
+        causal = causal and q.size(2) > 1  # one new query position: every cached key is in its past
+        if need_weights or not fused_pays(q):  # the formula itself: the maps are the ones it computes
+            out, record = scaled_dot_product_attention(q, kv.k, kv.v, _and_causal(mask, causal, q, kv), p_drop)
         else:  # the same formula in torch's fused kernel (tested equal)
-            out, record = F.scaled_dot_product_attention(q, kv.k, kv.v, attn_mask=mask, dropout_p=p_drop,
-                                                         is_causal=own_causal), None
+            out, record = fused_attention(q, kv, mask, causal, p_drop), None
         # (rows, heads, g * q_len, d_k) -> (batch, q_len, d_model)
         out = out.transpose(1, 2).reshape(batch, query.size(1), -1)
-        if need_weights and rows != batch:
-            record = AttentionRecord(*(unfold_rows(t, batch) for t in (record.weights, record.scores)))
-        return self.out_proj(out), record if need_weights else None
+        if not need_weights:
+            return self.out_proj(out), None
+        return self.out_proj(out), unfold_record(record, batch) if rows != batch else record
+
+
+def fold_queries(x: torch.Tensor, rows: int, causal: bool) -> torch.Tensor:
+    """(batch, q_len, d_model) -> (rows, g * q_len, d_model), g = batch / rows: the g query rows
+    that read one key row (the beams of a sentence, one memory row) become one row of queries, the
+    same computation as copying the keys g times, without the copy. Causal attention cannot fold."""
+    batch = x.size(0)
+    if rows != batch and (causal or batch % rows):
+        raise ValueError(f"{batch} query rows cannot share {rows} key rows" + (" causally" if causal else ""))
+    return x.reshape(rows, -1, x.size(2))
+
+
+def _and_causal(mask: torch.Tensor | None, causal: bool, q: torch.Tensor, kv: KeyValue) -> torch.Tensor | None:
+    """mask with the future masked too when causal: & causal_mask, (1, 1, q_len, key_len)."""
+    if not causal:
+        return mask
+    tri = causal_mask(q.size(2), kv.k.size(2), q.device)
+    return tri if mask is None else mask & tri
+
+
+def fused_attention(q: torch.Tensor, kv: KeyValue, mask: torch.Tensor | None, causal: bool,
+                    dropout_p: float) -> torch.Tensor:
+    """softmax(QK^T/sqrt(d_k)) V by torch's fused kernel, no weights returned: (..., q_len, d_k).
+    A causal call with no other mask and as many queries as keys takes the kernel's own causal path."""
+    own_causal = causal and mask is None and q.size(2) == kv.k.size(2)
+    mask = mask if own_causal else _and_causal(mask, causal, q, kv)
+    return F.scaled_dot_product_attention(q, kv.k, kv.v, attn_mask=mask, dropout_p=dropout_p, is_causal=own_causal)
+
+
+def unfold_record(record: AttentionRecord, batch: int) -> AttentionRecord:
+    """The record of folded queries with one row per query row again (see fold_queries)."""
+    return AttentionRecord(unfold_rows(record.weights, batch), unfold_rows(record.scores, batch))
 
 
 def unfold_rows(t: torch.Tensor, batch: int) -> torch.Tensor:

@@ -13,6 +13,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file, save_model
 
 from transformer.config import ModelConfig
+from transformer.files import atomic_directory, atomic_write
+from transformer.json_text import loads
 from transformer.model import Transformer
 
 MODEL_FILE = "model.safetensors"
@@ -23,41 +25,31 @@ class CheckpointError(ValueError):
     """A weights file or run directory that cannot be used; the message names the file."""
 
 
-def _fsync(path: Path) -> None:
-    """Flush a file (or a directory's entries) to the disk before it is renamed into place."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic_file(path: Path, write) -> None:
-    """write(tmp) beside `path`, fsync, rename over it; on any failure the temporary file is removed
-    (a full disk keeps no half-written file) and the old `path` is untouched."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        _fsync(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync(path.parent)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    _atomic_file(path, lambda tmp: tmp.write_text(text))
-
-
 def save_weights(model: Transformer, path: Path) -> None:
     """model.safetensors, written beside and renamed over (tied weights stored once)."""
-    _atomic_file(path, lambda tmp: save_model(model, str(tmp)))
+    atomic_write(path, lambda tmp: save_model(model, str(tmp)))
+
+
+def non_regular_kind(path: Path) -> str:
+    """'' for a regular file (or a link to one), else what `path` is ('a FIFO', 'a directory', ...,
+    'not found'): a FIFO or /dev/zero is never opened, reading one would block or never end."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return "not found"
+    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+    return "" if stat.S_ISREG(mode) else next((name for test, name in kinds if test(mode)), "not a regular file")
 
 
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
+    kind = non_regular_kind(path)
+    if kind == "not found":
         raise CheckpointError(f"{path}: file not found")
+    if kind:
+        raise CheckpointError(f"{path}: {kind}, not a regular file (a safetensors file is expected here)")
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
@@ -92,7 +84,7 @@ def read_config(run_dir: Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{run_dir}: no {CONFIG_FILE} (is this a model directory from 'train'?)")
     try:
-        config = json.loads(path.read_text())
+        config = loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(config, dict) or not isinstance(config.get("model"), dict) or not all(
@@ -151,23 +143,8 @@ def save_checkpoint(directory: Path, model: Transformer, optimizer: torch.optim.
     directory, fsynced and renamed, so a kill at any instant leaves the previous checkpoints intact; a
     failure (disk full) removes the partial directory. An existing directory of the same step is moved
     aside first and removed last, so one of the two always exists (recover_checkpoints)."""
-    tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        tmp.mkdir(parents=True)
+    with atomic_directory(directory) as tmp:
         _write_checkpoint_files(tmp, model, optimizer, state, run_id, scaler)
-        for f in tmp.iterdir():
-            _fsync(f)
-        _fsync(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-    if directory.exists():
-        os.replace(directory, old)
-    os.replace(tmp, directory)
-    _fsync(directory.parent)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _write_checkpoint_files(tmp: Path, model: Transformer, optimizer: torch.optim.Optimizer, state: dict,
@@ -213,7 +190,7 @@ def load_checkpoint(directory: Path, model: Transformer, optimizer: torch.optim.
     returns its `state`."""
     load_weights(model, directory / MODEL_FILE)
     try:
-        meta = json.loads((directory / "state.json").read_text())
+        meta = loads((directory / "state.json").read_text())
         optimizer.load_state_dict(_optimizer_state(read_tensors(directory / "optimizer.safetensors"),
                                                    meta["optimizer"]))
         rng = read_tensors(directory / "rng.safetensors")
@@ -235,7 +212,7 @@ def load_checkpoint(directory: Path, model: Transformer, optimizer: torch.optim.
 def checkpoint_owner(directory: Path) -> str:
     """The run id recorded in a checkpoint ('' when none was, or it cannot be read)."""
     try:
-        meta = json.loads((directory / "state.json").read_text())
+        meta = loads((directory / "state.json").read_text())
     except (OSError, ValueError):
         return ""
     return meta.get("run_id", "") if isinstance(meta, dict) else ""

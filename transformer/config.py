@@ -112,4 +112,6 @@ class ModelConfig:
 
     @classmethod
     def from_json(cls, text: str) -> "ModelConfig":
-        return cls.from_dict(json.loads(text))
+        from transformer.json_text import loads
+
+        return cls.from_dict(loads(text))

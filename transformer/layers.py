@@ -1,4 +1,7 @@
-"""LayerNorm, position-wise feed-forward, residual sub-layers, encoder and decoder layers (paper 3.1, 3.3)."""
+"""LayerNorm, position-wise feed-forward, residual sub-layers, encoder and decoder layers (paper 3.1, 3.3).
+
+Layers are composed of injected sub-modules, as in the Annotated Transformer; encoder_layer() and
+decoder_layer() build them from a ModelConfig, the one place a config becomes modules."""
 
 from __future__ import annotations
 
@@ -9,7 +12,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from transformer.attention import AttentionRecord, KeyValue, MultiHeadAttention
+from transformer.cache import LayerCache
+from transformer.config import ModelConfig
 from transformer.dropout import Dropout
+from transformer.packed import PackedLinear
 
 
 class LayerNorm(nn.Module):
@@ -31,8 +37,8 @@ class FeedForward(nn.Module):
 
     def __init__(self, d_model: int, d_ff: int) -> None:
         super().__init__()
-        self.w_1 = nn.Linear(d_model, d_ff)
-        self.w_2 = nn.Linear(d_ff, d_model)
+        self.w_1 = PackedLinear(d_model, d_ff)
+        self.w_2 = PackedLinear(d_ff, d_model)
         for lin in (self.w_1, self.w_2):
             nn.init.xavier_uniform_(lin.weight)
             nn.init.zeros_(lin.bias)
@@ -68,15 +74,16 @@ class Residual(nn.Module):
 
 
 class EncoderLayer(nn.Module):
-    """Self-attention then feed-forward, each inside a Residual."""
+    """Self-attention then feed-forward, each inside its Residual; the sub-modules are injected
+    (built from a ModelConfig by encoder_layer())."""
 
-    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float,
-                 attention_dropout: float, norm: str, eps: float) -> None:
+    def __init__(self, self_attn: MultiHeadAttention, feed_forward: FeedForward, attn_residual: Residual,
+                 ff_residual: Residual) -> None:
         super().__init__()
-        self.self_attn = MultiHeadAttention(d_model, n_heads, attention_dropout)
-        self.feed_forward = FeedForward(d_model, d_ff)
-        self.attn_residual = Residual(d_model, dropout, norm, eps)
-        self.ff_residual = Residual(d_model, dropout, norm, eps)
+        self.self_attn = self_attn
+        self.feed_forward = feed_forward
+        self.attn_residual = attn_residual
+        self.ff_residual = ff_residual
 
     def forward(self, x: torch.Tensor, src_mask: torch.Tensor | None,
                 need_weights: bool = False) -> tuple[torch.Tensor, AttentionRecord | None]:
@@ -88,38 +95,60 @@ class EncoderLayer(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    """Masked self-attention, cross-attention over the encoder output (memory), feed-forward."""
+    """Masked self-attention, cross-attention over the encoder output (memory), feed-forward, each
+    inside its Residual; the sub-modules are injected (built from a ModelConfig by decoder_layer())."""
 
-    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float,
-                 attention_dropout: float, norm: str, eps: float) -> None:
+    def __init__(self, self_attn: MultiHeadAttention, cross_attn: MultiHeadAttention, feed_forward: FeedForward,
+                 self_residual: Residual, cross_residual: Residual, ff_residual: Residual) -> None:
         super().__init__()
-        self.self_attn = MultiHeadAttention(d_model, n_heads, attention_dropout)
-        self.cross_attn = MultiHeadAttention(d_model, n_heads, attention_dropout)
-        self.feed_forward = FeedForward(d_model, d_ff)
-        self.self_residual = Residual(d_model, dropout, norm, eps)
-        self.cross_residual = Residual(d_model, dropout, norm, eps)
-        self.ff_residual = Residual(d_model, dropout, norm, eps)
+        self.self_attn = self_attn
+        self.cross_attn = cross_attn
+        self.feed_forward = feed_forward
+        self.self_residual = self_residual
+        self.cross_residual = cross_residual
+        self.ff_residual = ff_residual
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        memory_kv: KeyValue,
-        src_mask: torch.Tensor | None,
-        self_kv: KeyValue | None = None,
-        need_weights: bool = False,
-        past_rows: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, KeyValue, AttentionRecord | None, AttentionRecord | None]:
-        """x: (batch, tgt_len, d_model) new target positions; memory_kv: this layer's projection of
-        the encoder output; self_kv: cached keys/values of earlier target positions (None = none),
-        of which row past_rows[i] is row i's past when given (beam search's pending reorder).
-        Returns the output, the self-attention keys/values including x's (for the cache), and records."""
+    def forward(self, x: torch.Tensor, cache: LayerCache, need_weights: bool = False
+                ) -> tuple[torch.Tensor, KeyValue, AttentionRecord | None, AttentionRecord | None]:
+        """x: (batch, new_len, d_model) new target positions; cache: this layer's memory_kv (the
+        encoder output projected), source mask and self-attention past. Returns the output, the
+        self-attention keys/values including x's (the cache's next past), and the records."""
         h = self.self_residual.input(x)  # masked self-attention over the target so far
-        step_kv = self.self_attn.project_kv(h)
-        new_kv = step_kv if self_kv is None else self_kv.append(step_kv, past_rows)
+        new_kv = cache.extend(self.self_attn.project_kv(h))
         out, self_record = self.self_attn(h, new_kv, causal=True, need_weights=need_weights)
         x = self.self_residual.output(x, out)
         h = self.cross_residual.input(x)  # cross-attention: queries from the decoder, keys from memory
-        out, cross_record = self.cross_attn(h, memory_kv, src_mask, need_weights=need_weights)
+        out, cross_record = self.cross_attn(h, cache.memory_kv, cache.src_mask, need_weights=need_weights)
         x = self.cross_residual.output(x, out)
         x = self.ff_residual(x, self.feed_forward)
         return x, new_kv, self_record, cross_record
+
+
+# The one place a ModelConfig becomes sub-modules: a new option (an activation, a bias) goes here.
+
+def _attention(config: ModelConfig) -> MultiHeadAttention:
+    return MultiHeadAttention(config.d_model, config.n_heads, config.attention_dropout)
+
+
+def _feed_forward(config: ModelConfig) -> FeedForward:
+    return FeedForward(config.d_model, config.d_ff)
+
+
+def _residual(config: ModelConfig) -> Residual:
+    return Residual(config.d_model, config.dropout, config.norm, config.layer_norm_eps)
+
+
+def final_norm(config: ModelConfig) -> LayerNorm | None:
+    """The LayerNorm after the last layer of a stack with pre-norm (post-norm layers end normalised)."""
+    return LayerNorm(config.d_model, config.layer_norm_eps) if config.norm == "pre" else None
+
+
+def encoder_layer(config: ModelConfig) -> EncoderLayer:
+    """One encoder layer as config describes it (Encoder stacks n_encoder_layers of them)."""
+    return EncoderLayer(_attention(config), _feed_forward(config), _residual(config), _residual(config))
+
+
+def decoder_layer(config: ModelConfig) -> DecoderLayer:
+    """One decoder layer as config describes it (Decoder stacks n_decoder_layers of them)."""
+    return DecoderLayer(_attention(config), _attention(config), _feed_forward(config),
+                        _residual(config), _residual(config), _residual(config))

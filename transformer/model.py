@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from transformer.attention import AttentionRecord, KeyValue
+from transformer.attention import AttentionRecord
+from transformer.cache import DecoderCache
 from transformer.config import ModelConfig
 from transformer.embeddings import PositionalEncoding, TokenEmbedding
-from transformer.layers import DecoderLayer, EncoderLayer, LayerNorm
+from transformer.layers import decoder_layer, encoder_layer, final_norm
 from transformer.masks import padding_mask
+from transformer.packed import PackedLinear
 
 
 @dataclass(frozen=True)
@@ -23,50 +25,13 @@ class AttentionMaps:
     cross: list[AttentionRecord]  # (batch, heads, tgt_len, src_len)
 
 
-@dataclass
-class DecoderCache:
-    """State kept between decoding steps: the encoder output projected once per layer
-    (memory_kv), the keys/values of the target positions so far (self_kv), and the source mask."""
-
-    memory_kv: list[KeyValue]
-    src_mask: torch.Tensor  # (batch, 1, 1, src_len)
-    self_kv: list[KeyValue | None] = field(default_factory=list)
-    length: int = 0  # target positions already decoded
-    past_rows: torch.Tensor | None = None  # pending reorder: row i continues self_kv row past_rows[i]
-
-    def select(self, index: torch.Tensor) -> "DecoderCache":
-        """Keep batch rows `index` of everything (greedy search drops the rows that finished)."""
-        rows = index if self.past_rows is None else self.past_rows[index]
-        return DecoderCache(
-            memory_kv=[kv.select(index) for kv in self.memory_kv],
-            src_mask=self.src_mask.index_select(0, index),
-            self_kv=[kv.select(rows) if kv is not None else None for kv in self.self_kv],
-            length=self.length,
-        )
-
-    def reorder(self, rows: torch.Tensor, sentences: torch.Tensor | None = None) -> None:
-        """Beam search, in place: the target keys/values become rows `rows` (the prefixes kept, any
-        number per sentence), applied by the next decode step together with its append (one copy);
-        the memory keeps one row per sentence, shared by that sentence's rows (cross-attention folds
-        them into its queries), and drops the sentences not in `sentences`."""
-        self.past_rows = rows if self.past_rows is None else self.past_rows[rows]
-        if sentences is not None:
-            self.memory_kv = [kv.select(sentences) for kv in self.memory_kv]
-            self.src_mask = self.src_mask.index_select(0, sentences)
-
-
 class Encoder(nn.Module):
     """N identical layers of self-attention + feed-forward (+ a final norm when pre-norm)."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        c = config
-        self.layers = nn.ModuleList(
-            EncoderLayer(c.d_model, c.n_heads, c.d_ff, c.dropout, c.attention_dropout, c.norm,
-                         c.layer_norm_eps)
-            for _ in range(c.n_encoder_layers)
-        )
-        self.final_norm = LayerNorm(c.d_model, c.layer_norm_eps) if c.norm == "pre" else None
+        self.layers = nn.ModuleList(encoder_layer(config) for _ in range(config.n_encoder_layers))
+        self.final_norm = final_norm(config)
 
     def forward(self, x: torch.Tensor, src_mask: torch.Tensor,
                 need_weights: bool = False) -> tuple[torch.Tensor, list[AttentionRecord]]:
@@ -85,27 +50,25 @@ class Decoder(nn.Module):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        c = config
-        self.layers = nn.ModuleList(
-            DecoderLayer(c.d_model, c.n_heads, c.d_ff, c.dropout, c.attention_dropout, c.norm,
-                         c.layer_norm_eps)
-            for _ in range(c.n_decoder_layers)
-        )
-        self.final_norm = LayerNorm(c.d_model, c.layer_norm_eps) if c.norm == "pre" else None
+        self.layers = nn.ModuleList(decoder_layer(config) for _ in range(config.n_decoder_layers))
+        self.final_norm = final_norm(config)
 
     def forward(self, y: torch.Tensor, cache: DecoderCache, need_weights: bool = False
-                ) -> tuple[torch.Tensor, list[KeyValue], list[AttentionRecord], list[AttentionRecord]]:
-        self_kv_out, self_records, cross_records = [], [], []
-        past = cache.self_kv or [None] * len(self.layers)
-        for layer, memory_kv, self_kv in zip(self.layers, cache.memory_kv, past):
-            y, kv, self_rec, cross_rec = layer(y, memory_kv, cache.src_mask, self_kv, need_weights, cache.past_rows)
-            self_kv_out.append(kv)
+                ) -> tuple[torch.Tensor, list[AttentionRecord], list[AttentionRecord]]:
+        """y: (batch, new_len, d_model) the positions after the cache.length already decoded; each
+        layer reads its past from the cache, which then advances by them. Returns (batch, new_len,
+        d_model) and the self- and cross-attention records (empty unless need_weights)."""
+        self_kv, self_records, cross_records = [], [], []
+        for i, layer in enumerate(self.layers):
+            y, kv, self_rec, cross_rec = layer(y, cache.layer(i), need_weights)
+            self_kv.append(kv)
             if need_weights:
                 self_records.append(self_rec)
                 cross_records.append(cross_rec)
+        cache.advance(self_kv, y.size(1))
         if self.final_norm is not None:
             y = self.final_norm(y)
-        return y, self_kv_out, self_records, cross_records
+        return y, self_records, cross_records
 
 
 class Transformer(nn.Module):
@@ -121,7 +84,7 @@ class Transformer(nn.Module):
         self.positions = PositionalEncoding(c.d_model, c.max_len, c.dropout)
         self.encoder = Encoder(c)
         self.decoder = Decoder(c)
-        self.generator = nn.Linear(c.d_model, c.tgt_vocab_size, bias=False)  # pre-softmax projection
+        self.generator = PackedLinear(c.d_model, c.tgt_vocab_size, bias=False)  # pre-softmax projection
         if not c.tie_output:
             nn.init.xavier_uniform_(self.generator.weight)
         self.tie_weights()
@@ -149,9 +112,7 @@ class Transformer(nn.Module):
         Returns logits (batch, new_len, tgt_vocab) and updates the cache in place. keep: a
         (batch, new_len) bool mask; then only those positions are projected, logits (n_keep, tgt_vocab)."""
         y = self.positions(self.tgt_embed(tgt), offset=cache.length)  # (batch, new_len, d_model)
-        h, self_kv, self_records, cross_records = self.decoder(y, cache, need_weights)
-        cache.self_kv, cache.past_rows = self_kv, None
-        cache.length += tgt.size(1)
+        h, self_records, cross_records = self.decoder(y, cache, need_weights)  # advances the cache
         if keep is not None:
             h = h[keep]  # (n_keep, d_model): the pre-softmax projection skips padding
         return self.generator(h), self_records, cross_records

@@ -1,31 +1,78 @@
-"""Linear layers with their weight packed once for the CPU's oneDNN kernels, for inference.
+"""Linear layers that can compute with their weight packed once for the CPU's oneDNN kernels, for inference.
 
 nn.Linear hands its weight to the matrix library at every call, which reorders it into the blocked
 layout its kernels read. Decoding makes hundreds of calls per batch of sentences with a few hundred
 rows each, so that reordering is a visible share of the work. oneDNN's linear with the weight
 reordered once (the kernel torch.compile uses for frozen CPU models) computes the same x W^T + b,
-10-30% faster per call here (bench/RESULTS.md). Inference only: the packed copy does not follow
-later changes of the weight, so a call that needs gradients takes nn.Linear's own path.
+10-30% faster per call here (bench/RESULTS.md).
+
+The model builds every linear layer as a PackedLinear, which is a plain nn.Linear until
+pack_linears() turns packing on. The packed copy is keyed on the weight it was made from (its
+storage, autograd's version counter, its dtype) and made again when any of them changes, so
+load_state_dict, an in-place edit or .to(dtype) after packing needs nothing more. (A write through
+`weight.data` bypasses the version counter: autograd does not see it either.) Calls that need
+gradients, run elsewhere than the CPU, in a dtype oneDNN cannot pack on this CPU or while tracing
+take nn.Linear's own path.
 """
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 
 class PackedLinear(nn.Linear):
-    """An nn.Linear (same parameters, same state_dict) that also holds its weight packed for oneDNN."""
+    """An nn.Linear (same parameters, same state_dict) that, once packing is on, computes CPU
+    inference calls from its weight packed for oneDNN, packed again whenever the weight changed."""
 
-    _packed: torch.Tensor  # opaque oneDNN tensor, deliberately not a buffer: .to() cannot move it
+    packing = False  # set per layer by pack_linears(); the class default keeps nn.Linear's path
+    _packed_key: tuple | None = None  # (storage address, version, dtype) of the weight last packed
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)) \
-                or x.dtype != self._packed.dtype or x.device.type != "cpu" \
-                or torch.jit.is_tracing() or torch.compiler.is_compiling():  # exporters trace plain ops
-            return super().forward(x)
+        w = self._parameters["weight"]  # self.weight without nn.Module's __getattr__ (a hot path)
+        packed = self._packed_for(x, w) if self.packing else None
+        if packed is None:
+            return F.linear(x, w, self.bias)  # nn.Linear's own forward
         # y = x W^T + b: (..., in_features) -> (..., out_features)
-        return torch.ops.mkldnn._linear_pointwise(x, self._packed, self.bias, "none", [], "")
+        return torch.ops.mkldnn._linear_pointwise(x, packed, self.bias, "none", [], "")
+
+    def _packed_for(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor | None:
+        """The packed weight for this call (packed again if w changed), or None where the call takes
+        nn.Linear's path: gradients wanted, off the CPU, a dtype oneDNN cannot pack here, tracing."""
+        if torch.is_grad_enabled() and (x.requires_grad or w.requires_grad):
+            return None
+        if x.device.type != "cpu" or x.dtype != w.dtype or torch.jit.is_tracing() \
+                or torch.compiler.is_compiling() or torch.compiler.is_exporting():  # exporters trace plain ops
+            return None
+        return self._packed_weight(w)
+
+    def packed_weight(self) -> torch.Tensor | None:
+        """The weight reordered for oneDNN (an opaque tensor), made again when the weight changed;
+        None where oneDNN cannot pack its dtype on this CPU."""
+        return self._packed_weight(self.weight)
+
+    def _packed_weight(self, w: torch.Tensor) -> torch.Tensor | None:
+        key = (w.data_ptr(), w._version, w.dtype)
+        if self._packed_key != key:
+            self._packed = torch.ops.mkldnn._reorder_linear_weight(w.detach()) if _packs(w.dtype) else None
+            self._packed_from = w.detach()  # keeps that storage alive, so no other weight gets its address
+            self._packed_key = key
+        return self._packed
+
+    def __getstate__(self) -> dict:
+        """Copies and pickles leave the packed copy out (opaque to them); the next call packs again."""
+        return {k: v for k, v in super().__getstate__().items() if not k.startswith("_packed")}
+
+
+@functools.cache
+def _packs(dtype: torch.dtype) -> bool:
+    """Whether oneDNN packs weights of this dtype on this CPU (bfloat16 needs AVX-512 or AVX-NE-CONVERT)."""
+    if dtype == torch.bfloat16:
+        return torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return dtype == torch.float32
 
 
 def can_pack(model: nn.Module) -> bool:
@@ -34,15 +81,14 @@ def can_pack(model: nn.Module) -> bool:
 
 
 def pack_linears(model: nn.Module) -> int:
-    """Turn every nn.Linear of a CPU model into a PackedLinear in place (parameters shared, tied
-    weights stay tied) and return how many; 0 where oneDNN is missing or the model is elsewhere.
-    Call it after any change of dtype."""
+    """Turn packing on for every PackedLinear of a CPU model (the Transformer builds all its linear
+    layers so; parameters, ties and the state_dict unchanged), pack their weights now, and return how
+    many; 0 where oneDNN is missing or the model is elsewhere. Later changes of the weights (other
+    weights loaded, a dtype cast) are packed again at the next call."""
     if not can_pack(model):
         return 0
-    count = 0
-    for module in model.modules():
-        if type(module) in (nn.Linear, PackedLinear):
-            module.__class__ = PackedLinear
-            module._packed = torch.ops.mkldnn._reorder_linear_weight(module.weight.detach())
-            count += 1
-    return count
+    layers = [m for m in model.modules() if isinstance(m, PackedLinear)]
+    for layer in layers:
+        layer.packing = True
+        layer.packed_weight()
+    return len(layers)

@@ -10,6 +10,7 @@ from typing import Callable, Iterator, Protocol
 import torch
 
 from transformer.config import check_types
+from transformer.errors import ParamError, named
 from transformer.model import Transformer
 from transformer.training import BatchLike, learning_rate, train_step, unwrap
 
@@ -158,8 +159,8 @@ def fit(model, optimizer: torch.optim.Optimizer, cfg: TrainConfig, state: TrainS
         if not ran_out:
             break
         if whole_epoch and state.step == steps_before:
-            raise ValueError(f"an epoch has fewer batches than accumulate={cfg.accumulate}: "
-                             "lower --accumulate or --max-tokens")
+            raise ParamError(f"an epoch has fewer batches than {named('accumulate')}={cfg.accumulate}: "
+                             f"lower {named('accumulate')} or {named('max_tokens')}", "accumulate", "max_tokens")
         state.epoch += 1  # the epoch ran out (a last partial accumulation group is dropped)
         state.batch_in_epoch = 0
         clock.tick(state)

@@ -11,14 +11,7 @@ Every problem the caller can fix is a RunError whose message names the file, the
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
-
-def package_version() -> str:
-    try:
-        return version("transformer-cli")
-    except PackageNotFoundError:
-        return "0+unknown"
+from data.versions import package_version
 
 
 _EXPORTS = {
@@ -29,6 +22,8 @@ _EXPORTS = {
     "RunStart": "transformer_cli.training", "TrainRequest": "transformer_cli.training",
     "TrainResult": "transformer_cli.training", "train": "transformer_cli.training",
     "export": "transformer_cli.exporters",
+    "translate_files": "transformer_cli.stream", "translate_lines": "transformer_cli.stream",
+    "score": "transformer_cli.scoring",
 }
 __all__ = [*_EXPORTS, "package_version"]
 

@@ -23,7 +23,7 @@ from transformer.decoding import length_penalty
 from transformer.layers import Residual
 from transformer.model import Transformer
 
-from transformer_cli.errors import RunError
+from transformer_cli.errors import RunError, named
 from transformer_cli.translator import SearchOptions, Translator
 
 Rows = list[list[float]]
@@ -153,6 +153,7 @@ class Explanation:
     parallel: Parallel
     gradients: dict | None = None  # see layer_gradients()
     beam: BeamTrace | None = None  # --beam-size N > 1
+    truncated: bool = False  # the sentence was longer than the model's positions and was cut
 
 
 def rows(t: torch.Tensor, dims: int | None = None) -> Rows:
@@ -167,41 +168,36 @@ def explain(translator: Translator, text: str, layer: int = 0, head: int = 0, di
     model = translator.model
     c = model.config
     if not 0 <= layer < min(c.n_encoder_layers, c.n_decoder_layers):
-        raise RunError(f"--layer {layer + 1} does not exist: the model has layers 1-"
-                       f"{min(c.n_encoder_layers, c.n_decoder_layers)}")
+        raise RunError(f"{named('layer')} {layer} does not exist: the model has layers 0-"
+                       f"{min(c.n_encoder_layers, c.n_decoder_layers) - 1} (0-based)", "layer")
     if not 0 <= head < c.n_heads:
-        raise RunError(f"--head {head + 1} does not exist: the model has heads 1-{c.n_heads}")
+        raise RunError(f"{named('head')} {head} does not exist: the model has heads 0-{c.n_heads - 1} (0-based)",
+                       "head")
     model.eval()
-    src_ids = translator.encode([text.strip()])[0] + [EOS_ID]
-    src = torch.tensor([src_ids], device=translator.device)
+    encoded = translator.encode([text.strip()])
+    src = translator.tensor(encoded.ids)  # (1, src_len + 1): ids </s>
     beam = _beam_trace(translator, src, SearchOptions(beam_size=beam_size)) if beam_size > 1 else None
     if beam is not None:  # the translation the sections below follow: the search's winner
-        translation, produced = beam.finished[0].text, beam.finished[0].ids
+        produced = beam.finished[0].ids
     else:
-        result = translator.translate([text], SearchOptions(beam_size=1))[0]
-        translation = result.text
-        produced = result.ids + ([EOS_ID] if result.tokens and result.tokens[-1] == "</s>" else [])  # </s> if it ended
-    tgt_in = torch.tensor([[BOS_ID] + produced[:-1]], device=translator.device)  # teacher forcing: shifted right
-    src_tok = [translator.toks.src.id_to_token(i) for i in src_ids[:-1]] + ["</s>"]
-    out_tok = [translator.toks.tgt.id_to_token(i) if i != EOS_ID else "</s>" for i in produced]
-    tgt_tok = ["<s>"] + out_tok[:-1]
-
-    embeddings = _embeddings(model, src, src_tok, dims)
-    positions = _positions(model, src, dims)
-    logits, maps = model(src, tgt_in, return_attention=True)
+        produced = translator.search(encoded.ids, SearchOptions(beam_size=1))[0][0].tokens  # </s> last if it ended
+    forced = translator.teacher_force(encoded.ids[0], produced, text.strip())
+    tgt_in = torch.tensor([[BOS_ID] + produced[:-1]], device=translator.device)  # what the decoder read
     x = _encoder_input(model, src, layer)
     attention, sublayer_out = _self_attention(model, x, layer, head, dims)
+    decoder, cross = forced.maps.decoder[layer], forced.maps.cross[layer]
     return Explanation(
-        source=text.strip(), translation=translation, d_model=c.d_model, n_heads=c.n_heads,
-        layers=(c.n_encoder_layers, c.n_decoder_layers), embeddings=embeddings, positions=positions,
+        source=text.strip(), translation=forced.translation, d_model=c.d_model, n_heads=c.n_heads,
+        layers=(c.n_encoder_layers, c.n_decoder_layers),
+        embeddings=_embeddings(model, src, forced.src_tokens, dims), positions=_positions(model, src, dims),
         attention=attention,
-        masked=_masked(maps.decoder[layer].scores[0, head], maps.decoder[layer].weights[0, head], tgt_tok),
-        cross=_cross(maps.cross[layer].weights[0, head], out_tok, src_tok),
-        residual=_residual(model, x, sublayer_out, layer, src_tok, dims),
-        output=_output(logits[0], out_tok, translator, top),
+        masked=_masked(decoder.scores[0, head], decoder.weights[0, head], forced.tgt_in_tokens),
+        cross=_cross(cross.weights[0, head], forced.out_tokens, forced.src_tokens),
+        residual=_residual(model, x, sublayer_out, layer, forced.src_tokens, dims),
+        output=_output(forced.log_probs, forced.out_tokens, translator, top),
         parallel=_parallel(model, src, tgt_in),
         gradients=layer_gradients(model, src, tgt_in, torch.tensor([produced], device=src.device)) if gradients else None,
-        beam=beam,
+        beam=beam, truncated=encoded.truncated[0],
     )
 
 
@@ -300,8 +296,8 @@ def _residual(model: Transformer, x: torch.Tensor, out: torch.Tensor, layer: int
                         relu_zero_share=(hidden == 0).double().mean(-1).tolist(), d_ff=hidden.size(-1))
 
 
-def _output(logits: torch.Tensor, out_tokens: list[str], translator: Translator, top: int) -> list[OutputStep]:
-    probs = torch.softmax(logits.double(), dim=-1)  # (out_len, vocab): step t's distribution
+def _output(log_probs: torch.Tensor, out_tokens: list[str], translator: Translator, top: int) -> list[OutputStep]:
+    probs = log_probs.exp()  # (out_len, vocab): step t's distribution
     best = probs.topk(top, dim=-1)
     tok = translator.toks.tgt.id_to_token
     return [OutputStep(produced, [(tok(i), p) for i, p in zip(ids, ps)])

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from transformer.checkpoint import atomic_write_text
+from transformer.files import atomic_write_text
+from transformer.json_text import loads
 from transformer_cli.plots import new_figure
 
 METRICS_FILE = "metrics.jsonl"
@@ -20,7 +21,7 @@ def read_metrics(run_dir: Path) -> tuple[list[dict], int]:
     events, broken = [], 0
     for line in path.read_text(errors="replace").splitlines():
         try:
-            event = json.loads(line)
+            event = loads(line)
         except json.JSONDecodeError:
             broken += bool(line.strip())
             continue

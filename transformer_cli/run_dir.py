@@ -14,16 +14,17 @@ import torch
 from data.batching import SplitBatches, load_split
 from data.errors import DataError
 from data.tokenizer import BOS_ID, EOS_ID, Tokenizers, decode
-from transformer.checkpoint import (CONFIG_FILE, MODEL_FILE, CheckpointError, atomic_write_text,
-                                    average_weights, checkpoint_owner, list_checkpoints, load_checkpoint,
-                                    recover_checkpoints, save_checkpoint, save_weights)
+from transformer.checkpoint import (CONFIG_FILE, MODEL_FILE, CheckpointError, average_weights, checkpoint_owner,
+                                    list_checkpoints, load_checkpoint, recover_checkpoints, save_checkpoint,
+                                    save_weights)
 from transformer.config import ModelConfig
 from transformer.decoding import greedy_search
+from transformer.files import atomic_write_text
 from transformer.model import Transformer
 from transformer.trainer import OneProcess, TrainConfig, TrainState
 from transformer.training import adam, evaluate_loss, perplexity
 
-from transformer_cli.errors import RunError
+from transformer_cli.errors import RunError, named
 from transformer_cli.metrics import METRICS_FILE, truncate_metrics
 
 
@@ -34,8 +35,10 @@ def check_prepared(data_dir: Path) -> dict:
     if not manifest.is_file() or not (data_dir / "dataset").is_dir():
         raise RunError(f"{data_dir}: incomplete prepared data (needs prepare.json and dataset/ "
                        "from 'transformer-cli prepare')")
+    from transformer.json_text import loads  # a too deeply nested manifest is invalid JSON too
+
     try:
-        found = json.loads(manifest.read_text())
+        found = loads(manifest.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise RunError(f"{manifest}: not valid JSON ({e})") from None
     if not (isinstance(found, dict) and all(isinstance(found.get(k), str) for k in ("src_lang", "tgt_lang"))):
@@ -51,9 +54,9 @@ def check_lengths(manifest: dict, model_config: ModelConfig, data_dir: Path) -> 
             value = (stats.get(side) or {}).get("max", 0) if isinstance(stats, dict) else 0
             longest = max(longest, int(value) if isinstance(value, (int, float)) else 0)
     if longest + 1 > model_config.max_len:
-        raise RunError(f"{data_dir} has pairs of up to {longest} tokens, which need --max-len >= {longest + 1} "
-                       f"(the model has {model_config.max_len}); "
-                       f"or prepare with --max-tokens {model_config.max_len - 1}")
+        raise RunError(f"{data_dir} has pairs of up to {longest} tokens, which need {named('max_len')} >= "
+                       f"{longest + 1} (the model has {model_config.max_len}); "
+                       f"or prepare with --max-tokens {model_config.max_len - 1}", "max_len")
 
 
 class RunHooks(OneProcess):
@@ -85,33 +88,32 @@ class RunHooks(OneProcess):
         return [hyps[int(r)] for r in self.sample_rows]
 
     def evaluate(self, state: TrainState) -> dict:
-        import sacrebleu
+        from transformer_cli.scoring import score
 
         loss, nll = evaluate_loss(self.model, (b.to(self.device) for b in self.valid.epoch(None)),
                                   self.cfg.label_smoothing, self.cfg.precision)
         hyps = self.translate_sample()
-        bleu = sacrebleu.corpus_bleu(hyps, [self.refs]).score
-        chrf = sacrebleu.corpus_chrf(hyps, [self.refs]).score
-        metrics = {"loss": loss, "nll": nll, "ppl": perplexity(nll), "bleu": bleu, "chrf": chrf}
+        scores = score(hyps, self.refs)
+        metrics = {"loss": loss, "nll": nll, "ppl": perplexity(nll), "bleu": scores.bleu, "chrf": scores.chrf}
         metrics["score"] = -loss if self.cfg.metric == "loss" else metrics[self.cfg.metric]
         metrics["samples"] = list(zip(self.srcs[:3], self.refs[:3], hyps[:3]))
         metrics["attention"] = self.attention_sample()
         return metrics
 
-    @torch.no_grad()
     def attention_sample(self) -> dict:
         """The last layer's cross-attention (mean of the heads) of one fixed validation sentence,
         teacher-forced on the model's greedy output: the map the live view redraws at each validation.
         {"src": source tokens, "out": output tokens (</s> last), "weights": rows out x src}."""
+        from transformer_cli.translator import SearchOptions, Translator
+
         batch = next(iter(self.valid.rows_batches(self.sample_rows[:1])))
-        src = batch.src[:1].to(self.device)
-        src = src[:, : int((src[0] != self.model.config.pad_id).sum())]
-        out = greedy_search(self.model, src, BOS_ID, EOS_ID)[0].without_eos(EOS_ID)
-        _, maps = self.model(src, torch.tensor([[BOS_ID] + out], device=self.device), return_attention=True)
-        weights = maps.cross[-1].weights[0].float().mean(0)  # (out + 1, src)
-        piece_src, piece_tgt = self.toks.src.id_to_token, self.toks.tgt.id_to_token
-        return {"src": [piece_src(i) if i != EOS_ID else "</s>" for i in src[0].tolist()],
-                "out": [piece_tgt(i) for i in out] + ["</s>"], "weights": weights.double().tolist()}
+        row = batch.src[0].tolist()
+        src_ids = row[: row.index(EOS_ID)] if EOS_ID in row else row  # the ids before </s> <pad>...
+        translator = Translator(self.model, self.toks, self.device)
+        out = translator.search([src_ids], SearchOptions(beam_size=1))[0][0].without_eos(EOS_ID)
+        forced = translator.teacher_force(src_ids, out + [EOS_ID])
+        weights = forced.maps.cross[-1].weights[0].float().mean(0)  # (out + 1, src)
+        return {"src": forced.src_tokens, "out": forced.out_tokens, "weights": weights.double().tolist()}
 
     def checkpoint(self, state: TrainState, is_best: bool) -> None:
         checkpoints = self.run_dir / "checkpoints"
@@ -251,7 +253,7 @@ def load_training_data(data_dir: Path, cfg: TrainConfig) -> tuple[SplitBatches, 
         valid_ds = load_split(data_dir, "validation")
         valid = SplitBatches(valid_ds, cfg.max_tokens)
     except DataError as e:
-        raise RunError(str(e)) from None
+        raise RunError.wrap(e) from None
     return train, valid, list(valid_ds["tgt"]), list(valid_ds["src"])
 
 
@@ -273,10 +275,10 @@ def is_out_of_memory(e: BaseException) -> bool:
 
 def write_run_config(run_dir: Path, model_config: ModelConfig, cfg: TrainConfig, data: dict, preset: str,
                      run_id: str, world_size: int = 1) -> None:
-    from transformer_cli import package_version
+    from data.versions import library_versions
 
     config = {"model": model_config.to_dict(), "training": cfg.to_dict(), "data": data, "preset": preset,
               "run_id": run_id, "world_size": world_size,
-              "versions": {"transformer-cli": package_version(), "torch": torch.__version__}}
+              "versions": library_versions("torch")}
     atomic_write_text(run_dir / CONFIG_FILE, json.dumps(config, indent=2, ensure_ascii=False) + "\n")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from transformer_cli.errors import RunError
+from transformer_cli.errors import RunError, named
 
 MAX_BEAM = 128
 MAX_THREADS = 1024
@@ -15,11 +15,11 @@ def pick_device(name: str):
     import torch
 
     if name not in ("cpu", "cuda", "auto"):
-        raise RunError(f"--device must be cpu, cuda or auto, got {name!r}")
+        raise RunError(f"{named('device')} must be cpu, cuda or auto, got {name!r}", "device")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RunError("--device cuda: no CUDA device is available on this machine")
+        raise RunError(f"{named('device')} cuda: no CUDA device is available on this machine", "device")
     return torch.device(name)
 
 
@@ -41,35 +41,46 @@ def resolve_precision(precision: str, device) -> str:
     return "bf16" if native_bf16(device) else "fp32"
 
 
+def precision_note(precision: str, device) -> str:
+    """What to tell the user before training in `precision` on `device` ('' when nothing): a CPU has
+    no float16 arithmetic, so torch emulates it and fp16 trains many times slower than fp32."""
+    if precision != "fp16" or device.type != "cpu":
+        return ""
+    instead = "bf16 (native on this CPU)" if native_bf16(device) else "fp32 (bf16 is emulated on this CPU too)"
+    return f"precision fp16 on the CPU is emulated and trains many times slower than fp32; use {instead}"
+
+
 def set_threads(n: int) -> None:
     """Torch intra-op threads; 0 keeps torch's default."""
-    check_range("--threads", n, 0, MAX_THREADS)
+    check_range("threads", n, 0, MAX_THREADS)
     if n:
         import torch
 
         torch.set_num_threads(n)
 
 
-def check_range(flag: str, value: float, low: float, high: float) -> None:
-    """value must be a finite number in [low, high]."""
+def check_range(param: str, value: float, low: float, high: float) -> None:
+    """value (of the parameter named `param`) must be a finite number in [low, high]."""
     if isinstance(value, float) and not math.isfinite(value):
-        raise RunError(f"{flag} must be a finite number, got {value}")
+        raise RunError(f"{named(param)} must be a finite number, got {value}", param)
     if not low <= value <= high:
-        raise RunError(f"{flag} must be between {low:g} and {high:g}, got {value:g}")
+        raise RunError(f"{named(param)} must be between {low:g} and {high:g}, got {value:g}", param)
 
 
 def check_decoding(beam_size: int, alpha: float = 0.6, max_len_a: float = 1.5, max_len_b: int = 10,
                    n_best: int = 1) -> None:
-    """The search flags of translate and inspect-attention."""
-    check_range("--beam-size", beam_size, 1, MAX_BEAM)
-    check_range("--length-penalty", alpha, 0.0, 10.0)
-    check_range("--max-len-a", max_len_a, 0.0, 100.0)
-    check_range("--max-len-b", max_len_b, 0, 100_000)
+    """The search options of translate and inspect-attention (SearchOptions' fields)."""
+    check_range("beam_size", beam_size, 1, MAX_BEAM)
+    check_range("length_penalty", alpha, 0.0, 10.0)
+    check_range("max_len_a", max_len_a, 0.0, 100.0)
+    check_range("max_len_b", max_len_b, 0, 100_000)
     if max_len_a + max_len_b < 1:
-        raise RunError("--max-len-a and --max-len-b allow no output token: "
-                       f"{max_len_a:g} * source length + {max_len_b} must be >= 1 for a one-token source")
+        raise RunError(f"{named('max_len_a')} and {named('max_len_b')} allow no output token: "
+                       f"{max_len_a:g} * source length + {max_len_b} must be >= 1 for a one-token source",
+                       "max_len_a", "max_len_b")
     if not 1 <= n_best <= beam_size:
-        raise RunError(f"--n-best {n_best} must be between 1 and --beam-size {beam_size}")
+        raise RunError(f"{named('n_best')} {n_best} must be between 1 and {named('beam_size')} {beam_size}",
+                       "n_best", "beam_size")
 
 
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # mallopt parameters (glibc's malloc.h)

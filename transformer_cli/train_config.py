@@ -104,3 +104,11 @@ def resume_configs(stored: dict, preset: str | None, config_file: Path | None, m
     except (TypeError, ValueError) as e:
         raise RunError(f"impossible configuration: {e}") from None
 
+
+def retention_note(cfg: TrainConfig) -> str:
+    """'' unless average_last needs more checkpoints than keep_last would keep: rotation keeps the
+    last max(keep_last, average_last) (and the best one), so the user is told why more stay."""
+    if cfg.average_last <= cfg.keep_last:
+        return ""
+    return (f"average_last {cfg.average_last} keeps the last {cfg.average_last} checkpoints (not keep_last "
+            f"{cfg.keep_last}): the final model is their mean")

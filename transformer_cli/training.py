@@ -18,10 +18,10 @@ from transformer.training import grad_scaler
 from transformer_cli import distributed as ddp
 from transformer_cli import run_dir as rd
 from transformer_cli import train_config as tc
-from transformer_cli.errors import RunError, os_error_message
+from transformer_cli.errors import RunError, named, os_error_message
 from transformer_cli.metrics import best_from_metrics, plot_curves
 from transformer_cli.run_lock import RunLock, is_empty_run_dir
-from transformer_cli.runtime import pick_device, resolve_precision, set_threads
+from transformer_cli.runtime import pick_device, precision_note, resolve_precision, set_threads
 
 
 @dataclass(frozen=True)
@@ -111,17 +111,17 @@ def plan_run(request: TrainRequest, world_size: int = 1) -> _Plan:
     try:
         stored = read_config(run_dir) if resuming else None
     except CheckpointError as e:
-        raise RunError(str(e)) from None
+        raise RunError.wrap(e) from None
     recorded = (stored or {}).get("data", {}).get("prepared")
     data_dir = data or (Path(recorded) if isinstance(recorded, str) and recorded else None)
     if data_dir is None:
-        raise RunError("--data PREPARED_DIR is required" + (" (the run does not record its data)" if stored
-                                                              else " for a new run"))
+        raise RunError(f"{named('data')} PREPARED_DIR is required" + (" (the run does not record its data)"
+                                                                     if stored else " for a new run"), "data")
     manifest = rd.check_prepared(data_dir)
     try:
         toks = Tokenizers.load(data_dir)
     except DataError as e:
-        raise RunError(str(e)) from None
+        raise RunError.wrap(e) from None
     sizes = (toks.src.get_vocab_size(), toks.tgt.get_vocab_size(), toks.joint)
     fingerprint = toks.fingerprint()
     if stored:
@@ -166,10 +166,18 @@ def _write_and_resume(run_dir: Path, plan: _Plan, world: ddp.World, device, mode
         raise RunError(os_error_message(e)) from None
 
 
+def _say_surprises(cfg: TrainConfig, device, warn) -> None:
+    """Before the first step, what these settings do that the user may not expect."""
+    for note in (precision_note(cfg.precision, device), tc.retention_note(cfg)):
+        if note:
+            warn(note)
+
+
 def _start_and_fit(run_dir: Path, plan: _Plan, world: ddp.World, device, on_start, on_event, should_stop,
                    warn) -> TrainResult:
     """Model and optimizer first; only then is anything written into the run directory (by rank 0)."""
     cfg = replace(plan.cfg, precision=resolve_precision(plan.cfg.precision, device))  # "auto" -> bf16 | fp32
+    _say_surprises(cfg, device, warn)
     model_config = plan.model_config
     set_threads(cfg.threads)
     data = rd.load_training_data(plan.data_dir, cfg)
@@ -195,13 +203,14 @@ def _start_and_fit(run_dir: Path, plan: _Plan, world: ddp.World, device, on_star
         note = rd.finish_model(run_dir, cfg, model, plan.run_id) if world.is_main else ""
     except RuntimeError as e:
         if rd.is_out_of_memory(e):
-            raise RunError(f"out of memory with --max-tokens {cfg.max_tokens}: try --max-tokens "
-                           f"{max(cfg.max_tokens // 2, 1)} (with --accumulate 2 to keep the batch size)") from None
+            raise RunError(f"out of memory with {named('max_tokens')} {cfg.max_tokens}: try {named('max_tokens')} "
+                           f"{max(cfg.max_tokens // 2, 1)} (with {named('accumulate')} 2 to keep the batch size)",
+                           "max_tokens", "accumulate") from None
         raise
     except OSError as e:
         raise RunError(f"{os_error_message(e)}; {run_dir} keeps its last complete checkpoint") from None
     except ValueError as e:
-        raise RunError(str(e)) from None
+        raise RunError.wrap(e) from None
     except KeyboardInterrupt:
         raise RunError(f"interrupted twice: stopped without a new checkpoint; {run_dir} keeps the last one") from None
     finally:

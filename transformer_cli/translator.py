@@ -1,4 +1,13 @@
-"""A model directory loaded for use: the model, its tokenizers, and translation of text batches."""
+"""A model directory loaded for use, and the one path from text to translations and attention maps.
+
+    translator = load_run("work/demo/run")
+    translator.translate(["I am a student."])        # search: [Translation(text=..., score=..., ...)]
+    translator.inspect("I am a student.")             # search, then teacher forcing: every attention map
+
+Everything that reads attention (inspect-attention, jsonl alignments, the training dashboard's map,
+explain) goes through Translator.teacher_force; everything that translates through Translator.search.
+A Translator holds no counters: what a call measured (a truncated source) is in what it returns.
+"""
 
 from __future__ import annotations
 
@@ -13,21 +22,27 @@ from data.tokenizer import BOS_ID, EOS_ID, Tokenizers, decode, encode_batch
 from transformer.beam import beam_search
 from transformer.checkpoint import MODEL_FILE, CheckpointError, list_checkpoints, load_model, read_config
 from transformer.decoding import Hypothesis, greedy_search
-from transformer.model import Transformer
+from transformer.model import AttentionMaps, Transformer
 from transformer.packed import pack_linears
 
-from transformer_cli.errors import RunError
+from transformer_cli.errors import RunError, named
 from transformer_cli.runtime import check_decoding, check_range, pick_device
+
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass
 class Translation:
+    """One sentence's translation: the best hypothesis, its tokens and scores, the n-best list."""
+
     text: str
-    score: float = 0.0
-    tokens: list[str] = field(default_factory=list)
-    token_logprobs: list[float] = field(default_factory=list)
-    nbest: list[tuple[str, float]] = field(default_factory=list)
-    ids: list[int] = field(default_factory=list)
+    score: float = 0.0  # log P / length penalty of the best hypothesis
+    tokens: list[str] = field(default_factory=list)  # output subwords, </s> last when it ended
+    token_logprobs: list[float] = field(default_factory=list)  # log p of each of `tokens`
+    nbest: list[tuple[str, float]] = field(default_factory=list)  # (text, score), best first
+    ids: list[int] = field(default_factory=list)  # output token ids without </s>
+    src_ids: list[int] = field(default_factory=list)  # the source as the model read it (without </s>)
+    truncated: bool = False  # the source was longer than the model's positions and was cut
 
 
 @dataclass(frozen=True)
@@ -44,7 +59,32 @@ class SearchOptions:
 
     def __post_init__(self) -> None:
         check_decoding(self.beam_size, self.length_penalty, self.max_len_a, self.max_len_b, self.n_best)
-        check_range("--batch-tokens", self.batch_tokens, 1, 10_000_000)
+        check_range("batch_tokens", self.batch_tokens, 1, 10_000_000)
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """Texts as source token ids, and which of them were cut to the model's length."""
+
+    ids: list[list[int]]  # one row per text, without </s>
+    truncated: list[bool]
+
+
+@dataclass
+class Inspection:
+    """One teacher-forced pass over (source, output): every attention map and what each position read
+    and produced. Everything inspect-attention, explain and the dashboard show for one sentence."""
+
+    source: str
+    translation: str
+    src_tokens: list[str]  # encoder positions: source subwords + </s>
+    tgt_in_tokens: list[str]  # decoder inputs: <s> + output subwords (shifted right)
+    out_tokens: list[str]  # what each decoder position produced: output subwords (+ </s> when it ended)
+    maps: AttentionMaps  # batch of one: weights and scores of every layer and head
+    out_ids: list[int] = field(default_factory=list)  # the output's token ids (without </s>)
+    src_ids: list[int] = field(default_factory=list)  # the source's token ids (without </s>)
+    log_probs: torch.Tensor | None = None  # (out_len, tgt_vocab) float64: log p of every token at every step
+    truncated: bool = False  # the source was cut to the model's length
 
 
 def resolve_checkpoint(run_dir: Path, name: str) -> Path:
@@ -68,29 +108,15 @@ def load_run(run_dir: str | Path, device: str = "cpu", precision: str = "fp32", 
     weights packed once for oneDNN (transformer.packed; faster decoding, same parameters);
     checkpoint: the weights of one of the run's checkpoints ('step-N') instead of its final model."""
     run_dir = Path(run_dir)
-    if precision not in ("fp32", "bf16"):
-        raise RunError(f"--precision must be fp32 or bf16, got {precision!r}")
+    if precision not in PRECISIONS:
+        raise RunError(f"{named('precision')} must be fp32 or bf16, got {precision!r}", "precision")
     device = str(pick_device(device))
     if not run_dir.is_dir():
         raise RunError(f"{run_dir}: model directory not found")
     try:
-        config = read_config(run_dir)
-        toks = Tokenizers.load(run_dir)
-        weights = resolve_checkpoint(run_dir, checkpoint) / MODEL_FILE if checkpoint else run_dir / MODEL_FILE
-        if not weights.is_file():
-            raise RunError(f"{run_dir}: no {MODEL_FILE} (is training finished, or was it interrupted "
-                           "before the first validation?)")
-        expected = config.get("data", {}).get("tokenizer_fingerprint")
-        if expected and expected != toks.fingerprint():
-            raise RunError(f"{run_dir}: the tokenizer does not match the one the model was trained with")
-        model_cfg = config.get("model", {})
-        sizes = (toks.src.get_vocab_size(), toks.tgt.get_vocab_size())
-        if sizes != (model_cfg.get("src_vocab_size"), model_cfg.get("tgt_vocab_size")):
-            raise RunError(f"{run_dir}: tokenizer vocabularies {sizes} do not match the model's "
-                           f"({model_cfg.get('src_vocab_size')}, {model_cfg.get('tgt_vocab_size')})")
-        model = load_model(run_dir, device, weights)
+        model, toks = _read_run(run_dir, device, checkpoint)
     except (CheckpointError, DataError) as e:
-        raise RunError(str(e)) from None
+        raise RunError.wrap(e) from None
     if precision == "bf16":  # weights cast once, as inference engines do (autocast recasts every call)
         model.to(torch.bfloat16)
     if pack:
@@ -98,20 +124,37 @@ def load_run(run_dir: str | Path, device: str = "cpu", precision: str = "fp32", 
     return Translator(model, toks, torch.device(device), precision)
 
 
+def _read_run(run_dir: Path, device: str, checkpoint: str | None) -> tuple[Transformer, Tokenizers]:
+    """The model and tokenizers of a run directory, checked against each other."""
+    config = read_config(run_dir)
+    toks = Tokenizers.load(run_dir)
+    weights = resolve_checkpoint(run_dir, checkpoint) / MODEL_FILE if checkpoint else run_dir / MODEL_FILE
+    if not weights.exists():
+        raise RunError(f"{run_dir}: no {MODEL_FILE} (is training finished, or was it interrupted "
+                       "before the first validation?)")
+    expected = config.get("data", {}).get("tokenizer_fingerprint")
+    if expected and expected != toks.fingerprint():
+        raise RunError(f"{run_dir}: the tokenizer does not match the one the model was trained with")
+    model_cfg = config.get("model", {})
+    sizes = (toks.src.get_vocab_size(), toks.tgt.get_vocab_size())
+    if sizes != (model_cfg.get("src_vocab_size"), model_cfg.get("tgt_vocab_size")):
+        raise RunError(f"{run_dir}: tokenizer vocabularies {sizes} do not match the model's "
+                       f"({model_cfg.get('src_vocab_size')}, {model_cfg.get('tgt_vocab_size')})")
+    return load_model(run_dir, device, weights), toks
+
+
 class Translator:
-    def __init__(self, model: Transformer, toks: Tokenizers, device: torch.device, precision: str) -> None:
+    """A model and its tokenizers: text -> translations (search) and -> attention maps (teacher
+    forcing). Stateless between calls; safe to share between requests that take turns."""
+
+    def __init__(self, model: Transformer, toks: Tokenizers, device: torch.device, precision: str = "fp32") -> None:
         self.model, self.toks, self.device, self.precision = model, toks, device, precision
         self.max_src_tokens = model.config.max_len - 1  # room for </s>
-        self.truncated = 0
 
-    def encode(self, texts: list[str]) -> list[list[int]]:
-        out = []
-        for ids in encode_batch(self.toks.src, texts):
-            if len(ids) > self.max_src_tokens:
-                self.truncated += 1
-                ids = ids[: self.max_src_tokens]
-            out.append(ids)
-        return out
+    def encode(self, texts: list[str]) -> Encoded:
+        """Source ids of each text, cut to the model's length (Encoded.truncated says which were)."""
+        rows = encode_batch(self.toks.src, texts)
+        return Encoded([ids[: self.max_src_tokens] for ids in rows], [len(ids) > self.max_src_tokens for ids in rows])
 
     def batches(self, ids: list[list[int]], batch_tokens: int) -> list[list[int]]:
         """Indices grouped into batches of at most batch_tokens padded source tokens, by length."""
@@ -119,17 +162,15 @@ class Translator:
         return token_groups(order, [len(r) + 1 for r in ids], batch_tokens)
 
     def tensor(self, rows: list[list[int]]) -> torch.Tensor:
-        return pad_rows(rows, None, EOS_ID).to(self.device)  # (batch, longest + 1): ids </s> <pad>...
+        """Source rows as one padded batch: (batch, longest + 1) ids, </s>, <pad>..."""
+        return pad_rows(rows, None, EOS_ID).to(self.device)
 
     @torch.inference_mode()
-    def translate(self, texts: list[str], options: SearchOptions = SearchOptions()) -> list[Translation]:
-        """One Translation per text, in order; an empty or blank text gives an empty translation."""
-        o = options
-        results = [Translation("") for _ in texts]
-        todo = [i for i, t in enumerate(texts) if t.strip()]  # empty lines stay empty, no model call
-        ids = self.encode([texts[i].strip() for i in todo])
-        for group in self.batches(ids, o.batch_tokens):
-            src = self.tensor([ids[g] for g in group])
+    def search(self, rows: list[list[int]], options: SearchOptions = SearchOptions()) -> list[list[Hypothesis]]:
+        """The n-best hypotheses of each source row (ids without </s>), in order, batched by length."""
+        o, out = options, [[] for _ in rows]
+        for group in self.batches(rows, o.batch_tokens):
+            src = self.tensor([rows[g] for g in group])
             if o.beam_size == 1:
                 hyps = [[h] for h in greedy_search(self.model, src, BOS_ID, EOS_ID, o.max_len_a, o.max_len_b,
                                                     o.length_penalty)]
@@ -137,53 +178,69 @@ class Translator:
                 hyps = beam_search(self.model, src, BOS_ID, EOS_ID, o.beam_size, o.n_best, o.length_penalty,
                                    o.max_len_a, o.max_len_b)
             for g, nbest in zip(group, hyps):
-                results[todo[g]] = self.result(nbest)
+                out[g] = nbest
+        return out
+
+    def translate(self, texts: list[str], options: SearchOptions = SearchOptions()) -> list[Translation]:
+        """One Translation per text, in order; an empty or blank text gives an empty translation."""
+        results = [Translation("") for _ in texts]
+        todo = [i for i, t in enumerate(texts) if t.strip()]  # empty lines stay empty, no model call
+        encoded = self.encode([texts[i].strip() for i in todo])
+        for i, nbest, src_ids, cut in zip(todo, self.search(encoded.ids, options), encoded.ids, encoded.truncated):
+            results[i] = self.result(nbest, src_ids, cut)
         return results
 
-    def result(self, nbest: list[Hypothesis]) -> Translation:
+    def result(self, nbest: list[Hypothesis], src_ids: list[int] = (), truncated: bool = False) -> Translation:
+        """A search's hypotheses as a Translation."""
         best = nbest[0]
         ids = best.without_eos(EOS_ID)
         return Translation(
             text=decode(self.toks.tgt, ids), score=best.score,
             tokens=[self.toks.tgt.id_to_token(i) for i in best.tokens], token_logprobs=best.token_logprobs,
-            nbest=[(decode(self.toks.tgt, h.without_eos(EOS_ID)), h.score) for h in nbest], ids=ids)
+            nbest=[(decode(self.toks.tgt, h.without_eos(EOS_ID)), h.score) for h in nbest], ids=ids,
+            src_ids=list(src_ids), truncated=truncated)
+
+    @torch.inference_mode()
+    def teacher_force(self, src_ids: list[int], out_ids: list[int], source: str = "") -> Inspection:
+        """One forward pass reading the source (ids without </s>) and the output `out_ids` (with </s>
+        last when it ended), returning every attention map and the log-probabilities of each step.
+        The decoder reads <s> + out_ids[:-1] (shifted right); position t produced out_ids[t]."""
+        out_ids = list(out_ids) or [EOS_ID]
+        body = out_ids[:-1] if out_ids[-1] == EOS_ID else out_ids
+        tgt_in = [BOS_ID] + out_ids[:-1]
+        logits, maps = self.model(self.tensor([src_ids]), torch.tensor([tgt_in], device=self.device),
+                                  return_attention=True)
+        tok_src, tok_tgt = self.toks.src.id_to_token, self.toks.tgt.id_to_token
+        return Inspection(
+            source=source, translation=decode(self.toks.tgt, body),
+            src_tokens=[tok_src(i) for i in src_ids] + ["</s>"], tgt_in_tokens=[tok_tgt(i) for i in tgt_in],
+            out_tokens=[tok_tgt(i) for i in out_ids], maps=maps, out_ids=body, src_ids=list(src_ids),
+            log_probs=torch.log_softmax(logits[0].double(), dim=-1))  # (out_len, tgt_vocab)
 
     def inspect(self, text: str, target: str | None = None, beam_size: int = 1,
                 target_ids: list[int] | None = None) -> Inspection:
-        """Teacher-forced forward over (source, output) returning every attention map. Without
-        `target` the output is the model's own translation, so these are the weights that produced it.
-        target_ids: the output as token ids (another model's translation, for comparing maps)."""
-        src_ids = self.encode([text.strip()])[0]
+        """The attention maps of `text` teacher-forced on its translation: the model's own (found with
+        beam_size, so these are the weights that produced it), `target` (a given translation), or
+        `target_ids` (another model's output as token ids, for comparing maps). The output always ends
+        with </s>, whose row shows what the model attended to when it stopped."""
+        encoded = self.encode([text.strip()])
+        src_ids = encoded.ids[0]
         if target_ids is not None:
-            out_ids, translation = target_ids, decode(self.toks.tgt, target_ids)
+            out_ids = list(target_ids)
         elif target is None:
-            result = self.translate([text], SearchOptions(beam_size=beam_size))[0]
-            out_ids, translation = result.ids, result.text
+            out_ids = self.search([src_ids], SearchOptions(beam_size=beam_size))[0][0].without_eos(EOS_ID)
         else:
             out_ids = encode_batch(self.toks.tgt, [target.strip()])[0][: self.model.config.max_len - 1]
-            translation = decode(self.toks.tgt, out_ids)
-        src = self.tensor([src_ids])
-        tgt_in = torch.tensor([[BOS_ID] + out_ids], device=self.device)
-        with torch.inference_mode():
-            _, maps = self.model(src, tgt_in, return_attention=True)
-        src_tok, tgt_tok = self.toks.src.id_to_token, self.toks.tgt.id_to_token
-        return Inspection(
-            source=text.strip(), translation=translation,
-            src_tokens=[src_tok(i) for i in src_ids] + ["</s>"],
-            tgt_in_tokens=["<s>"] + [tgt_tok(i) for i in out_ids],
-            out_tokens=[tgt_tok(i) for i in out_ids] + ["</s>"], maps=maps, out_ids=list(out_ids))
+        record = self.teacher_force(src_ids, out_ids + [EOS_ID], text.strip())
+        record.truncated = encoded.truncated[0]
+        return record
 
-    @torch.inference_mode()
-    def alignment(self, source: str, translation: Translation) -> str:
-        """Pharaoh 'src-tgt' word pairs read from cross-attention (see align_words)."""
-        if not source.strip() or not translation.ids:
+    def alignment(self, translation: Translation) -> str:
+        """Pharaoh 'src-tgt' word pairs read from the last layer's cross-attention (see align_words)."""
+        if not translation.src_ids or not translation.ids:
             return ""
-        src_ids = self.encode([source.strip()])[0]
-        tgt = torch.tensor([[BOS_ID] + translation.ids], device=self.device)
-        _, maps = self.model(self.tensor([src_ids]), tgt, return_attention=True)
-        pairs = align_words(maps.cross[-1].weights[0], [self.toks.src.id_to_token(i) for i in src_ids],
-                            [self.toks.tgt.id_to_token(i) for i in translation.ids])
-        return " ".join(f"{s}-{t}" for t, s, _ in pairs)
+        record = self.teacher_force(translation.src_ids, translation.ids + [EOS_ID])
+        return " ".join(f"{s}-{t}" for t, s, _ in aligned_words(record))
 
 
 def align_words(cross: torch.Tensor, src_pieces: list[str], out_pieces: list[str]
@@ -191,7 +248,7 @@ def align_words(cross: torch.Tensor, src_pieces: list[str], out_pieces: list[str
     """Word alignment from one layer's cross-attention (heads, out_len(+1), src_len(+1)), mean over
     heads: for each output word, the source word its first subword attends to most. Row t is the
     step that produced output token t. Returns (output word, source word, weight) indices."""
-    weights = cross.mean(0)  # (out_len, src_len)
+    weights = cross.float().mean(0)  # (out_len, src_len)
     src_words, out_words = word_index(src_pieces), word_index(out_pieces)
     pairs, seen = [], set()
     for t, w in enumerate(out_words):
@@ -201,6 +258,12 @@ def align_words(cross: torch.Tensor, src_pieces: list[str], out_pieces: list[str
         s = int(weights[t, : len(src_pieces)].argmax())
         pairs.append((w, src_words[s], float(weights[t, s])))
     return pairs
+
+
+def aligned_words(record: Inspection) -> list[tuple[int, int, float]]:
+    """align_words on an Inspection's last cross-attention layer (without the </s> positions)."""
+    return align_words(record.maps.cross[-1].weights[0], record.src_tokens[:-1],
+                       record.out_tokens[: len(record.out_ids)])
 
 
 def word_index(pieces: list[str]) -> list[int]:
@@ -222,35 +285,18 @@ def word_index(pieces: list[str]) -> list[int]:
     return out
 
 
-@dataclass
-class Inspection:
-    """Everything inspect-attention shows for one sentence."""
-
-    source: str
-    translation: str
-    src_tokens: list[str]  # encoder positions: source subwords + </s>
-    tgt_in_tokens: list[str]  # decoder inputs: <s> + output subwords
-    out_tokens: list[str]  # what each decoder position produced: output subwords + </s>
-    maps: object  # transformer.model.AttentionMaps, batch of one
-    out_ids: list[int] = field(default_factory=list)  # the output's token ids (without </s>)
+def words(pieces: list[str]) -> list[str]:
+    """The words the subwords make (see word_index), without the ▁ marks."""
+    out: list[str] = []
+    for p, w in zip(pieces, word_index(pieces)):
+        if w == len(out):
+            out.append(p.lstrip("▁"))
+        else:
+            out[w] += p
+    return out
 
 
-def load_other(spec: str, run_dir: str | Path, device: str = "cpu") -> Translator:
-    """A second model to compare with run_dir's: another run directory, a checkpoint directory, or
-    one of run_dir's checkpoints ('step-N'). Refused unless it reads and writes the same tokens."""
-    path = Path(spec)
-    if (path / "config.json").is_file():
-        return load_run(path, device, pack=False)
-    if (path / MODEL_FILE).is_file() and (path / "state.json").is_file():
-        return load_run(path.parent.parent, device, pack=False, checkpoint=str(path))
-    return load_run(run_dir, device, pack=False, checkpoint=spec)
-
-
-def check_comparable(a: Translator, b: Translator, label: str) -> None:
-    """Same tokenizers and the same numbers of layers and heads, so every map has a partner."""
-    if a.toks.fingerprint() != b.toks.fingerprint():
-        raise RunError(f"{label}: its tokenizer differs, so its maps cannot be laid over these token by token")
-    ca, cb = a.model.config, b.model.config
-    shape = lambda c: (c.n_encoder_layers, c.n_decoder_layers, c.n_heads)  # noqa: E731
-    if shape(ca) != shape(cb):
-        raise RunError(f"{label}: {shape(cb)} encoder layers, decoder layers and heads against {shape(ca)}")
+def word_alignment(record: Inspection) -> list[tuple[str, str, float]]:
+    """(output word, source word, weight) of aligned_words, as text."""
+    src_text, out_text = words(record.src_tokens[:-1]), words(record.out_tokens[: len(record.out_ids)])
+    return [(out_text[o], src_text[s], w) for o, s, w in aligned_words(record)]

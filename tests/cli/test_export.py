@@ -45,7 +45,7 @@ def same_greedy(theirs: list[int], mine) -> bool:
 
 
 def teacher_forced_logits(translator, text: str, out_ids: list[int]) -> torch.Tensor:
-    src = translator.tensor(translator.encode([text]))
+    src = translator.tensor(translator.encode([text]).ids)
     tgt = torch.tensor([[BOS_ID] + out_ids])
     with torch.no_grad():
         return translator.model(src, tgt)[0][0]  # (len + 1, vocab)
@@ -58,8 +58,8 @@ def test_hf_marian_agrees(exported, ours):
     tok = AutoTokenizer.from_pretrained(exported["hf"])
     hf = MarianMTModel.from_pretrained(exported["hf"]).eval()
     batch = tok(SENTENCES, return_tensors="pt", padding=True)
-    assert batch["input_ids"][0].tolist()[: len(translator.encode(SENTENCES[:1])[0]) + 1] == \
-        translator.encode(SENTENCES[:1])[0] + [EOS_ID]
+    assert batch["input_ids"][0].tolist()[: len(translator.encode(SENTENCES[:1]).ids[0]) + 1] == \
+        translator.encode(SENTENCES[:1]).ids[0] + [EOS_ID]
     for text, mine in zip(SENTENCES, greedy):
         enc = tok([text], return_tensors="pt")
         out = hf.generate(**enc, num_beams=1, max_new_tokens=len(mine.ids) + 1)
@@ -92,7 +92,7 @@ def onnx_greedy(path: Path, translator, text: str, steps: int):
     import onnxruntime as ort
 
     enc, dec = (ort.InferenceSession(str(path / f)) for f in ("encoder.onnx", "decoder.onnx"))
-    ids = np.array([translator.encode([text])[0] + [EOS_ID]], dtype=np.int64)
+    ids = np.array([translator.encode([text]).ids[0] + [EOS_ID]], dtype=np.int64)
     cross = enc.run(None, {"source_ids": ids})
     c = translator.model.config
     n, d_k = c.n_decoder_layers, c.d_model // c.n_heads
@@ -188,7 +188,7 @@ def test_an_untied_output_projection_exports_to_marian(cli, demo_data, tmp_path)
     hf = MarianMTModel.from_pretrained(export(run, "hf", tmp_path / "hf")).eval()
     translator = load_run(run)
     [mine] = translator.translate(SENTENCES[:1], SearchOptions(beam_size=1))
-    src = translator.tensor(translator.encode(SENTENCES[:1]))
+    src = translator.tensor(translator.encode(SENTENCES[:1]).ids)
     with torch.no_grad():
         theirs = hf(input_ids=src, decoder_input_ids=torch.tensor([[BOS_ID] + mine.ids])).logits[0]
     torch.testing.assert_close(theirs, teacher_forced_logits(translator, SENTENCES[0], mine.ids), atol=1e-4, rtol=1e-4)

@@ -181,7 +181,7 @@ def test_wide_hangul_tokens_never_squeezed():
 
 
 def test_word_grouping_of_subwords():
-    from cli.attention_view import words_of
+    from transformer_cli.translator import words as words_of
     from transformer_cli.translator import word_index
 
     pieces = ["▁Ein", "▁Hund", "▁renn", "t", "▁durch", "▁den", "▁Schnee", "."]
@@ -276,7 +276,7 @@ def test_compare_flag_errors(cli, model_dir, args, message):
 
 def test_models_with_other_tokenizers_are_not_compared(model_dir):
     from transformer_cli import RunError, load_run
-    from transformer_cli.translator import check_comparable
+    from transformer_cli.maps import check_comparable
 
     a, b = load_run(model_dir, pack=False), load_run(model_dir, pack=False)
     b.toks.fingerprint = lambda: "another tokenizer"

@@ -126,3 +126,33 @@ def test_greedy_batch_invariance(tiny_model):
 def test_positions_beyond_max_len_raise(tiny_model):
     with pytest.raises(ValueError, match="max_len"):
         tiny_model(random_ids(1, 65, 23), random_ids(1, 3, 19))
+
+
+ATTENTION = [f"{proj}.{p}" for proj in ("q_proj", "k_proj", "v_proj", "out_proj") for p in ("weight", "bias")]
+FEED_FORWARD = ["w_1.weight", "w_1.bias", "w_2.weight", "w_2.bias"]
+
+
+def documented_names(c: ModelConfig) -> list[str]:
+    """The parameter names checkpoints hold and the exporters (transformer_cli/exporters) map, in order."""
+    def norms(prefix, residuals):
+        return [f"{prefix}{r}.norm.{p}" for r in residuals for p in ("gamma", "beta")]
+    final = [f"final_norm.{p}" for p in ("gamma", "beta")] if c.norm == "pre" else []
+    names = ["src_embed.weight", "tgt_embed.weight"]
+    for i in range(c.n_encoder_layers):
+        p = f"encoder.layers.{i}."
+        names += [p + "self_attn." + n for n in ATTENTION] + [p + "feed_forward." + n for n in FEED_FORWARD]
+        names += norms(p, ("attn_residual", "ff_residual"))
+    names += ["encoder." + n for n in final]
+    for i in range(c.n_decoder_layers):
+        p = f"decoder.layers.{i}."
+        names += [p + a + "." + n for a in ("self_attn", "cross_attn") for n in ATTENTION]
+        names += [p + "feed_forward." + n for n in FEED_FORWARD] + norms(p, ("self_residual", "cross_residual", "ff_residual"))
+    return names + ["decoder." + n for n in final] + ["generator.weight"]
+
+
+@pytest.mark.parametrize("changes", [{}, {"norm": "pre"}, {"tie_output": False},
+                                     {"share_embeddings": True, "tgt_vocab_size": 23}])
+def test_state_dict_names_are_the_documented_ones(tiny_config, changes):
+    """Checkpoints written by any earlier version load: the names (and their order) never change."""
+    c = dataclasses.replace(tiny_config, n_encoder_layers=2, n_decoder_layers=3, **changes)
+    assert list(Transformer(c).state_dict()) == documented_names(c)

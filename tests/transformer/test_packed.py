@@ -9,7 +9,7 @@ pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason
 
 
 def test_packed_linear_computes_the_same_affine_map():
-    lin = nn.Linear(48, 96)
+    lin = PackedLinear(48, 96)
     x = torch.randn(3, 7, 48)
     with torch.no_grad():
         expected = x @ lin.weight.T + lin.bias
@@ -40,7 +40,7 @@ def test_packed_model_decodes_like_the_plain_one(tiny_config):
 
 def test_gradients_take_the_plain_path():
     """Training through a packed layer still gets gradients (the packed copy has none)."""
-    lin = nn.Linear(8, 4)
+    lin = PackedLinear(8, 4)
     pack_linears(lin)
     x = torch.randn(5, 8, requires_grad=True)
     lin(x).sum().backward()
@@ -51,3 +51,57 @@ def test_nothing_packed_off_the_cpu_or_without_onednn(monkeypatch):
     lin = nn.Linear(8, 4)
     monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
     assert not can_pack(lin) and pack_linears(lin) == 0 and type(lin) is nn.Linear
+
+
+def test_the_model_is_built_of_packable_linears_that_start_plain(tiny_model):
+    linears = [m for m in tiny_model.modules() if isinstance(m, nn.Linear)]
+    assert linears and all(isinstance(m, PackedLinear) and not m.packing for m in linears)
+    assert "_packed" not in vars(linears[0])  # nothing packed before pack_linears
+
+
+def _packed_and_plain(config):
+    packed, plain = Transformer(config).eval(), Transformer(config).eval()
+    packed.load_state_dict(plain.state_dict())
+    assert pack_linears(packed) > 0
+    return packed, plain
+
+
+def _assert_same_outputs(packed, plain, atol=1e-5):
+    src, tgt = torch.randint(3, 19, (4, 9)), torch.randint(3, 19, (4, 6))
+    with torch.inference_mode():
+        torch.testing.assert_close(packed(src, tgt)[0], plain(src, tgt)[0], atol=atol, rtol=atol)
+
+
+def test_packed_weights_follow_load_state_dict(tiny_config):
+    packed, plain = _packed_and_plain(tiny_config)
+    _assert_same_outputs(packed, plain)  # the packed copies are in use
+    other = Transformer(tiny_config).eval()  # other weights (the seed moved on)
+    packed.load_state_dict(other.state_dict())
+    _assert_same_outputs(packed, other)
+    assert packed.generator.weight is packed.tgt_embed.weight  # still tied
+
+
+def test_packed_weights_follow_an_in_place_edit(tiny_config):
+    packed, plain = _packed_and_plain(tiny_config)
+    _assert_same_outputs(packed, plain)
+    with torch.no_grad():
+        for model in (packed, plain):
+            model.decoder.layers[0].feed_forward.w_1.weight.mul_(-2.0)
+            model.tgt_embed.weight.add_(0.5)  # the tied generator's weight too
+    _assert_same_outputs(packed, plain)
+
+
+def test_packed_weights_follow_a_dtype_cast(tiny_config):
+    packed, plain = _packed_and_plain(tiny_config)
+    _assert_same_outputs(packed, plain)
+    packed.to(torch.bfloat16)
+    plain.to(torch.bfloat16)
+    lin = packed.encoder.layers[0].self_attn.q_proj
+    x = torch.randn(5, tiny_config.d_model, dtype=torch.bfloat16)
+    with torch.inference_mode():  # packed in bfloat16 where this CPU can, nn.Linear's path elsewhere
+        torch.testing.assert_close(lin(x), plain.encoder.layers[0].self_attn.q_proj(x), atol=2e-2, rtol=2e-2)
+    if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        assert lin.packed_weight().dtype == torch.bfloat16
+    packed.float()
+    plain.float()  # back through bfloat16: the rounded weights, not the first float32 ones
+    _assert_same_outputs(packed, plain)

@@ -4,11 +4,11 @@ and imported only here."""
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
-from transformer_cli.errors import RunError, os_error_message
+from transformer.files import atomic_directory
+
+from transformer_cli.errors import RunError, named, os_error_message
 
 FORMATS = ("ctranslate2", "hf", "onnx")
 
@@ -21,26 +21,24 @@ def export(run_dir: str | Path, format: str, out: str | Path, quantization: str 
     from transformer_cli.translator import load_run
 
     if format not in FORMATS:
-        raise RunError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
+        raise RunError(f"{named('format')} must be one of {', '.join(FORMATS)}, got {format!r}", "format")
     if quantization and format != "ctranslate2":
-        raise RunError("--quantization applies to --format ctranslate2 only")
+        raise RunError(f"{named('quantization')} applies to {named('format')} ctranslate2 only", "quantization",
+                       "format")
+    if format == "ctranslate2":  # the weight type and the package, before the model is loaded
+        from transformer_cli.exporters.ct2 import check_ctranslate2
+
+        check_ctranslate2(quantization)
     out = Path(out).resolve()  # "." and "dir/" have a name to put a temporary directory beside
     if not out.name:
-        raise RunError(f"--out {out}: name a directory to write the model into")
+        raise RunError(f"{named('out')} {out}: name a directory to write the model into", "out")
     check_out(out, overwrite)
     translator = load_run(run_dir, "cpu", "fp32", pack=False)  # the exporters read plain layers
-    work = out.with_name(f".{out.name}.tmp-{os.getpid()}")  # renamed into place when complete
-    shutil.rmtree(work, ignore_errors=True)
     try:
-        work.mkdir(parents=True)
-        write(translator, format, work, out.name, quantization)
-        if out.exists():
-            shutil.rmtree(out)  # an earlier export (check_out made sure)
-        os.replace(work, out)
+        with atomic_directory(out) as work:  # renamed into place when complete; an earlier export
+            write(translator, format, work, out.name, quantization)  # (check_out made sure) goes last
     except OSError as e:
         raise RunError(os_error_message(e)) from None
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     return out
 
 

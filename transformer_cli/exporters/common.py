@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from transformer_cli.errors import RunError
+from transformer_cli.errors import RunError, named
 
 EXTRA = "pip install 'transformer-cli[export]'"
 
@@ -23,12 +23,13 @@ def check_out(out: Path, overwrite: bool) -> None:
     """A new or empty directory, or (with overwrite) one this command wrote before; it is replaced
     only once the new export is complete."""
     if out.exists() and not out.is_dir():
-        raise RunError(f"--out {out} is a file")
+        raise RunError(f"{named('out')} {out} exists and is not a directory", "out")
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
-            raise RunError(f"--out {out} exists and is not empty (use --overwrite to replace an earlier export)")
+            raise RunError(f"{named('out')} {out} exists and is not empty (use {named('overwrite')} to replace an "
+                           "earlier export)", "out", "overwrite")
         if not (out / EXPORT_MARK).is_file():
-            raise RunError(f"--out {out} was not written by 'transformer-cli export'; not replacing it")
+            raise RunError(f"{named('out')} {out} was not written by 'transformer-cli export'; not replacing it", "out")
 
 
 EXPORT_MARK = "EXPORTED_BY_TRANSFORMER_CLI"
@@ -40,11 +41,6 @@ def finish(out: Path, readme: str) -> None:
 
 
 def save_tokenizers(toks, out: Path) -> tuple[str, str]:
-    """tokenizer.json for a joint vocabulary, tokenizer.source.json + tokenizer.target.json otherwise.
-    Returns the (source, target) file names."""
-    if toks.joint:
-        toks.src.save(str(out / "tokenizer.json"))
-        return "tokenizer.json", "tokenizer.json"
-    toks.src.save(str(out / "tokenizer.source.json"))
-    toks.tgt.save(str(out / "tokenizer.target.json"))
-    return "tokenizer.source.json", "tokenizer.target.json"
+    """The run's tokenizer file(s) beside the model, under the run's own names; (source, target) names."""
+    names = toks.save(out)
+    return names[0], names[-1]

@@ -11,8 +11,20 @@ from pathlib import Path
 import numpy as np
 
 from data.tokenizer import SPECIALS
-from transformer_cli.errors import RunError
+from transformer_cli.errors import RunError, named
 from transformer_cli.exporters.common import finish, need, save_tokenizers
+
+
+QUANTIZATIONS = ("int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16", "float16", "bfloat16",
+                 "float32")  # CTranslate2's weight types (ctranslate2.specs.model_spec.ACCEPTED_MODEL_TYPES)
+
+
+def check_ctranslate2(quantization: str | None) -> None:
+    """Before the model is loaded: a weight type CTranslate2 knows, then the package itself."""
+    if quantization is not None and quantization not in QUANTIZATIONS:
+        raise RunError(f"{named('quantization')} must be one of {', '.join(QUANTIZATIONS)}, got {quantization!r}",
+                       "quantization")
+    need("ctranslate2", "CTranslate2")
 
 
 def numpy(t) -> np.ndarray:
@@ -90,9 +102,10 @@ def make_converter(translator):
 
 
 def export_ctranslate2(translator, out: Path, name: str, quantization: str | None) -> None:
+    converter = make_converter(translator)  # outside the try: a missing package is need()'s message
     try:
-        make_converter(translator).convert(str(out), quantization=quantization, force=True)
-    except (ValueError, RuntimeError) as e:  # an unknown quantization, mainly
+        converter.convert(str(out), quantization=quantization, force=True)
+    except (ValueError, RuntimeError) as e:  # what the engine's own validation refuses
         raise RunError(f"CTranslate2 refused the model: {str(e).splitlines()[0][:200]}") from None
     src, tgt = save_tokenizers(translator.toks, out)
     finish(out, README.format(name=name, quantization=quantization or "float32 (as trained)", src=src, tgt=tgt,

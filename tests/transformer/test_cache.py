@@ -1,0 +1,54 @@
+import copy
+
+import torch
+
+from transformer.cache import DecoderCache
+
+
+def _decoded(model, steps=3, batch=2):
+    cache, _ = model.encode(torch.randint(3, 23, (batch, 5)))
+    for _ in range(steps):
+        model.decode(torch.randint(3, 19, (batch, 1)), cache)
+    return cache
+
+
+@torch.no_grad()  # as beam search runs
+def test_a_reorder_is_applied_by_the_next_step_and_cleared_by_the_cache(tiny_model):
+    cache = _decoded(tiny_model)
+    before = [kv.k.clone() for kv in cache.self_kv]
+    rows = torch.tensor([1, 1, 0, 0])  # four prefixes (two per memory row): two continue row 1, two row 0
+    cache.reorder(rows)
+    assert cache.past_rows is not None and cache.self_kv[0].k.size(0) == 2  # pending, nothing copied yet
+    tiny_model.decode(torch.randint(3, 19, (4, 1)), cache)
+    assert cache.past_rows is None and cache.length == 4
+    for past, kv in zip(before, cache.self_kv):
+        assert kv.k.shape[:3] == (4, past.size(1), 4)
+        torch.testing.assert_close(kv.k[:, :, :3], past[rows])  # the past in the reordered rows, then the step
+
+
+@torch.no_grad()
+def test_select_applies_a_pending_reorder(tiny_model):
+    cache = _decoded(tiny_model)
+    before = cache.self_kv[1].v.clone()
+    cache.reorder(torch.tensor([1, 0]))
+    kept = cache.select(torch.tensor([0]))  # row 0 now continues old row 1
+    assert kept.past_rows is None and kept.length == cache.length
+    torch.testing.assert_close(kept.self_kv[1].v, before[1:2])
+
+
+def test_a_shallow_copy_stays_as_it_was_when_the_other_decodes(tiny_model):
+    """explain times teacher forcing on copy.copy(cache): advance() assigns, it never mutates."""
+    cache = _decoded(tiny_model, steps=0)
+    copied = copy.copy(cache)
+    tiny_model.decode(torch.randint(3, 19, (2, 4)), copied)
+    assert copied.length == 4 and len(copied.self_kv) == len(tiny_model.decoder.layers)
+    assert cache.length == 0 and cache.self_kv == []
+
+
+def test_each_layer_sees_its_own_memory_and_past(tiny_model):
+    cache = _decoded(tiny_model, steps=2)
+    assert isinstance(cache, DecoderCache)
+    for i in range(len(tiny_model.decoder.layers)):
+        view = cache.layer(i)
+        assert view.memory_kv is cache.memory_kv[i] and view.past is cache.self_kv[i]
+        assert view.src_mask is cache.src_mask and view.past_rows is None

@@ -1,0 +1,173 @@
+"""Lines in, translations out, one per line and in order: what `translate` does, as library calls.
+
+    from transformer_cli import load_run, SearchOptions
+    from transformer_cli.stream import translate_files
+    report = translate_files(load_run("work/demo/run"), [Path("in.txt")], Path("out.txt"))
+    report.stats.lines, report.stats.truncated, report.scores      # what happened, returned
+
+translate_lines() is the loop (raw lines -> output lines, chunk by chunk, counts back); translate_files()
+adds the inputs, the output file (written atomically: transformer.files.Output) and the scoring.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from data.errors import DataError
+from data.textfiles import (check_input_file, check_output_file, decode_line, read_chunks, read_lines,
+                            without_bom)
+from transformer.files import Output
+
+from transformer_cli.errors import RunError, named
+from transformer_cli.runtime import check_range
+from transformer_cli.scoring import Scores, score
+from transformer_cli.translator import SearchOptions, Translation, Translator
+
+FORMATS = ("text", "jsonl")
+
+
+class Stopped(RunError):
+    """translate_files was interrupted (Ctrl-C, or SIGTERM: errors.Terminated) or could not write;
+    the message says where the lines done so far are; `interrupt` is the KeyboardInterrupt, if any."""
+
+    def __init__(self, message: str, interrupt: KeyboardInterrupt | None = None) -> None:
+        super().__init__(message)
+        self.interrupt = interrupt
+
+
+@dataclass
+class StreamStats:
+    """What translating a stream of lines met, counted as it went."""
+
+    lines: int = 0  # input lines translated (= output lines written)
+    invalid_utf8: int = 0  # lines whose invalid UTF-8 bytes were replaced with U+FFFD
+    truncated: int = 0  # lines longer than the model's positions, cut to fit
+    translations: list[str] = field(default_factory=list)  # the texts, when kept for scoring
+
+
+@dataclass(frozen=True)
+class FileReport:
+    """What translate_files did: the counts, and the scores when references were given."""
+
+    stats: StreamStats
+    scores: Scores | None = None
+
+
+def check_format(options: SearchOptions, fmt: str, scores: bool) -> None:
+    """The output format and the options it can show (text keeps one line per input line)."""
+    if fmt not in FORMATS:
+        raise RunError(f"{named('fmt')} must be text or jsonl, got {fmt!r}", "fmt")
+    if options.n_best > 1 and fmt != "jsonl":
+        raise RunError(f"{named('n_best')} > 1 needs {named('fmt')} jsonl (text output keeps one line per "
+                       "input line)", "n_best", "fmt")
+    if scores and fmt == "jsonl":
+        raise RunError(f"{named('scores')} is for text output; jsonl always has the scores", "scores")
+
+
+def output_line(translator: Translator, source: str, r: Translation, fmt: str = "text", scores: bool = False) -> str:
+    """One output line (without its newline): the text, score<TAB>text, or a jsonl record."""
+    if fmt == "jsonl":
+        return json.dumps({
+            "source": source, "translation": r.text, "score": r.score, "tokens": r.tokens,
+            "token_logprobs": r.token_logprobs,
+            "nbest": [{"translation": t, "score": s} for t, s in r.nbest],
+            "alignment": translator.alignment(r),
+        }, ensure_ascii=False)
+    return f"{r.score:.4f}\t{r.text}" if scores else r.text
+
+
+def translate_lines(translator: Translator, chunks: Iterable[list[bytes]], options: SearchOptions = SearchOptions(),
+                    fmt: str = "text", scores: bool = False, stats: StreamStats | None = None,
+                    keep: bool = False) -> Iterator[list[str]]:
+    """For each chunk of raw input lines (bytes, newline optional), its output lines in order.
+    Invalid UTF-8 is replaced (and counted); `stats` is updated as each chunk is done; keep: also
+    collect the translations in stats.translations."""
+    check_format(options, fmt, scores)
+    stats = stats if stats is not None else StreamStats()
+    for chunk in chunks:
+        decoded = [decode_line(raw) for raw in chunk]
+        texts = [t for t, _ in decoded]
+        results = translator.translate(texts, options)
+        stats.lines += len(texts)
+        stats.invalid_utf8 += sum(bad for _, bad in decoded)
+        stats.truncated += sum(r.truncated for r in results)
+        if keep:
+            stats.translations.extend(r.text for r in results)
+        yield [output_line(translator, t, r, fmt, scores) for t, r in zip(texts, results)]
+
+
+def read_inputs(inputs: list[Path], buffer_lines: int, stdin: io.BufferedIOBase | None = None
+                ) -> Iterator[list[bytes]]:
+    """Chunks of raw lines from each input in turn (any readable file: a FIFO, /dev/stdin, <(zcat x));
+    without inputs, from `stdin`. A byte-order mark at the start of each input is dropped."""
+    if not inputs:
+        yield from without_bom(read_chunks(stdin, buffer_lines))
+        return
+    for path in inputs:
+        with open(path, "rb") as f:
+            yield from without_bom(read_chunks(f, buffer_lines))
+
+
+def translate_files(translator: Translator, inputs: list[Path], output: Path | str | None = None,
+                    options: SearchOptions = SearchOptions(), fmt: str = "text", scores: bool = False,
+                    reference: Path | None = None, buffer_lines: int = 256, stdin=None, chunks=None) -> FileReport:
+    """Translate `inputs` (or `chunks` of raw lines, or `stdin`) into `output` (a path, '-' or None:
+    stdout), flushed chunk by chunk; score against `reference` when given. An interruption or a
+    write error is a RunError that says where the lines done so far are."""
+    check_stream_args(options, inputs, output, fmt, scores, reference, buffer_lines)
+    stats = StreamStats()
+    chunks = chunks if chunks is not None else read_inputs(list(inputs), buffer_lines, stdin)
+    lines = translate_lines(translator, chunks, options, fmt, scores, stats, keep=reference is not None)
+    sink = Output(output if output is not None else "-")
+    try:
+        with sink as out:
+            for block in lines:
+                out.write("".join(line + "\n" for line in block))
+                out.flush()
+    except (KeyboardInterrupt, OSError) as e:
+        if sink.stdout:
+            raise
+        raise Stopped(stopped(e, str(output), sink), e if isinstance(e, KeyboardInterrupt) else None) from None
+    if reference is None:
+        return FileReport(stats)
+    return FileReport(stats, score(stats.translations, reference_lines(reference), str(reference)))
+
+
+def stopped(e: BaseException, output: str, sink: Output) -> str:
+    """What an interruption or a write error left, in one line."""
+    from transformer_cli.errors import Terminated
+
+    if isinstance(e, KeyboardInterrupt):
+        why = "terminated" if isinstance(e, Terminated) else "interrupted"
+    else:
+        why = f"cannot write {output} ({e.strerror})"
+    if sink.in_place:
+        return f"{why}: the lines done so far were written to {output}"
+    kept = sink.kept()
+    return f"{why}: {output} was left as it was" + (f"; the lines done so far are in {kept}" if kept else "")
+
+
+def check_stream_args(options: SearchOptions, inputs: list[Path], output, fmt: str, scores: bool,
+                      reference: Path | None, buffer_lines: int) -> None:
+    """Everything translate_files can refuse before it reads or writes a line."""
+    check_format(options, fmt, scores)
+    check_range("buffer_lines", buffer_lines, 1, 10_000_000)
+    try:
+        for path in [*inputs, *([reference] if reference else [])]:
+            check_input_file(Path(path))
+        if output is not None:
+            check_output_file(Path(output), [*inputs, *([reference] if reference else [])])
+    except DataError as e:
+        raise RunError.wrap(e) from None
+
+
+def reference_lines(reference: Path) -> list[str]:
+    """The reference translations, one per line."""
+    try:
+        return list(read_lines(reference))
+    except DataError as e:
+        raise RunError.wrap(e) from None
