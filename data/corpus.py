@@ -23,6 +23,7 @@ import datasets
 
 from data.demo import demo_splits
 from data.errors import DataError
+from transformer.errors import named
 from data.textfiles import count_lines, read_lines
 from transformer.json_text import loads
 
@@ -149,7 +150,7 @@ def _check_langs(where: str, available: set[str], src: str, tgt: str) -> None:
             raise DataError(f"unknown language code '{lang}' for {where}: "
                             f"available {', '.join(sorted(available)) or 'none'}")
     if src == tgt:
-        raise DataError(f"--src and --tgt are both '{src}'")
+        raise DataError(f"{named('src')} and {named('tgt')} are both '{src}'", "src", "tgt")
 
 
 def load_directory(directory: Path, src: str, tgt: str, cache_dir: Path, report: Report
@@ -303,7 +304,7 @@ def load_corpus(dataset: str, src: str, tgt: str, cache_dir: Path, config: str |
     """Resolve `dataset` (demo, directory, file, prefix or hub name) into src/tgt text pairs."""
     path = Path(dataset).expanduser()
     if src == tgt:
-        raise DataError(f"--src and --tgt are both '{src}'")
+        raise DataError(f"{named('src')} and {named('tgt')} are both '{src}'", "src", "tgt")
     if dataset == "demo":
         return load_demo(src, tgt, seed)
     if path.is_dir() and is_saved_dataset(path):

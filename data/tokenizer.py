@@ -10,6 +10,7 @@ from typing import Iterable
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 from data.errors import DataError
+from transformer.errors import named
 
 SPECIALS = ("<pad>", "<unk>", "<s>", "</s>")
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = range(4)
@@ -40,8 +41,9 @@ def train_bpe(texts: Iterable[str], vocab_size: int, min_frequency: int = 2,
               length: int | None = None) -> Tokenizer:
     """Train BPE on `texts`; the specials get ids 0-3 (<pad> <unk> <s> </s>)."""
     if vocab_size <= len(SPECIALS):
-        raise DataError(f"--vocab-size {vocab_size} is too small: the {len(SPECIALS)} special tokens "
-                        f"{' '.join(SPECIALS)} alone need {len(SPECIALS)}, and at least one more is needed")
+        raise DataError(f"{named('vocab_size')} {vocab_size} is too small: the {len(SPECIALS)} special tokens "
+                        f"{' '.join(SPECIALS)} alone need {len(SPECIALS)}, and at least one more is needed",
+                        "vocab_size")
     tok = new_bpe()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
                                   special_tokens=list(SPECIALS), show_progress=False)

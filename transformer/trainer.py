@@ -159,7 +159,7 @@ def fit(model, optimizer: torch.optim.Optimizer, cfg: TrainConfig, state: TrainS
         if not ran_out:
             break
         if whole_epoch and state.step == steps_before:
-            raise ParamError(f"an epoch has fewer batches than {named('accumulate')}={cfg.accumulate}: "
+            raise ParamError(f"an epoch has fewer batches than {named('accumulate')} {cfg.accumulate}: "
                              f"lower {named('accumulate')} or {named('max_tokens')}", "accumulate", "max_tokens")
         state.epoch += 1  # the epoch ran out (a last partial accumulation group is dropped)
         state.batch_in_epoch = 0

@@ -31,6 +31,8 @@ Rows = list[list[float]]
 
 @dataclass(frozen=True)
 class Embeddings:
+    """Section 1: the source tokens' embedding rows, and the same rows times sqrt(d_model)."""
+
     tokens: list[str]  # source subwords + </s>
     ids: list[int]
     scale: float  # sqrt(d_model)
@@ -40,6 +42,8 @@ class Embeddings:
 
 @dataclass(frozen=True)
 class Positions:
+    """Section 2: the sinusoidal positional encoding, one cell worked out, and embeddings + positions."""
+
     rows: Rows  # PE(pos, :dims) for pos = 0 .. len-1
     cell: dict  # one value worked out: pos, i, dimension, angle, function, value
     low: float  # smallest and largest value of the whole table for these positions (within -1..1)
@@ -49,6 +53,8 @@ class Positions:
 
 @dataclass(frozen=True)
 class SelfAttention:
+    """Sections 3-4: Q, K, V of one encoder head, a worked score, softmax(QK^T/sqrt(d_k)) V, and all heads through W^O."""
+
     layer: int  # 0-based
     head: int
     d_k: int
@@ -66,6 +72,8 @@ class SelfAttention:
 
 @dataclass(frozen=True)
 class MaskedAttention:
+    """Section 5: the decoder's masked self-attention (the future at -inf, its weights 0)."""
+
     tokens: list[str]  # decoder inputs: <s> + output subwords
     scores: list[list[float | None]]  # (len, len), None = -inf (the future)
     weights: Rows  # exactly 0 above the diagonal
@@ -73,6 +81,8 @@ class MaskedAttention:
 
 @dataclass(frozen=True)
 class CrossAttention:
+    """Section 6: cross-attention, each output token's weights over the source."""
+
     out_tokens: list[str]  # what each decoder position produced: output subwords + </s>
     src_tokens: list[str]
     top: list[tuple[int, float]]  # per output token: the source position it weighs most, and the weight
@@ -81,6 +91,8 @@ class CrossAttention:
 
 @dataclass(frozen=True)
 class NormStep:
+    """Mean and variance of one token's vector before and after the layer normalisation."""
+
     token: str
     mean_before: float  # of x + Sublayer(x) (post-norm) over d_model
     var_before: float
@@ -90,6 +102,8 @@ class NormStep:
 
 @dataclass(frozen=True)
 class ResidualNorm:
+    """Section 7: residual + LayerNorm around a sub-layer, and the feed-forward's zeroed units."""
+
     norm: str  # post | pre
     steps: list[NormStep]
     gamma: list[float]  # first `dims` values
@@ -101,12 +115,16 @@ class ResidualNorm:
 
 @dataclass(frozen=True)
 class OutputStep:
+    """Section 8 (one step): the produced token and the top candidates of the softmax."""
+
     produced: str  # the token the translation has at this step
     candidates: list[tuple[str, float]]  # the top candidates and their probabilities
 
 
 @dataclass(frozen=True)
 class Parallel:
+    """Teacher forcing against step-by-step decoding: one pass over every position versus one per position."""
+
     positions: int  # target positions
     teacher_forced_ms: float  # one decoder pass over every position
     step_by_step_ms: float  # one decoder call per position (with the key/value cache)
@@ -114,12 +132,16 @@ class Parallel:
 
 @dataclass(frozen=True)
 class BeamStep:
+    """Section 10 (one step): every candidate of the beam search with its log-probabilities and fate."""
+
     step: int  # 1-based output position the candidates end at
     candidates: list[tuple[str, str, float, float, str]]  # (prefix, + token, log p(token), sum of log p, status)
 
 
 @dataclass(frozen=True)
 class Finished:
+    """A finished hypothesis of the beam search with its length-penalty arithmetic."""
+
     text: str
     ids: list[int]  # the output tokens, </s> last when it ended
     length: int  # |Y|, </s> counted
@@ -130,6 +152,8 @@ class Finished:
 
 @dataclass(frozen=True)
 class BeamTrace:
+    """Section 10: the beam search step by step and its finished hypotheses, best first."""
+
     beam_size: int
     alpha: float
     steps: list[BeamStep]  # status: kept (goes on), finished (ended), pruned (dropped)
@@ -138,6 +162,8 @@ class BeamTrace:
 
 @dataclass(frozen=True)
 class Explanation:
+    """Every section of the lecture for one sentence, as plain numbers and tokens."""
+
     source: str
     translation: str
     d_model: int
@@ -157,6 +183,7 @@ class Explanation:
 
 
 def rows(t: torch.Tensor, dims: int | None = None) -> Rows:
+    """A tensor as nested lists of float64 (its first `dims` values of the last axis when given)."""
     t = t.detach().double()
     return (t[..., :dims] if dims else t).tolist()
 

@@ -29,6 +29,7 @@ from transformer_cli.metrics import METRICS_FILE, truncate_metrics
 
 
 def check_prepared(data_dir: Path) -> dict:
+    """The manifest of a prepared data directory; RunError unless `prepare` made it complete."""
     manifest = data_dir / "prepare.json"
     if not data_dir.is_dir():
         raise RunError(f"{data_dir}: prepared data directory not found (run 'transformer-cli prepare')")
@@ -76,10 +77,12 @@ class RunHooks(OneProcess):
         self.srcs = [valid_src[i] for i in self.sample_rows]
 
     def batches(self, epoch: int, start: int, rank: int = 0, ranks: int = 1):
+        """The training batches of `epoch` from batch `start` (this rank's share), on the device."""
         for b in self.train.epoch(self.cfg.seed, epoch, start, rank, ranks):
             yield b.to(self.device)
 
     def translate_sample(self) -> list[str]:
+        """Greedy translations of the validation sample, in its order."""
         hyps: dict[int, str] = {}
         for batch in self.valid.rows_batches(self.sample_rows):
             out = greedy_search(self.model, batch.src.to(self.device), BOS_ID, EOS_ID)
@@ -88,6 +91,7 @@ class RunHooks(OneProcess):
         return [hyps[int(r)] for r in self.sample_rows]
 
     def evaluate(self, state: TrainState) -> dict:
+        """Validation loss, perplexity, BLEU/chrF of the sample, three examples and the attention map."""
         from transformer_cli.scoring import score
 
         loss, nll = evaluate_loss(self.model, (b.to(self.device) for b in self.valid.epoch(None)),
@@ -116,6 +120,7 @@ class RunHooks(OneProcess):
         return {"src": forced.src_tokens, "out": forced.out_tokens, "weights": weights.double().tolist()}
 
     def checkpoint(self, state: TrainState, is_best: bool) -> None:
+        """Save a checkpoint (and the best weights), then delete this run's checkpoints beyond what is kept."""
         checkpoints = self.run_dir / "checkpoints"
         target = checkpoints / f"step-{state.step:07d}"
         if target.exists() and checkpoint_owner(target) not in ("", self.run_id):
@@ -131,6 +136,7 @@ class RunHooks(OneProcess):
                 shutil.rmtree(p)
 
     def log(self, event: dict) -> None:
+        """Append an event to metrics.jsonl (and TensorBoard), then pass it to the caller's callback."""
         with open(self.run_dir / METRICS_FILE, "a") as f:
             f.write(json.dumps({k: v for k, v in event.items() if k not in ("samples", "attention")},
                                ensure_ascii=False) + "\n")
@@ -187,6 +193,7 @@ def check_memory(model_config: ModelConfig, device: torch.device) -> None:
 
 
 def available_memory(device: torch.device) -> int | None:
+    """Bytes free on the device (CUDA) or available to the process (MemAvailable); None if unknown."""
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
     try:
@@ -248,6 +255,7 @@ def resume_state(run_dir: Path, run_id: str, model, optimizer, warn, scaler=None
 
 
 def load_training_data(data_dir: Path, cfg: TrainConfig) -> tuple[SplitBatches, SplitBatches, list, list]:
+    """(train batches, validation batches, validation references, validation sources)."""
     try:
         train = SplitBatches(load_split(data_dir, "train"), cfg.max_tokens)
         valid_ds = load_split(data_dir, "validation")
@@ -258,6 +266,7 @@ def load_training_data(data_dir: Path, cfg: TrainConfig) -> tuple[SplitBatches, 
 
 
 def open_tensorboard(run_dir: Path, enabled: bool, warn):
+    """A SummaryWriter into RUN/tensorboard when enabled and installed, else None (warned)."""
     if not enabled:
         return None
     try:
@@ -269,12 +278,14 @@ def open_tensorboard(run_dir: Path, enabled: bool, warn):
 
 
 def is_out_of_memory(e: BaseException) -> bool:
+    """Whether an exception is an allocation failure (CUDA or CPU)."""
     text = str(e).lower()
     return isinstance(e, torch.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
 
 
 def write_run_config(run_dir: Path, model_config: ModelConfig, cfg: TrainConfig, data: dict, preset: str,
                      run_id: str, world_size: int = 1) -> None:
+    """RUN/config.json: the model, the training recipe, the data, the preset, the run id, versions."""
     from data.versions import library_versions
 
     config = {"model": model_config.to_dict(), "training": cfg.to_dict(), "data": data, "preset": preset,

@@ -202,3 +202,21 @@ def test_export_follows_a_symlinked_output_directory(cli, model_dir, tmp_path):
     result = cli("export", "-m", model_dir, "-f", "hf", "-o", "/dev/null")
     assert_one_line_error(result, "exists and is not a directory")
     assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+
+
+def test_read_lines_drops_a_byte_order_mark_only_at_the_start(tmp_path):
+    import gzip
+
+    from data.textfiles import read_lines
+
+    plain, marked, packed = tmp_path / "a.txt", tmp_path / "b.txt", tmp_path / "c.txt.gz"
+    plain.write_bytes("Ein Hund.\n\ufeffzwei\n".encode())
+    marked.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    packed.write_bytes(gzip.compress(marked.read_bytes()))
+    assert list(read_lines(plain)) == list(read_lines(marked)) == list(read_lines(packed)) == ["Ein Hund.", "\ufeffzwei"]
+
+
+def test_inspect_warns_when_it_cuts_the_sentence(cli, model_dir):
+    result = cli("inspect-attention", "-m", model_dir, " ".join(["student"] * 200), "--kind", "cross")
+    assert result.exit_code == 0, result.stderr
+    assert "warning: the sentence is longer than" in result.stderr

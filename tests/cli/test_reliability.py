@@ -30,14 +30,14 @@ def test_translate_refuses_its_input_as_output(cli, model_dir, tmp_path):
 
 
 def test_translate_output_is_atomic(cli, model_dir, tmp_path, monkeypatch):
-    import cli.translate as translate
+    import transformer_cli.stream as stream
 
     source = tmp_path / "in.txt"
     source.write_text("".join(f"line {i}\n" for i in range(6)))
     out = tmp_path / "out.txt"
     out.write_text("an older translation\n")
     calls = []
-    real = translate.format_line
+    real = stream.output_line
 
     def interrupted_after_two(*args):
         calls.append(1)
@@ -45,12 +45,12 @@ def test_translate_output_is_atomic(cli, model_dir, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*args)
 
-    monkeypatch.setattr(translate, "format_line", interrupted_after_two)
+    monkeypatch.setattr(stream, "output_line", interrupted_after_two)
     result = cli("translate", "-m", model_dir, "-b", "1", "-i", source, "-o", out, "--buffer-lines", "1")
     assert_one_line_error(result, "interrupted", "out.txt.partial")
     assert out.read_text() == "an older translation\n", "the destination is never half-written"
     assert len((tmp_path / "out.txt.partial").read_text().splitlines()) == 2, "what was done is kept"
-    monkeypatch.setattr(translate, "format_line", real)
+    monkeypatch.setattr(stream, "output_line", real)
     assert cli("translate", "-m", model_dir, "-b", "1", "-i", source, "-o", out).exit_code == 0
     assert len(out.read_text().splitlines()) == 6
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no temporary file left"

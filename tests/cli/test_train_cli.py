@@ -163,7 +163,7 @@ def test_curves_png_written(cli, demo_data, tmp_path):
 
 def test_accumulate_beyond_an_epoch_is_an_error(cli, demo_data, tmp_path):
     result = cli(*train_args(demo_data, tmp_path / "r", "--accumulate", "100000", "--max-tokens", "20000"))
-    assert_one_line_error(result, "fewer batches than accumulate=100000")
+    assert_one_line_error(result, "fewer batches than --accumulate 100000")
 
 
 def test_bf16_training_runs(cli, demo_data, tmp_path):

@@ -88,7 +88,7 @@ def test_refuses_non_empty_output_and_overwrites_atomically(tmp_path):
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     opts = PrepareOptions("demo", "en", "ko", vocab_size=300)
-    with pytest.raises(DataError, match="not empty .*--overwrite"):
+    with pytest.raises(DataError, match="not empty .*use overwrite"):
         prepare(opts, out)
     with pytest.raises(DataError, match="not made by 'transformer-cli prepare'"):
         prepare(opts, out, overwrite=True)

@@ -97,7 +97,7 @@ def test_interruption_checkpoints_without_validating():
 
 
 def test_an_epoch_shorter_than_accumulate_is_an_error():
-    with pytest.raises(ValueError, match="fewer batches than accumulate=8"):
+    with pytest.raises(ValueError, match="fewer batches than accumulate 8"):
         run(TrainConfig(accumulate=8, eval_every=100, warmup=2), FakeHooks(per_epoch=3))
 
 
