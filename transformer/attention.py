@@ -134,11 +134,11 @@ class MultiHeadAttention(nn.Module):
             out, record = scaled_dot_product_attention(q, kv.k, kv.v, _and_causal(mask, causal, q, kv), p_drop)
         else:  # the same formula in torch's fused kernel (tested equal)
             out, record = fused_attention(q, kv, mask, causal, p_drop), None
-        # (rows, heads, g * q_len, d_k) -> (batch, q_len, d_model)
-        out = out.transpose(1, 2).reshape(batch, query.size(1), -1)
+        # (rows, heads, g * q_len, d_k) -> (batch, q_len, d_model): the heads concatenated, then W^O
+        out = self.out_proj(out.transpose(1, 2).reshape(batch, query.size(1), -1))
         if not need_weights:
-            return self.out_proj(out), None
-        return self.out_proj(out), unfold_record(record, batch) if rows != batch else record
+            return out, None
+        return out, record if rows == batch else unfold_record(record, batch)
 
 
 def fold_queries(x: torch.Tensor, rows: int, causal: bool) -> torch.Tensor:

@@ -16,8 +16,9 @@ from typing import Callable
 import torch
 from torch.nn import functional as F
 
+from transformer.cache import DecoderCache
 from transformer.decoding import Hypothesis, length_penalty, output_limits
-from transformer.model import DecoderCache, Transformer
+from transformer.model import Transformer
 
 
 @torch.no_grad()

@@ -44,8 +44,8 @@ class PackedLinear(nn.Linear):
         nn.Linear's path: gradients wanted, off the CPU, a dtype oneDNN cannot pack here, tracing."""
         if torch.is_grad_enabled() and (x.requires_grad or w.requires_grad):
             return None
-        if x.device.type != "cpu" or x.dtype != w.dtype or torch.jit.is_tracing() \
-                or torch.compiler.is_compiling() or torch.compiler.is_exporting():  # exporters trace plain ops
+        if x.device.type != "cpu" or x.dtype != w.dtype \
+                or torch.jit.is_tracing() or torch.compiler.is_compiling():  # and torch.export: exporters see nn.Linear
             return None
         return self._packed_weight(w)
 

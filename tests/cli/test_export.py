@@ -227,3 +227,44 @@ def test_a_pre_norm_model_is_refused_by_marian_and_taken_by_the_others(cli, demo
         [got] = engine.translate_batch([tok.encode(text).tokens + ["</s>"]], beam_size=1,
                                        max_decoding_length=len(m.ids) + 1)
         assert same_greedy([tok.token_to_id(t) for t in got.hypotheses[0]], m)
+
+
+@pytest.fixture(scope="module")
+def separate_vocab_run(tmp_path_factory):
+    """A run with one vocabulary per side (prepare --separate-vocab), trained until its greedy output
+    depends on the source, and its CTranslate2 and ONNX exports."""
+    from data.prepare import PrepareOptions, prepare
+    from tests_shared import TINY_RUN
+    from transformer_cli.exporters import export
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    root = tmp_path_factory.mktemp("separate")
+    prepare(PrepareOptions("demo", "en", "ko", vocab_size=300, joint_vocab=False), root / "data")
+    run = root / "run"
+    trained = CliRunner().invoke(app, ["train", "--data", str(root / "data"), "--out", str(run), *TINY_RUN,
+                                       "--max-steps", "300", "--eval-every", "300"])
+    assert trained.exit_code == 0, trained.output
+    return run, {f: export(run, f, root / f) for f in ("ctranslate2", "onnx")}
+
+
+def test_separate_vocabularies_export_to_ctranslate2_and_onnx(separate_vocab_run):
+    import ctranslate2
+    from tokenizers import Tokenizer
+
+    run, exported = separate_vocab_run
+    translator = load_run(run)
+    assert not translator.toks.joint and not translator.model.config.share_embeddings
+    greedy = translator.translate(SENTENCES, SearchOptions(beam_size=1))
+    assert len({g.text for g in greedy}) > 1, "the model reads its source"
+    src_tok, tgt_tok = (Tokenizer.from_file(str(exported["ctranslate2"] / f"tokenizer.{side}.json"))
+                        for side in ("src", "tgt"))
+    assert src_tok.get_vocab() != tgt_tok.get_vocab()
+    engine = ctranslate2.Translator(str(exported["ctranslate2"]), intra_threads=1)
+    for text, mine in zip(SENTENCES, greedy):
+        [got] = engine.translate_batch([src_tok.encode(text).tokens + ["</s>"]], beam_size=1,
+                                       max_decoding_length=len(mine.ids) + 1)
+        assert same_greedy([tgt_tok.token_to_id(t) for t in got.hypotheses[0]], mine), text
+        out, _ = onnx_greedy(exported["onnx"], translator, text, len(mine.ids) + 1)
+        assert same_greedy(out, mine), text

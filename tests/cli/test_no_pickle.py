@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("cli", "transformer", "data")
+PACKAGES = ("cli", "transformer", "data", "transformer_cli")
 UNSAFE_MODULES = {"pickle", "cPickle", "_pickle", "dill", "cloudpickle", "joblib", "shelve", "marshal"}
 UNSAFE_CALLS = {"torch.load", "torch.jit.load", "torch.serialization.load", "pickle.load", "pickle.loads",
                 "yaml.load", "yaml.unsafe_load", "yaml.full_load", "yaml.load_all", "yaml.unsafe_load_all",
@@ -66,3 +66,15 @@ def test_loading_a_model_unpickles_nothing(cli, model_dir, monkeypatch):
     assert result.exit_code == 0, result.output
     result = cli("inspect-attention", "--model", model_dir, "I am a student.", "--format", "json")
     assert result.exit_code == 0, result.output
+
+
+def test_a_yaml_config_with_a_python_tag_is_refused_and_runs_nothing(tmp_path):
+    from transformer_cli.errors import RunError
+    from transformer_cli.train_config import read_config_file
+
+    marker = tmp_path / "ran"
+    config = tmp_path / "evil.yaml"
+    config.write_text(f"preset: !!python/object/apply:os.system ['touch {marker}']\n")
+    with pytest.raises(RunError, match="cannot parse"):
+        read_config_file(config)
+    assert not marker.exists()

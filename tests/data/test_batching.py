@@ -46,7 +46,7 @@ def test_batch_tensors(train_split):
 
 
 def test_max_tokens_smaller_than_longest_pair(train_split):
-    with pytest.raises(DataError, match="--max-tokens 5 is smaller than the longest pair"):
+    with pytest.raises(DataError, match="^max_tokens 5 is smaller than the longest pair"):
         SplitBatches(train_split, 5)
 
 

@@ -126,7 +126,7 @@ def test_errors_leave_nothing_behind(tmp_path, make, words):
 
 
 def test_vocab_size_too_small(tmp_path):
-    with pytest.raises(DataError, match="--vocab-size 3 is too small"):
+    with pytest.raises(DataError, match="^vocab_size 3 is too small"):
         prepare(PrepareOptions("demo", "en", "ko", vocab_size=3), tmp_path / "o")
 
 

@@ -146,7 +146,8 @@ def documented_names(c: ModelConfig) -> list[str]:
     for i in range(c.n_decoder_layers):
         p = f"decoder.layers.{i}."
         names += [p + a + "." + n for a in ("self_attn", "cross_attn") for n in ATTENTION]
-        names += [p + "feed_forward." + n for n in FEED_FORWARD] + norms(p, ("self_residual", "cross_residual", "ff_residual"))
+        names += [p + "feed_forward." + n for n in FEED_FORWARD]
+        names += norms(p, ("self_residual", "cross_residual", "ff_residual"))
     return names + ["decoder." + n for n in final] + ["generator.weight"]
 
 

@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -105,3 +107,17 @@ def test_packed_weights_follow_a_dtype_cast(tiny_config):
     packed.float()
     plain.float()  # back through bfloat16: the rounded weights, not the first float32 ones
     _assert_same_outputs(packed, plain)
+
+
+def test_exporters_trace_nn_linear_not_the_packed_kernel():
+    lin = PackedLinear(8, 4).eval()
+    pack_linears(lin)
+    with torch.no_grad():
+        program = torch.export.export(lin, (torch.randn(2, 8),))
+    ops = [str(node.target) for node in program.graph.nodes if node.op == "call_function"]
+    assert ops == ["aten.linear.default"]
+
+
+def test_a_packed_model_can_be_copied(tiny_config):
+    packed, plain = _packed_and_plain(tiny_config)
+    _assert_same_outputs(copy.deepcopy(packed), plain)  # the copy packs its own weights again

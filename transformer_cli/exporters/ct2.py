@@ -33,70 +33,104 @@ def numpy(t) -> np.ndarray:
     return t.detach().float().cpu().numpy().copy()
 
 
-def make_converter(translator):
-    ctranslate2 = need("ctranslate2", "CTranslate2")
-    from ctranslate2.converters import utils
+class SpecWeights:
+    """Our state_dict copied, by parameter name, into CTranslate2's layer specs."""
+
+    def __init__(self, state: dict) -> None:
+        self.w = state
+
+    def linear(self, dst, name: str) -> None:
+        """Set dst's weight (and bias, where the layer has one) from our linear layer `name`."""
+        dst.weight = numpy(self.w[f"{name}.weight"])
+        if f"{name}.bias" in self.w:
+            dst.bias = numpy(self.w[f"{name}.bias"])
+
+    def fused(self, dst, names: list[str]) -> None:
+        """Set dst to our linear layers `names` stacked into one (CTranslate2 fuses Q/K/V and K/V)."""
+        from ctranslate2.converters import utils
+        from ctranslate2.specs import common_spec
+
+        parts = [common_spec.LinearSpec() for _ in names]
+        for part, name in zip(parts, names):
+            self.linear(part, name)
+        utils.fuse_linear(dst, parts)
+
+    def norm(self, dst, name: str) -> None:
+        """Set dst's gamma and beta from our LayerNorm `name`."""
+        dst.gamma, dst.beta = numpy(self.w[f"{name}.gamma"]), numpy(self.w[f"{name}.beta"])
+
+    def ffn(self, dst, prefix: str) -> None:
+        """Set the feed-forward spec dst (both linear layers and its norm) from layer `prefix`."""
+        self.linear(dst.linear_0, f"{prefix}.feed_forward.w_1")
+        self.linear(dst.linear_1, f"{prefix}.feed_forward.w_2")
+        self.norm(dst.layer_norm, f"{prefix}.ff_residual.norm")
+
+    def encoder_layer(self, layer, prefix: str) -> None:
+        """Fill one encoder layer spec from our encoder layer `prefix`."""
+        self.fused(layer.self_attention.linear[0], [f"{prefix}.self_attn.{x}_proj" for x in "qkv"])
+        self.linear(layer.self_attention.linear[1], f"{prefix}.self_attn.out_proj")
+        self.norm(layer.self_attention.layer_norm, f"{prefix}.attn_residual.norm")
+        self.ffn(layer.ffn, prefix)
+
+    def decoder_layer(self, layer, prefix: str) -> None:
+        """Fill one decoder layer spec (self-attention, cross-attention, feed-forward) from `prefix`."""
+        self.fused(layer.self_attention.linear[0], [f"{prefix}.self_attn.{x}_proj" for x in "qkv"])
+        self.linear(layer.self_attention.linear[1], f"{prefix}.self_attn.out_proj")
+        self.norm(layer.self_attention.layer_norm, f"{prefix}.self_residual.norm")
+        self.linear(layer.attention.linear[0], f"{prefix}.cross_attn.q_proj")
+        self.fused(layer.attention.linear[1], [f"{prefix}.cross_attn.{x}_proj" for x in "kv"])
+        self.linear(layer.attention.linear[2], f"{prefix}.cross_attn.out_proj")
+        self.norm(layer.attention.layer_norm, f"{prefix}.cross_residual.norm")
+        self.ffn(layer.ffn, prefix)
+
+
+def empty_spec(config):
+    """CTranslate2's TransformerSpec with our model's shape and special tokens, no weights yet."""
     from ctranslate2.specs import common_spec, transformer_spec
+
+    spec = transformer_spec.TransformerSpec.from_config(
+        (config.n_encoder_layers, config.n_decoder_layers), config.n_heads, pre_norm=config.norm == "pre",
+        activation=common_spec.Activation.RELU)
+    spec.config.layer_norm_epsilon = config.layer_norm_eps
+    spec.config.decoder_start_token, spec.config.bos_token = SPECIALS[2], SPECIALS[2]
+    spec.config.eos_token, spec.config.unk_token = SPECIALS[3], SPECIALS[1]
+    return spec
+
+
+def fill_spec(spec, model, toks):
+    """Fill `spec` (from empty_spec) with model's weights and toks' vocabularies; returns spec."""
+    c, w = model.config, SpecWeights(model.state_dict())
+    pe = numpy(model.positions.pe)
+    for side, spec_side, embed in (("encoder", spec.encoder, "src_embed"), ("decoder", spec.decoder, "tgt_embed")):
+        embeddings = spec_side.embeddings[0] if isinstance(spec_side.embeddings, list) else spec_side.embeddings
+        embeddings.weight = numpy(w.w[f"{embed}.weight"])
+        spec_side.scale_embeddings = True
+        spec_side.position_encodings.encodings = pe
+        if c.norm == "pre":
+            w.norm(spec_side.layer_norm, f"{side}.final_norm")
+    for i, layer in enumerate(spec.encoder.layer):
+        w.encoder_layer(layer, f"encoder.layers.{i}")
+    for i, layer in enumerate(spec.decoder.layer):
+        w.decoder_layer(layer, f"decoder.layers.{i}")
+    spec.decoder.projection.weight = numpy(w.w["generator.weight"])
+    spec.register_source_vocabulary(vocabulary(toks.src))
+    spec.register_target_vocabulary(vocabulary(toks.tgt))
+    return spec
+
+
+def vocabulary(tok) -> list[str]:
+    """The tokenizer's pieces in id order."""
+    return [tok.id_to_token(i) for i in range(tok.get_vocab_size())]
+
+
+def make_converter(translator):
+    """A CTranslate2 Converter whose _load() returns the TransformerSpec of translator's model and
+    tokenizers, so convert() validates, quantizes and writes it."""
+    ctranslate2 = need("ctranslate2", "CTranslate2")
 
     class OurConverter(ctranslate2.converters.Converter):
         def _load(self):
-            model, toks = translator.model, translator.toks
-            c, w = model.config, model.state_dict()
-            spec = transformer_spec.TransformerSpec.from_config(
-                (c.n_encoder_layers, c.n_decoder_layers), c.n_heads, pre_norm=c.norm == "pre",
-                activation=common_spec.Activation.RELU)
-            spec.config.layer_norm_epsilon = c.layer_norm_eps
-            spec.config.decoder_start_token, spec.config.bos_token = SPECIALS[2], SPECIALS[2]
-            spec.config.eos_token, spec.config.unk_token = SPECIALS[3], SPECIALS[1]
-
-            def linear(dst, name):
-                dst.weight = numpy(w[f"{name}.weight"])
-                if f"{name}.bias" in w:
-                    dst.bias = numpy(w[f"{name}.bias"])
-
-            def fused(dst, names):
-                parts = [common_spec.LinearSpec() for _ in names]
-                for part, name in zip(parts, names):
-                    linear(part, name)
-                utils.fuse_linear(dst, parts)
-
-            def norm(dst, name):
-                dst.gamma, dst.beta = numpy(w[f"{name}.gamma"]), numpy(w[f"{name}.beta"])
-
-            def ffn(dst, prefix, residual):
-                linear(dst.linear_0, f"{prefix}.feed_forward.w_1")
-                linear(dst.linear_1, f"{prefix}.feed_forward.w_2")
-                norm(dst.layer_norm, f"{prefix}.{residual}.norm")
-
-            pe = numpy(model.positions.pe)
-            for side, spec_side, embed in (("encoder", spec.encoder, "src_embed"), ("decoder", spec.decoder, "tgt_embed")):
-                embeddings = spec_side.embeddings[0] if isinstance(spec_side.embeddings, list) else spec_side.embeddings
-                embeddings.weight = numpy(w[f"{embed}.weight"])
-                spec_side.scale_embeddings = True
-                spec_side.position_encodings.encodings = pe
-                if c.norm == "pre":
-                    norm(spec_side.layer_norm, f"{side}.final_norm")
-            for i, layer in enumerate(spec.encoder.layer):
-                p = f"encoder.layers.{i}"
-                fused(layer.self_attention.linear[0], [f"{p}.self_attn.{x}_proj" for x in "qkv"])
-                linear(layer.self_attention.linear[1], f"{p}.self_attn.out_proj")
-                norm(layer.self_attention.layer_norm, f"{p}.attn_residual.norm")
-                ffn(layer.ffn, p, "ff_residual")
-            for i, layer in enumerate(spec.decoder.layer):
-                p = f"decoder.layers.{i}"
-                fused(layer.self_attention.linear[0], [f"{p}.self_attn.{x}_proj" for x in "qkv"])
-                linear(layer.self_attention.linear[1], f"{p}.self_attn.out_proj")
-                norm(layer.self_attention.layer_norm, f"{p}.self_residual.norm")
-                linear(layer.attention.linear[0], f"{p}.cross_attn.q_proj")
-                fused(layer.attention.linear[1], [f"{p}.cross_attn.{x}_proj" for x in "kv"])
-                linear(layer.attention.linear[2], f"{p}.cross_attn.out_proj")
-                norm(layer.attention.layer_norm, f"{p}.cross_residual.norm")
-                ffn(layer.ffn, p, "ff_residual")
-            spec.decoder.projection.weight = numpy(w["generator.weight"])
-            vocab = lambda tok: [tok.id_to_token(i) for i in range(tok.get_vocab_size())]  # noqa: E731
-            spec.register_source_vocabulary(vocab(toks.src))
-            spec.register_target_vocabulary(vocab(toks.tgt))
-            return spec
+            return fill_spec(empty_spec(translator.model.config), translator.model, translator.toks)
 
     return OurConverter()
 
