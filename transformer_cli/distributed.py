@@ -19,12 +19,15 @@ from transformer_cli.errors import RunError
 
 @dataclass(frozen=True)
 class World:
+    """The processes of one training run and this process's place among them."""
+
     rank: int = 0  # this process, 0 .. size-1
     size: int = 1  # processes training together
     local_rank: int = 0  # this process on its machine (its GPU)
 
     @property
     def is_main(self) -> bool:
+        """True on rank 0, the one that validates, writes and draws."""
         return self.rank == 0
 
 
@@ -87,6 +90,7 @@ def check_same_start(state, world: World, device: torch.device) -> None:
 
 
 def stop(world: World) -> None:
+    """Leave the process group (if this run joined one)."""
     import torch.distributed as dist
 
     if world.size > 1 and dist.is_initialized():
@@ -94,6 +98,7 @@ def stop(world: World) -> None:
 
 
 def barrier(world: World) -> None:
+    """Wait until every rank gets here (nothing to wait for in one process)."""
     if world.size > 1:
         torch.distributed.barrier()
 
@@ -127,19 +132,23 @@ class ShardedHooks:
         self.replicas = world.size
 
     def batches(self, epoch: int, start: int):
+        """This rank's batches of `epoch` from batch `start` on: every world-size-th of the global order."""
         return self.inner.batches(epoch, start, self.world.rank, self.world.size)
 
     def evaluate(self, state) -> dict:
+        """Rank 0's validation metrics; the other ranks get its score only, to take the same decisions."""
         metrics = self.inner.evaluate(state) if self.world.is_main else {"score": 0.0}
         score = torch.tensor([metrics["score"]], dtype=torch.float64, device=self.inner.device)
         torch.distributed.broadcast(score, 0)
         return metrics if self.world.is_main else {"score": float(score)}
 
     def checkpoint(self, state, is_best: bool) -> None:
+        """Write the checkpoint of `state` (and the best model when is_best) on rank 0 only."""
         if self.world.is_main:
             self.inner.checkpoint(state, is_best)
 
     def log(self, event: dict) -> None:
+        """Record the event (metrics.jsonl, the callback) on rank 0 only."""
         if self.world.is_main:
             self.inner.log(event)
 

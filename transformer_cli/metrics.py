@@ -43,6 +43,7 @@ def truncate_metrics(run_dir: Path, step: int) -> int:
 
 
 def best_from_metrics(run_dir: Path) -> dict | None:
+    """The last validation event of run_dir's metrics.jsonl marked is_best; None before any."""
     best = None
     for event in read_metrics(run_dir)[0]:
         if event["event"] == "eval" and event.get("is_best"):

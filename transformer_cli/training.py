@@ -53,6 +53,8 @@ class RunStart:
 
 @dataclass
 class TrainResult:
+    """What train() returns: where the run stopped and what it left in the run directory."""
+
     state: TrainState  # step, epoch, tokens, time, best score, why it stopped
     run_dir: Path
     best: dict | None  # the best validation event of metrics.jsonl
@@ -140,6 +142,7 @@ def plan_run(request: TrainRequest, world_size: int = 1) -> _Plan:
 
 
 def check_world_size(stored: dict, world_size: int, run_dir: Path) -> None:
+    """Refuse to resume run_dir (its config.json `stored`) with another number of processes than it had."""
     recorded = stored.get("world_size", 1)
     if recorded != world_size:
         how = "without torchrun" if recorded == 1 else f"with torchrun --nproc-per-node {recorded} (or that many ranks in all)"

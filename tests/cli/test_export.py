@@ -233,12 +233,12 @@ def test_a_pre_norm_model_is_refused_by_marian_and_taken_by_the_others(cli, demo
 def separate_vocab_run(tmp_path_factory):
     """A run with one vocabulary per side (prepare --separate-vocab), trained until its greedy output
     depends on the source, and its CTranslate2 and ONNX exports."""
-    from data.prepare import PrepareOptions, prepare
-    from tests_shared import TINY_RUN
-    from transformer_cli.exporters import export
     from typer.testing import CliRunner
 
     from cli.main import app
+    from data.prepare import PrepareOptions, prepare
+    from tests_shared import TINY_RUN
+    from transformer_cli.exporters import export
 
     root = tmp_path_factory.mktemp("separate")
     prepare(PrepareOptions("demo", "en", "ko", vocab_size=300, joint_vocab=False), root / "data")
@@ -249,6 +249,7 @@ def separate_vocab_run(tmp_path_factory):
     return run, {f: export(run, f, root / f) for f in ("ctranslate2", "onnx")}
 
 
+@pytest.mark.slow  # its model learns until its output depends on the source
 def test_separate_vocabularies_export_to_ctranslate2_and_onnx(separate_vocab_run):
     import ctranslate2
     from tokenizers import Tokenizer

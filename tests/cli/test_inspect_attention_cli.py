@@ -282,3 +282,69 @@ def test_models_with_other_tokenizers_are_not_compared(model_dir):
     b.toks.fingerprint = lambda: "another tokenizer"
     with pytest.raises(RunError, match="tokenizer differs"):
         check_comparable(a, b, "other")
+
+
+@pytest.fixture(scope="module")
+def other_model_dir(demo_data, tmp_path_factory):
+    """A second run on the same prepared data (same tokenizer and shape as model_dir), another seed:
+    its attention maps differ from model_dir's."""
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    run = tmp_path_factory.mktemp("other") / "run"
+    result = CliRunner().invoke(app, ["train", "--data", str(demo_data), "--out", str(run), "--preset", "tiny",
+                                      "--d-model", "32", "--heads", "2", "--d-ff", "64", "--layers", "1",
+                                      "--max-steps", "10", "--eval-every", "10", "--eval-samples", "2",
+                                      "--threads", "1", "--max-len", "40", "--seed", "7"])
+    assert result.exit_code == 0, result.output
+    return run
+
+
+def diff_tables(stdout: str) -> list[tuple[str, list[list[float]]]]:
+    """(title, cells) of each table --diff printed; a masked cell ('·') is nan."""
+    tables, title, rows = [], [], None
+    for line in stdout.splitlines():
+        if line.startswith("┏"):
+            rows = []
+            tables.append((" ".join(title), rows))
+        elif line.startswith("│") and rows is not None:
+            rows.append([math.nan if c.strip() == "·" else float(c) for c in line.split("│")[2:-1]])
+        elif line.startswith("└"):
+            title, rows = [], None
+        elif rows is None:
+            title.append(line.strip())
+    return tables
+
+
+def teacher_forced_maps(model_dir, src_tokens: list[str], tgt_in_tokens: list[str]):
+    """A run's attention maps of one (source, decoder input) pair, from its model's forward pass."""
+    from transformer_cli import load_run
+
+    translator = load_run(model_dir, pack=False)
+    src, tgt = ([tok.token_to_id(t) for t in tokens] for tok, tokens in
+                ((translator.toks.src, src_tokens[:-1]), (translator.toks.tgt, tgt_in_tokens)))
+    with torch.no_grad():
+        _, maps = translator.model(translator.tensor([src]), torch.tensor([tgt]), return_attention=True)
+    return maps
+
+
+@pytest.mark.parametrize("kind", ["encoder", "cross"])
+def test_compare_diff_is_the_other_models_maps_minus_this_ones(cli, model_dir, other_model_dir, kind):
+    from transformer_cli import load_run
+
+    text = "I am a student."
+    result = cli("inspect-attention", "--model", model_dir, text, "--kind", kind, "--head", "all",
+                 "--compare", str(other_model_dir), "--diff")
+    assert result.exit_code == 0, result.stderr
+    mine = load_run(model_dir, pack=False).inspect(text)  # both read this model's own output
+    this, other = (getattr(teacher_forced_maps(run, mine.src_tokens, mine.tgt_in_tokens), kind)[-1].weights[0]
+                   for run in (model_dir, other_model_dir))  # (heads, query, key)
+    expected = other - this
+    tables = diff_tables(result.stdout)
+    assert len(tables) == expected.size(0), result.stdout
+    for head, (title, cells) in enumerate(tables):
+        assert f"head {head + 1}" in title and f"{other_model_dir} − {model_dir.name}" in title
+        assert torch.tensor(cells).shape == expected[head].shape
+        torch.testing.assert_close(torch.tensor(cells), expected[head], atol=0.0051, rtol=0)
+    assert expected.abs().max() > 0.05, "the two models' maps differ, so a wrong sign would fail"

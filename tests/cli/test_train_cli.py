@@ -370,3 +370,31 @@ def test_cpu_bf16_probe_follows_torch():
     assert native_bf16(cpu) == expected
     assert resolve_precision("auto", cpu) == ("bf16" if expected else "fp32")
     assert resolve_precision("fp16", cpu) == "fp16" and resolve_precision("fp32", cpu) == "fp32"
+
+
+def test_tensorboard_logs_every_event_of_metrics_jsonl(cli, demo_data, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    result = cli(*train_args(demo_data, run, "--max-steps", "4", "--eval-every", "2", "--log-every", "1",
+                             "--tensorboard"))
+    assert result.exit_code == 0, result.output
+    assert "needs the tensorboard package" not in result.output, "no warning when the package is there"
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    board = EventAccumulator(str(run / "tensorboard"))
+    board.Reload()
+    events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    for kind, key in (("train", "loss"), ("eval", "bleu"), ("eval", "loss")):
+        logged, scalars = [e for e in events if e["event"] == kind], board.Scalars(f"{kind}/{key}")
+        assert logged and [s.step for s in scalars] == [e["step"] for e in logged]
+        assert [s.value for s in scalars] == pytest.approx([e[key] for e in logged], rel=1e-6)  # float32
+
+
+def test_tensorboard_without_the_package_warns_and_trains(cli, demo_data, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import raises ImportError
+    run = tmp_path / "run"
+    result = cli(*train_args(demo_data, run, "--max-steps", "2", "--eval-every", "2", "--tensorboard"))
+    assert result.exit_code == 0, result.output
+    assert "--tensorboard needs the tensorboard package" in result.stderr
+    assert (run / "model.safetensors").is_file() and not (run / "tensorboard").exists()

@@ -36,6 +36,7 @@ EXPORT_MARK = "EXPORTED_BY_TRANSFORMER_CLI"
 
 
 def finish(out: Path, readme: str) -> None:
+    """Write the export's README.md (text `readme`) and the mark that check_out recognises into `out`."""
     (out / "README.md").write_text(readme)
     (out / EXPORT_MARK).write_text("transformer-cli export\n")
 

@@ -5,7 +5,6 @@ pre-norm, shared or separate vocabularies; our sinusoidal table is given to the 
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -136,6 +135,8 @@ def make_converter(translator):
 
 
 def export_ctranslate2(translator, out: Path, name: str, quantization: str | None) -> None:
+    """Write translator's model as a CTranslate2 model (weights of type `quantization`, None = float32),
+    its tokenizers and a README naming the directory `name`, into `out`."""
     converter = make_converter(translator)  # outside the try: a missing package is need()'s message
     try:
         converter.convert(str(out), quantization=quantization, force=True)

@@ -40,6 +40,7 @@ def interleaved_to_halves(d_model: int) -> torch.Tensor:
 
 
 def marian_config(c):
+    """The MarianConfig of our ModelConfig `c` (one shared vocabulary; special ids as ours)."""
     transformers = need("transformers", "Hugging Face Transformers")
     return transformers.MarianConfig(
         vocab_size=c.src_vocab_size, decoder_vocab_size=c.tgt_vocab_size, d_model=c.d_model,
@@ -94,6 +95,8 @@ def hf_tokenizer(tok):
 
 
 def export_hf(translator, out: Path, name: str) -> None:
+    """Write translator's model as a MarianMTModel directory with its tokenizer and a README naming the
+    directory `name`, into `out`; RunError for a model Marian cannot express."""
     transformers = need("transformers", "Hugging Face Transformers")
     model = translator.model
     c = model.config

@@ -31,26 +31,34 @@ OPSET = 18
 
 
 def cache_names(prefix: str, n_layers: int) -> list[str]:
+    """The graph names of one key/value tensor per layer: {prefix}_key.i, {prefix}_value.i for each layer i."""
     return [f"{prefix}_{kind}.{i}" for i in range(n_layers) for kind in ("key", "value")]
 
 
 class EncoderGraph(nn.Module):
+    """encoder.onnx: source ids -> each decoder layer's cross-attention keys and values."""
+
     def __init__(self, model) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, source_ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(cross_key.0, cross_value.0, ...), each (batch, heads, src_len, d_k), from source_ids (batch, src_len)."""
         cache, _ = self.model.encode(source_ids)
         return tuple(t for kv in cache.memory_kv for t in (kv.k, kv.v))
 
 
 class DecoderStepGraph(nn.Module):
+    """decoder.onnx: one decoding step over the key/value cache."""
+
     def __init__(self, model) -> None:
         super().__init__()
         self.model = model
         self.n = len(model.decoder.layers)
 
     def forward(self, input_ids: torch.Tensor, source_mask: torch.Tensor, *caches: torch.Tensor):
+        """(logits of the next token (batch, vocab), present_key.0, present_value.0, ...) from the last
+        token input_ids (batch, 1), source_mask and caches: every layer's cross keys/values, then its past."""
         n = self.n
         cross = [KeyValue(caches[2 * i], caches[2 * i + 1]) for i in range(n)]
         past = [KeyValue(caches[2 * n + 2 * i], caches[2 * n + 2 * i + 1]) for i in range(n)]
@@ -61,6 +69,8 @@ class DecoderStepGraph(nn.Module):
 
 
 def export_onnx(translator, out: Path, name: str) -> None:
+    """Write translator's model as encoder.onnx and decoder.onnx, its tokenizers and a README naming the
+    directory `name`, into `out`."""
     need("onnx", "ONNX")
     need("onnxscript", "ONNX")
     model = translator.model.eval()
