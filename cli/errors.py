@@ -9,8 +9,10 @@ import typer
 
 from transformer_cli.errors import RunError as UserError  # noqa: F401 - the library's error, one line here
 
+# library parameters whose flag has another name
 RENAMED = {"alpha": "--length-penalty", "fmt": "--format", "out_dir": "--out", "output": "--output",
-           "inputs": "--input", "run_dir": "--model"}  # library parameters whose flag has another name
+           "inputs": "--input", "run_dir": "--model", "joint_vocab": "--separate-vocab",
+           "n_heads": "--heads", "n_encoder_layers": "--encoder-layers", "n_decoder_layers": "--decoder-layers"}
 
 
 def flag(param: str) -> str:

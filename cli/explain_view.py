@@ -110,9 +110,10 @@ def cross(e) -> Panel:
 def residual(e) -> Panel:
     r = e.residual
     table = Table(title="per token, over d_model", title_justify="left", pad_edge=False)
-    for name in ("token", "mean before", "var before", "mean after", "var after", "ReLU zeros in FFN"):
+    closed = "ReLU zeros in FFN" if r.activation == "relu" else "FFN inputs < 0"
+    for name in ("token", "mean before", "var before", "mean after", "var after", closed):
         table.add_column(name, justify="left" if name == "token" else "right")
-    for s, z in zip(r.steps, r.relu_zero_share):
+    for s, z in zip(r.steps, r.negative_share):
         table.add_row(s.token, f"{s.mean_before:+.3f}", f"{s.var_before:.3f}", f"{s.mean_after:+.3f}",
                       f"{s.var_after:.3f}", f"{z:.0%}")
     where = "LayerNorm(x + Sublayer(x))" if r.norm == "post" else "x + Sublayer(LayerNorm(x))"
@@ -120,8 +121,16 @@ def residual(e) -> Panel:
                  Text(f"{where}; y = (x − E[x]) / √(Var[x] + ε) · γ + β with ε = {r.eps:g}. The residual path "
                       "carries x (and its gradient) past the sub-layer unchanged."),
                  table, numbers("γ and β (first dimensions)", ["γ", "β"], [r.gamma, r.beta], first=""),
-                 Text(f"feed-forward: max(0, x W_1 + b_1) W_2 + b_2 with d_ff = {r.d_ff}; the last column is the "
-                      "share of its units the ReLU set to zero."))
+                 Text(f"feed-forward: {ACTIVATION_TEXT[r.activation]} with d_ff = {r.d_ff}; the last column is the "
+                      f"share of its units {CLOSED_TEXT[r.activation]}."))
+
+
+ACTIVATION_TEXT = {"relu": "max(0, x W_1 + b_1) W_2 + b_2 (ReLU, the paper's)",
+                   "swish": "swish(x W_1 + b_1) W_2 + b_2, swish(z) = z · sigmoid(z)",
+                   "gelu": "GELU(x W_1 + b_1) W_2 + b_2, GELU(z) = z · Φ(z)"}
+CLOSED_TEXT = {"relu": "the ReLU set to zero",
+               "swish": "with a negative input, which swish turns into small negative values (at least −0.28)",
+               "gelu": "with a negative input, which GELU turns into small negative values (at least −0.17)"}
 
 
 def output(e) -> Panel:

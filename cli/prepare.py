@@ -21,8 +21,12 @@ def register(app: typer.Typer) -> None:
         tgt: Optional[str] = typer.Option(None, "--tgt", help="Target language code (demo: ko)."),
         out: Path = typer.Option(..., "--out", "-o", help="Output directory."),
         config: Optional[str] = typer.Option(None, "--config", help="Hub dataset configuration."),
-        vocab_size: int = typer.Option(8000, "--vocab-size", help="BPE vocabulary size."),
-        min_frequency: int = typer.Option(2, "--min-frequency", help="Minimum count of a BPE merge."),
+        tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="Encode with the tokenizer of this run "
+                                                 "directory (from 'train', or an imported model) instead of training "
+                                                 "a new BPE: the data to fine-tune it with 'train --init-from'."),
+        vocab_size: Optional[int] = typer.Option(None, "--vocab-size", help="BPE vocabulary size (default 8000)."),
+        min_frequency: Optional[int] = typer.Option(None, "--min-frequency",
+                                                    help="Minimum count of a BPE merge (default 2)."),
         separate_vocab: bool = typer.Option(False, "--separate-vocab",
                                             help="One vocabulary per side instead of a joint one."),
         max_tokens: int = typer.Option(256, "--max-tokens", help="Drop pairs longer than this (tokens)."),
@@ -34,9 +38,9 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed", help="Seed of the demo corpus and of held-out splits."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output directory."),
     ) -> None:
-        """Load a parallel corpus, train a BPE tokenizer, write a tokenized memory-mapped dataset."""
+        """Load a parallel corpus, train a BPE tokenizer (or use a run's), write a tokenized memory-mapped dataset."""
         from data.errors import DataError
-        from data.prepare import PrepareOptions, prepare
+        from data.prepare import PrepareOptions, prepare, refuse_vocabulary_options
 
         from cli.progress import stage_progress
         from cli.render import prepare_summary
@@ -45,11 +49,14 @@ def register(app: typer.Typer) -> None:
             src, tgt = src or "en", tgt or "ko"
         if not src or not tgt:
             fail("--src and --tgt are required (language codes, e.g. --src de --tgt en)")
-        opts = PrepareOptions(dataset=dataset, src=src, tgt=tgt, config=config, vocab_size=vocab_size,
-                              min_frequency=min_frequency, joint_vocab=not separate_vocab,
-                              max_tokens=max_tokens, max_ratio=max_ratio, dedup=dedup,
-                              valid_size=valid_size, num_proc=num_proc, seed=seed)
+        vocabulary = {k: v for k, v in (("vocab_size", vocab_size), ("min_frequency", min_frequency),
+                                        ("joint_vocab", False if separate_vocab else None)) if v is not None}
+        opts = PrepareOptions(dataset=dataset, src=src, tgt=tgt, config=config, **vocabulary,
+                              max_tokens=max_tokens, max_ratio=max_ratio, dedup=dedup, valid_size=valid_size,
+                              num_proc=num_proc, seed=seed, tokenizer=None if tokenizer is None else str(tokenizer))
         try:
+            if tokenizer is not None:
+                refuse_vocabulary_options(list(vocabulary))  # given at all, even with the default value
             with stage_progress(console.err) as report:
                 manifest = prepare(opts, out, overwrite=overwrite, report=report)
         except DataError as e:

@@ -27,7 +27,9 @@ def prepare_summary(manifest: dict) -> Table:
     tok = manifest["tokenizer"]
     vocab = (f"joint vocabulary {tok['src_vocab_size']:,}" if tok["joint"]
              else f"vocabularies {tok['src_vocab_size']:,} / {tok['tgt_vocab_size']:,}")
-    table.caption = "; ".join([f"BPE {vocab}, NFKC", *manifest.get("notes", {}).values()])
+    source = tok.get("from_run")
+    made = f"the tokenizer of {source['path']}: {vocab}" if source else f"BPE {vocab}, NFKC"
+    table.caption = "; ".join([made, *manifest.get("notes", {}).values()])
     table.caption_justify = "left"
     return table
 

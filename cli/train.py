@@ -23,6 +23,12 @@ def register(app: typer.Typer) -> None:
         resume: Optional[Path] = O(None, "--resume", help="Continue the run in this directory."),
         preset: Optional[str] = O(None, "--preset", help="tiny | small | base | big (default small)."),
         config: Optional[Path] = O(None, "--config", help=r"TOML or YAML file: preset, \[model], \[training]."),
+        init_from: Optional[Path] = O(None, "--init-from", help="Fine-tune: start a new run from this model "
+                                      "directory's weights and shape (a train run, or an imported model); --data "
+                                      "must be prepared with 'prepare --tokenizer' of it; only --dropout and "
+                                      "--attention-dropout of the model may change. Fresh optimizer and schedule: "
+                                      "use a small rate with a short warm-up, e.g. --schedule inverse_sqrt --lr 1e-4 "
+                                      "--warmup 100."),
         d_model: Optional[int] = O(None, "--d-model", rich_help_panel="Model"),
         n_heads: Optional[int] = O(None, "--heads", rich_help_panel="Model"),
         d_ff: Optional[int] = O(None, "--d-ff", rich_help_panel="Model"),
@@ -75,18 +81,19 @@ def register(app: typer.Typer) -> None:
             model_flags["n_encoder_layers"] = encoder_layers
         if decoder_layers is not None:
             model_flags["n_decoder_layers"] = decoder_layers
-        skip = model_keys | {"data", "out", "resume", "preset", "config", "layers", "encoder_layers", "decoder_layers"}
+        skip = model_keys | {"data", "out", "resume", "preset", "config", "init_from", "layers", "encoder_layers",
+                             "decoder_layers"}
         train_flags = {k: v for k, v in given.items() if k not in skip and v is not None}
         try:
             if max_time is not None:
                 train_flags["max_time"] = parse_duration(max_time)
-            run(data, out, resume, preset, config, model_flags, train_flags)
+            run(data, out, resume, preset, config, model_flags, train_flags, init_from)
         except UserError as e:
             fail(e)
 
 
 def run(data: Path | None, out: Path | None, resume: Path | None, preset: str | None, config: Path | None,
-        model_flags: dict, train_flags: dict) -> None:
+        model_flags: dict, train_flags: dict, init_from: Path | None = None) -> None:
     from transformer_cli.distributed import world_from_env
     from transformer_cli.runtime import reuse_freed_memory
     from transformer_cli.training import TrainRequest, train
@@ -99,7 +106,7 @@ def run(data: Path | None, out: Path | None, resume: Path | None, preset: str | 
     if run_dir is None:
         raise UserError("--out RUN_DIR (a new run) or --resume RUN_DIR is required")
     request = TrainRequest(out=run_dir, data=data, resume=resume is not None, preset=preset, config_file=config,
-                           model=model_flags, training=train_flags)
+                           model=model_flags, training=train_flags, init_from=init_from)
     err = console.err
     reuse_freed_memory()
     if not world_from_env().is_main:  # torchrun: rank 0 shows the run, the others train quietly

@@ -186,6 +186,8 @@ class TrainView:
         """start: transformer_cli.training.RunStart."""
         self.err.print(f"[bold]{'resuming' if start.step else 'training'}[/] preset {start.preset} on {start.device}, "
                        f"{start.parameters:,} parameters, from step {start.step}; run directory {start.run_dir}")
+        if start.init_from is not None and not start.step:
+            self.err.print(f"starting from the weights of {start.init_from}", markup=False, highlight=False)
         self.err.print(config_summary(start.model_config, start.train_config), markup=False, highlight=False)
         self.err.print(f"(the whole configuration: {start.run_dir / 'config.json'})", style="dim", highlight=False)
         max_steps = start.train_config.max_steps

@@ -21,7 +21,9 @@ def register(app: typer.Typer) -> None:
         inputs: Optional[List[Path]] = O(None, "--input", "-i", help="Input file (repeatable); default stdin."),
         output: Optional[Path] = O(None, "--output", "-o", help="Output file ('-' = stdout, default); a device or FIFO is written in place."),
         beam_size: int = O(5, "--beam-size", "-b", help="1 = greedy."),
-        length_penalty: float = O(1.0, "--length-penalty", help="GNMT alpha: score = log P / ((5+|Y|)/6)^alpha."),
+        length_penalty: float = O(1.0, "--length-penalty", help="alpha: score = log P / lp(|Y|), |Y| counting </s>."),
+        length_style: str = O("gnmt", "--length-style", help="lp: gnmt ((5+|Y|)/6)^alpha | average |Y|^alpha "
+                              "(Hugging Face transformers, CTranslate2, Marian)."),
         max_len_a: float = O(1.5, "--max-len-a", help="Output length limit a * source length + b."),
         max_len_b: int = O(10, "--max-len-b"),
         n_best: int = O(1, "--n-best", help="Hypotheses per sentence (jsonl output)."),
@@ -38,7 +40,8 @@ def register(app: typer.Typer) -> None:
         from transformer_cli import SearchOptions
 
         try:
-            search = SearchOptions(beam_size, n_best, length_penalty, max_len_a, max_len_b, batch_tokens)
+            search = SearchOptions(beam_size, n_best, length_penalty, max_len_a, max_len_b, batch_tokens,
+                                   length_style=length_style)
             run(TranslateJob(model, tuple(inputs or ()), output, search, fmt, scores, reference, buffer_lines,
                              device, threads, precision))
         except UserError as e:
@@ -53,7 +56,7 @@ class TranslateJob:
     model: Path  # run directory
     inputs: tuple[Path, ...]  # input files; empty = stdin
     output: Path | None  # None or '-' = stdout
-    search: "SearchOptions"  # beam size, n-best, length penalty and limits, batch tokens
+    search: "SearchOptions"  # beam size, n-best, length penalty and style, limits, batch tokens
     fmt: str = "text"  # text | jsonl
     scores: bool = False  # score<TAB>translation
     reference: Path | None = None  # BLEU/chrF against this file

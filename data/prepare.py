@@ -22,9 +22,9 @@ from data.cleaning import SplitStats, encode_split, filter_split, usable
 from data.corpus import Report, Source, _no_report, load_corpus, local_inputs
 from data.errors import DataError
 from transformer.errors import named
-from data.tokenizer import Tokenizers, train_bpe
+from data.tokenizer import SPECIALS, Tokenizers, train_bpe
 from data.versions import library_versions
-from transformer.files import atomic_directory
+from transformer.files import atomic_directory, sha256_file
 from transformer.json_text import loads
 
 DATASET_DIR = "dataset"
@@ -46,19 +46,13 @@ class PrepareOptions:
     valid_size: int = 500  # pairs held out of train when the corpus has no validation split
     num_proc: int = 1  # processes for encoding
     seed: int = 0  # demo corpus and held-out split
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    tokenizer: str | None = None  # a run directory (train's, or an imported model) whose tokenizer
+    # encodes the corpus instead of a newly trained BPE; the vocabulary options then stay as they are
 
 
 def fingerprint_inputs(source: Source, dd: datasets.DatasetDict) -> dict:
     if source.files:
-        return {str(p): {"sha256": _sha256(p), "bytes": p.stat().st_size}
+        return {str(p): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
                 for paths in source.files.values() for p in paths}
     h = hashlib.sha256()
     for split in sorted(dd):
@@ -103,12 +97,24 @@ def _training_texts(train: datasets.Dataset, opts: PrepareOptions, side: str | N
 
 
 def train_tokenizers(train: datasets.Dataset, opts: PrepareOptions, report: Report) -> Tokenizers:
+    """A new BPE tokenizer (joint, or one per side) trained on the usable pairs of `train`."""
     if opts.joint_vocab:
         tok = train_bpe(_training_texts(train, opts, None, report), opts.vocab_size, opts.min_frequency)
         return Tokenizers(tok, tok)
     src = train_bpe(_training_texts(train, opts, "src", report), opts.vocab_size, opts.min_frequency)
     tgt = train_bpe(_training_texts(train, opts, "tgt", report), opts.vocab_size, opts.min_frequency)
     return Tokenizers(src, tgt)
+
+
+def tokenizer_record(toks: Tokenizers, files: list[str], run_dir: str | None) -> dict:
+    """What the manifest says of the tokenizer; `from_run` names the run whose tokenizer it is (None:
+    trained here)."""
+    fingerprint = toks.fingerprint()
+    from_run = None if run_dir is None else {"path": str(Path(run_dir).resolve()), "fingerprint": fingerprint}
+    normalizer = json.loads(toks.src.to_str()).get("normalizer") or {}
+    return {"files": files, "joint": toks.joint, "fingerprint": fingerprint,
+            "src_vocab_size": toks.src.get_vocab_size(), "tgt_vocab_size": toks.tgt.get_vocab_size(),
+            "normalizer": normalizer.get("type", "none"), "specials": list(SPECIALS), "from_run": from_run}
 
 
 def write_split(raw: datasets.Dataset, split: str, toks: Tokenizers, opts: PrepareOptions,
@@ -123,8 +129,36 @@ def write_split(raw: datasets.Dataset, split: str, toks: Tokenizers, opts: Prepa
     return stats
 
 
+VOCABULARY_OPTIONS = ("vocab_size", "min_frequency", "joint_vocab")  # what a new BPE is trained with
+
+
+def refuse_vocabulary_options(given: list[str]) -> None:
+    """DataError naming the first of the vocabulary options `given` together with `tokenizer`: a run's
+    tokenizer already fixes the vocabulary."""
+    given = [name for name in VOCABULARY_OPTIONS if name in given]
+    if given:
+        raise DataError(f"{named(given[0])} cannot be used with {named('tokenizer')}: the run's tokenizer "
+                        "fixes the vocabulary", given[0], "tokenizer")
+
+
+def run_tokenizers(run_dir: Path) -> Tokenizers:
+    """The tokenizer files of a run directory (tokenizer.json, or tokenizer.src.json + tokenizer.tgt.json),
+    as `train` or an import wrote them; DataError naming `tokenizer` otherwise."""
+    if not run_dir.is_dir():
+        raise DataError(f"{named('tokenizer')} {run_dir}: not a directory (a run directory from 'train' or "
+                        "an imported model is expected)", "tokenizer")
+    try:
+        return Tokenizers.load(run_dir)
+    except DataError as e:
+        raise DataError(f"{named('tokenizer')}: {e}", "tokenizer") from None
+
+
 def check_options(opts: PrepareOptions) -> None:
-    """The numbers of PrepareOptions (errors name the field)."""
+    """The numbers of PrepareOptions (errors name the field); with `tokenizer`, the vocabulary options
+    must keep their defaults."""
+    if opts.tokenizer is not None:
+        defaults = PrepareOptions("", "", "")
+        refuse_vocabulary_options([n for n in VOCABULARY_OPTIONS if getattr(opts, n) != getattr(defaults, n)])
     for name in ("max_tokens", "max_ratio", "num_proc", "min_frequency", "vocab_size"):
         value = getattr(opts, name)
         if not (math.isfinite(value) and value >= 1):
@@ -194,24 +228,26 @@ def prepare(opts: PrepareOptions, out_dir: Path, overwrite: bool = False,
     """Run the whole pipeline into out_dir; returns the manifest written as prepare.json."""
     check_output(out_dir, overwrite, local_inputs(opts.dataset, opts.src, opts.tgt))
     check_options(opts)
+    run_toks = run_tokenizers(Path(opts.tokenizer)) if opts.tokenizer else None  # read before the corpus
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     remove_leftovers(out_dir)
     bars_were_on = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()  # our own progress display replaces them; restored below
     try:
         with atomic_directory(out_dir) as tmp:  # renamed into place only when complete
-            return prepare_into(tmp, opts, report)
+            return prepare_into(tmp, opts, report, run_toks)
     finally:
         if bars_were_on:
             datasets.enable_progress_bars()
 
 
-def prepare_into(tmp: Path, opts: PrepareOptions, report: Report) -> dict:
-    """The pipeline's outputs written into the new directory `tmp`; returns the manifest."""
+def prepare_into(tmp: Path, opts: PrepareOptions, report: Report, toks: Tokenizers | None = None) -> dict:
+    """The pipeline's outputs written into the new directory `tmp`; returns the manifest. `toks`: the
+    tokenizer to encode with (opts.tokenizer's, already read); None trains a new BPE."""
     dd, source = load_corpus(opts.dataset, opts.src, opts.tgt, tmp / ".cache", opts.config, opts.seed, report)
     dd, notes = arrange_splits(dd, opts, source)
     fingerprint = fingerprint_inputs(source, dd)
-    toks = train_tokenizers(dd["train"], opts, report)
+    toks = toks if toks is not None else train_tokenizers(dd["train"], opts, report)
     stats = {split: write_split(dd.pop(split), split, toks, opts, tmp / DATASET_DIR, report) for split in list(dd)}
     (tmp / DATASET_DIR / "dataset_dict.json").write_text(json.dumps({"splits": list(stats)}))
     files = toks.save(tmp)
@@ -222,10 +258,7 @@ def prepare_into(tmp: Path, opts: PrepareOptions, report: Report) -> dict:
         "options": dataclasses.asdict(opts),
         "notes": notes,
         "splits": {s: dataclasses.asdict(st) for s, st in stats.items()},
-        "tokenizer": {"files": files, "joint": toks.joint, "fingerprint": toks.fingerprint(),
-                      "src_vocab_size": toks.src.get_vocab_size(),
-                      "tgt_vocab_size": toks.tgt.get_vocab_size(), "normalizer": "NFKC",
-                      "specials": ["<pad>", "<unk>", "<s>", "</s>"]},
+        "tokenizer": tokenizer_record(toks, files, opts.tokenizer),
         "input_fingerprint": fingerprint,
         "versions": library_versions("datasets", "tokenizers", "numpy"),
     }

@@ -14,6 +14,7 @@ from transformer.errors import named
 
 SPECIALS = ("<pad>", "<unk>", "<s>", "</s>")
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = range(4)
+UNMATCHABLE = " "  # ends a token no text can match (normalised text has no plain space): data.sentencepiece
 JOINT_FILE = "tokenizer.json"
 SIDE_FILES = {"src": "tokenizer.src.json", "tgt": "tokenizer.tgt.json"}
 
@@ -104,7 +105,18 @@ class Tokenizers:
 
 def encode_batch(tok: Tokenizer, texts: list[str]) -> list[list[int]]:
     """Texts -> ids, no special token added and none read from the text."""
-    return [e.ids for e in text_only(tok).encode_batch(texts, add_special_tokens=False)]
+    return [known_pieces(tok, e) if UNK_ID in e.ids else e.ids
+            for e in text_only(tok).encode_batch(texts, add_special_tokens=False)]
+
+
+def known_pieces(tok: Tokenizer, encoding) -> list[int]:
+    """An <unk> whose text is an unmatchable token of the vocabulary takes that token's id: an
+    imported Marian tokenizer's unknown SentencePiece pieces are looked up in vocab.json, as
+    MarianTokenizer does (a German ß unknown to an English source model may be a target piece)."""
+    def known(i: int, text: str) -> int:
+        return i if i != UNK_ID else tok.token_to_id(text + UNMATCHABLE) or UNK_ID
+
+    return [known(i, t) for i, t in zip(encoding.ids, encoding.tokens)]
 
 
 def decode(tok: Tokenizer, ids: Iterable[int]) -> str:

@@ -54,3 +54,23 @@ def _hypothesis_profile() -> None:
 
 
 _hypothesis_profile()
+
+
+@pytest.fixture(scope="session")
+def opus_mt_dir(tmp_path_factory):
+    """An OPUS-MT-layout MarianMTModel directory (de->en, joint vocabulary, swish), built offline."""
+    from marian_fixture import build_opus_mt
+
+    pytest.importorskip("transformers")
+    pytest.importorskip("sentencepiece")
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    return build_opus_mt(tmp_path_factory.mktemp("opus-mt") / "opus-mt-de-en", train_steps=200)
+
+
+@pytest.fixture(scope="session")
+def imported_run(opus_mt_dir, tmp_path_factory):
+    """opus_mt_dir imported as a run directory."""
+    from transformer_cli.importers import import_marian
+
+    return import_marian(opus_mt_dir, tmp_path_factory.mktemp("imported") / "run").run_dir

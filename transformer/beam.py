@@ -1,10 +1,18 @@
-"""Batched beam search over the key/value cache, with the GNMT length penalty and n-best lists.
+"""Batched beam search over the key/value cache, with a length penalty (GNMT or average) and n-best lists.
 
 Every live prefix of every sentence advances in one tensor step: the 2k best extensions of each
 sentence, of which a top-k one that ends (</s> or the length limit) finishes and the first k that do
 not end go on. Python touches only the hypotheses that finish. The beams of a sentence share one row
 of the encoder memory (the cache folds them into its cross-attention queries), so the memory is
 never copied per beam nor reordered at each step.
+
+Compared with Hugging Face transformers' beam search (5.24, `GenerationMixin._beam_search`): the same
+2k candidates by sum(log p), of which only a top-k one may finish, and with length_style="average"
+the same ranking of finished hypotheses (sum(log p) / |Y|^alpha, |Y| the tokens after the start
+token, </s> included). Our stopping rule is its early_stopping=True: a sentence is done once k
+hypotheses have finished. Its default early_stopping=False goes on while the best live prefix,
+divided by its current length^alpha, beats the worst of the k finished (a later hypothesis may
+replace one of them); "never" divides by the maximum length instead when alpha > 0. NOTES.md.
 """
 
 from __future__ import annotations
@@ -17,29 +25,32 @@ import torch
 from torch.nn import functional as F
 
 from transformer.cache import DecoderCache
-from transformer.decoding import Hypothesis, length_penalty, output_limits
+from transformer.decoding import Hypothesis, check_length_style, length_penalty, next_token_logprobs, output_limits
 from transformer.model import Transformer
 
 
 @torch.no_grad()
 def beam_search(model: Transformer, src: torch.Tensor, bos_id: int, eos_id: int, beam_size: int = 5,
                 n_best: int = 1, alpha: float = 0.6, max_len_a: float = 1.5, max_len_b: int = 10,
-                trace: Callable[["StepTrace"], None] | None = None) -> list[list[Hypothesis]]:
+                trace: Callable[["StepTrace"], None] | None = None, *, length_style: str = "gnmt",
+                banned: tuple[int, ...] = ()) -> list[list[Hypothesis]]:
     """Keep the beam_size best prefixes of every sentence; a sentence is done once beam_size
     hypotheses have ended with </s> (or its length limit is reached). Finished sentences leave the
-    batch. Ranked by sum(log p) / lp(|Y|); returns the n_best best per sentence, best first.
+    batch. Ranked by sum(log p) / lp(|Y|) (length_penalty with alpha and length_style); returns the
+    n_best best per sentence, best first. No hypothesis contains a `banned` id (log p = -inf).
     trace, when given, sees every step's candidates (explain's beam-search trace)."""
     if not 1 <= n_best <= beam_size:
         raise ValueError(f"n_best ({n_best}) must be between 1 and beam_size ({beam_size})")
+    check_length_style(length_style)
     k, device = beam_size, src.device
     limits = output_limits(src, model.config.pad_id, max_len_a, max_len_b, model.config.max_len)  # (batch,)
     cache, _ = model.encode(src)  # one memory row per sentence
     finished: list[list[Hypothesis]] = [[] for _ in range(src.size(0))]
-    search = _Search(k, eos_id, alpha, torch.arange(src.size(0), device=device), limits, trace)
+    search = _Search(k, eos_id, (alpha, length_style), torch.arange(src.size(0), device=device), limits, trace)
     last = torch.full((src.size(0), 1), bos_id, dtype=torch.long, device=device)  # one prefix (<s>) each
     for step in itertools.count():
         logits, _, _ = model.decode(last, cache)  # (sentences * width, 1, vocab)
-        last = search.advance(F.log_softmax(logits[:, -1].float(), dim=-1), step, cache, finished)
+        last = search.advance(next_token_logprobs(logits, banned), step, cache, finished)
         if last is None:
             break
     return [sorted(f, key=lambda h: -h.score)[:n_best] for f in finished]
@@ -60,9 +71,9 @@ class _Search:
     """The live prefixes of the sentences still searching: `width` rows per sentence (1 before the
     first step, then k), row i * width + b being beam b of sentence i."""
 
-    def __init__(self, k: int, eos_id: int, alpha: float, sentences: torch.Tensor, limits: torch.Tensor,
-                 trace: Callable[[StepTrace], None] | None = None) -> None:
-        self.k, self.eos_id, self.alpha, self.trace = k, eos_id, alpha, trace
+    def __init__(self, k: int, eos_id: int, penalty: tuple[float, str], sentences: torch.Tensor,
+                 limits: torch.Tensor, trace: Callable[[StepTrace], None] | None = None) -> None:
+        self.k, self.eos_id, self.penalty, self.trace = k, eos_id, penalty, trace  # penalty: (alpha, style)
         self.sentences = sentences  # (n,) original index of each sentence still searching
         self.limits = limits  # (batch,) output length limit of every sentence
         self.scores = torch.zeros(sentences.numel(), 1, device=sentences.device)  # (n, width) sum log p
@@ -127,7 +138,7 @@ class _Search:
         where = finishing.nonzero()  # (m, 2) (sentence row, rank), sentence by sentence, best first
         rows = where[:, 0] * width + beam[finishing]
         prefixes, prefix_lps = self.tokens[rows].tolist(), self.logps[rows].tolist()
-        lp = length_penalty(step + 1, self.alpha)
+        lp = length_penalty(step + 1, *self.penalty)
         for s, prefix, prefix_lp, t, t_lp, score in zip(
                 self.sentences[where[:, 0]].tolist(), prefixes, prefix_lps, tok[finishing].tolist(),
                 tok_lp[finishing].tolist(), scores[finishing].tolist()):

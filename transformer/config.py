@@ -26,6 +26,7 @@ def check_types(config) -> None:
 
 
 MIN_MAX_LEN = 16
+ACTIVATIONS = ("relu", "gelu", "swish")  # transformer.layers.FeedForward knows each
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,8 @@ class ModelConfig:
     tie_output: bool = True  # share the target embedding matrix with the output projection
     share_embeddings: bool = False  # share source and target embeddings (joint vocabulary)
     layer_norm_eps: float = 1e-5  # eps inside LayerNorm's square root
+    activation: str = "relu"  # feed-forward non-linearity: relu (paper) | gelu | swish (x * sigmoid(x), OPUS-MT)
+    output_bias: bool = False  # a bias on the pre-softmax projection (Marian's final_logits_bias; paper: none)
 
     def __post_init__(self) -> None:
         check_types(self)
@@ -76,6 +79,8 @@ class ModelConfig:
                 "share_embeddings needs one joint vocabulary, got "
                 f"src_vocab_size={self.src_vocab_size} and tgt_vocab_size={self.tgt_vocab_size}"
             )
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"ModelConfig.activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
         if self.layer_norm_eps <= 0:
             raise ValueError(f"layer_norm_eps must be > 0, got {self.layer_norm_eps}")
 
@@ -93,7 +98,7 @@ class ModelConfig:
         decoder = self.n_decoder_layers * (2 * attention + feed_forward + 3 * norm)
         final_norms = 2 * norm if self.norm == "pre" else 0
         embeddings = self.tgt_vocab_size * d + (0 if self.share_embeddings else self.src_vocab_size * d)
-        output = 0 if self.tie_output else self.tgt_vocab_size * d  # pre-softmax projection, no bias
+        output = (0 if self.tie_output else self.tgt_vocab_size * d) + (self.tgt_vocab_size if self.output_bias else 0)
         return encoder + decoder + final_norms + embeddings + output
 
     def to_dict(self) -> dict:

@@ -32,6 +32,17 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
+def sha256_file(path: Path) -> str:
+    """The SHA-256 of a file's bytes, in hex (read a mebibyte at a time)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def is_stdout(path: Path | str) -> bool:
     """'-' names standard output."""
     return str(path) == "-"

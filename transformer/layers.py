@@ -32,20 +32,32 @@ class LayerNorm(nn.Module):
         return F.layer_norm(x, self.gamma.shape, self.gamma, self.beta, self.eps)
 
 
-class FeedForward(nn.Module):
-    """FFN(x) = max(0, x W_1 + b_1) W_2 + b_2, applied to each position alone."""
+# The feed-forward's non-linearity by ModelConfig.activation: the paper's max(0, x); GELU (exact, erf);
+# swish = SiLU = x * sigmoid(x), what OPUS-MT (Marian) models use.
+ACTIVATION_FUNCTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "relu": F.relu, "gelu": F.gelu, "swish": F.silu}
 
-    def __init__(self, d_model: int, d_ff: int) -> None:
+
+class FeedForward(nn.Module):
+    """FFN(x) = activation(x W_1 + b_1) W_2 + b_2, applied to each position alone; the paper's
+    activation is max(0, .) (ReLU)."""
+
+    def __init__(self, d_model: int, d_ff: int, activation: str = "relu") -> None:
         super().__init__()
         self.w_1 = PackedLinear(d_model, d_ff)
         self.w_2 = PackedLinear(d_ff, d_model)
+        self.activation = ACTIVATION_FUNCTIONS[activation]
         for lin in (self.w_1, self.w_2):
             nn.init.xavier_uniform_(lin.weight)
             nn.init.zeros_(lin.bias)
 
+    def hidden(self, x: torch.Tensor) -> torch.Tensor:
+        """activation(x W_1 + b_1): (batch, len, d_model) -> (batch, len, d_ff)."""
+        return self.activation(self.w_1(x))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # (batch, len, d_model) -> (batch, len, d_ff) -> (batch, len, d_model)
-        return self.w_2(F.relu(self.w_1(x)))
+        return self.w_2(self.hidden(x))
 
 
 class Residual(nn.Module):
@@ -131,7 +143,7 @@ def _attention(config: ModelConfig) -> MultiHeadAttention:
 
 
 def _feed_forward(config: ModelConfig) -> FeedForward:
-    return FeedForward(config.d_model, config.d_ff)
+    return FeedForward(config.d_model, config.d_ff, config.activation)
 
 
 def _residual(config: ModelConfig) -> Residual:

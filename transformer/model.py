@@ -84,7 +84,9 @@ class Transformer(nn.Module):
         self.positions = PositionalEncoding(c.d_model, c.max_len, c.dropout)
         self.encoder = Encoder(c)
         self.decoder = Decoder(c)
-        self.generator = PackedLinear(c.d_model, c.tgt_vocab_size, bias=False)  # pre-softmax projection
+        self.generator = PackedLinear(c.d_model, c.tgt_vocab_size, bias=c.output_bias)  # pre-softmax projection
+        if c.output_bias:
+            nn.init.zeros_(self.generator.bias)
         if not c.tie_output:
             nn.init.xavier_uniform_(self.generator.weight)
         self.tie_weights()

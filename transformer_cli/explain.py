@@ -24,7 +24,7 @@ from transformer.layers import Residual
 from transformer.model import Transformer
 
 from transformer_cli.errors import RunError, named
-from transformer_cli.translator import SearchOptions, Translator
+from transformer_cli.translator import NEVER_OUTPUT, SearchOptions, Translator
 
 Rows = list[list[float]]
 
@@ -102,15 +102,17 @@ class NormStep:
 
 @dataclass(frozen=True)
 class ResidualNorm:
-    """Section 7: residual + LayerNorm around a sub-layer, and the feed-forward's zeroed units."""
+    """Section 7: residual + LayerNorm around a sub-layer, and the feed-forward's closed units."""
 
     norm: str  # post | pre
     steps: list[NormStep]
     gamma: list[float]  # first `dims` values
     beta: list[float]
     eps: float
-    relu_zero_share: list[float]  # per token: share of the feed-forward's d_ff units that ReLU set to 0
+    negative_share: list[float]  # per token: share of the feed-forward's d_ff units whose input to the
+    # activation is < 0 (ReLU sets them to 0; swish and GELU to small negative values)
     d_ff: int
+    activation: str = "relu"  # the model's feed-forward activation (ModelConfig.activation)
 
 
 @dataclass(frozen=True)
@@ -232,7 +234,8 @@ def _beam_trace(translator: Translator, src: torch.Tensor, o: SearchOptions) -> 
     """The search translate runs (same options), every step's candidates recorded."""
     steps: list[StepTrace] = []
     nbest = beam_search(translator.model, src, BOS_ID, EOS_ID, o.beam_size, o.beam_size, o.length_penalty,
-                        o.max_len_a, o.max_len_b, trace=steps.append)[0]
+                        o.max_len_a, o.max_len_b, trace=steps.append, length_style=o.length_style,
+                        banned=NEVER_OUTPUT)[0]
     piece = translator.toks.tgt.id_to_token
 
     def text(ids: list[int]) -> str:
@@ -241,7 +244,8 @@ def _beam_trace(translator: Translator, src: torch.Tensor, o: SearchOptions) -> 
     trace = [BeamStep(s.step + 1, [(text(s.prefixes[0][b]), piece(t) if t != EOS_ID else "</s>", lp, total, status)
                                    for b, t, lp, total, status in s.candidates[0]]) for s in steps]
     finished = [Finished(decode(translator.toks.tgt, h.without_eos(EOS_ID)), h.tokens, len(h.tokens),
-                         sum(h.token_logprobs), length_penalty(len(h.tokens), o.length_penalty), h.score)
+                         sum(h.token_logprobs), length_penalty(len(h.tokens), o.length_penalty, o.length_style),
+                         h.score)
                 for h in nbest]
     return BeamTrace(o.beam_size, o.length_penalty, trace, finished)
 
@@ -317,10 +321,11 @@ def _residual(model: Transformer, x: torch.Tensor, out: torch.Tensor, layer: int
     steps = [NormStep(t, float(b.mean()), float(b.var(unbiased=False)), float(a.mean()), float(a.var(unbiased=False)))
              for t, b, a in zip(tokens, before[0].double(), after[0].double())]
     ff_in = block.ff_residual.input(res.output(x, out))
-    hidden = F.relu(block.feed_forward.w_1(ff_in))[0]  # (len, d_ff)
+    pre_activation = block.feed_forward.w_1(ff_in)[0]  # (len, d_ff): x W_1 + b_1
     return ResidualNorm(norm="pre" if res.pre_norm else "post", steps=steps, gamma=rows(res.norm.gamma, dims),
                         beta=rows(res.norm.beta, dims), eps=res.norm.eps,
-                        relu_zero_share=(hidden == 0).double().mean(-1).tolist(), d_ff=hidden.size(-1))
+                        negative_share=(pre_activation < 0).double().mean(-1).tolist(), d_ff=pre_activation.size(-1),
+                        activation=model.config.activation)
 
 
 def _output(log_probs: torch.Tensor, out_tokens: list[str], translator: Translator, top: int) -> list[OutputStep]:

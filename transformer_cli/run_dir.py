@@ -284,12 +284,15 @@ def is_out_of_memory(e: BaseException) -> bool:
 
 
 def write_run_config(run_dir: Path, model_config: ModelConfig, cfg: TrainConfig, data: dict, preset: str,
-                     run_id: str, world_size: int = 1) -> None:
-    """RUN/config.json: the model, the training recipe, the data, the preset, the run id, versions."""
+                     run_id: str, world_size: int = 1, init_from: dict | None = None) -> None:
+    """RUN/config.json: the model, the training recipe, the data, the preset, the run id, versions, and
+    the model the run started from (init_from), if any."""
     from data.versions import library_versions
 
     config = {"model": model_config.to_dict(), "training": cfg.to_dict(), "data": data, "preset": preset,
               "run_id": run_id, "world_size": world_size,
               "versions": library_versions("torch")}
+    if init_from is not None:
+        config["init_from"] = init_from
     atomic_write_text(run_dir / CONFIG_FILE, json.dumps(config, indent=2, ensure_ascii=False) + "\n")
 

@@ -16,6 +16,7 @@ from transformer.config import ModelConfig
 from transformer.trainer import TrainConfig, TrainState, fit
 from transformer.training import grad_scaler
 from transformer_cli import distributed as ddp
+from transformer_cli import init_from as init
 from transformer_cli import run_dir as rd
 from transformer_cli import train_config as tc
 from transformer_cli.errors import RunError, named, os_error_message
@@ -35,6 +36,8 @@ class TrainRequest:
     config_file: Path | None = None  # TOML or YAML: preset, [model], [training]
     model: dict = field(default_factory=dict)  # ModelConfig fields to override, e.g. {"d_model": 256}
     training: dict = field(default_factory=dict)  # TrainConfig fields to override, e.g. {"max_steps": 800}
+    init_from: Path | None = None  # a new run starts from this model directory's weights and shape
+    # (a run of train, or an imported model); `data` must be encoded with its tokenizer
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,7 @@ class RunStart:
     parameters: int
     step: int  # 0 for a new run, the checkpoint's step for a resumed one
     batches_per_epoch: int = 0  # training batches in one epoch (all processes together)
+    init_from: Path | None = None  # the model directory the run started from, if any
 
 
 @dataclass
@@ -98,27 +102,16 @@ class _Plan:
     resuming: bool
     run_id: str
     data_info: dict  # what config.json records of the data
+    init_from: dict | None = None  # what config.json records of the model the run started from
 
 
 def plan_run(request: TrainRequest, world_size: int = 1) -> _Plan:
     """Everything a run needs, read and checked; nothing is written. A run resumes only with the
     number of processes it was trained with (its batch order and updates depend on it)."""
-    run_dir, data, preset, config = request.out, request.data, request.preset, request.config_file
+    run_dir, preset, config = request.out, request.preset, request.config_file
     model_flags, train_flags = dict(request.model), dict(request.training)
-    resuming = (run_dir / CONFIG_FILE).is_file()
-    if request.resume and not resuming:
-        raise RunError(f"{run_dir}: nothing to resume (no {CONFIG_FILE}; is this a run directory?)")
-    if not resuming and not is_empty_run_dir(run_dir):
-        raise RunError(f"{run_dir} exists, is not empty and is not a run directory")
-    try:
-        stored = read_config(run_dir) if resuming else None
-    except CheckpointError as e:
-        raise RunError.wrap(e) from None
-    recorded = (stored or {}).get("data", {}).get("prepared")
-    data_dir = data or (Path(recorded) if isinstance(recorded, str) and recorded else None)
-    if data_dir is None:
-        raise RunError(f"{named('data')} PREPARED_DIR is required" + (" (the run does not record its data)"
-                                                                     if stored else " for a new run"), "data")
+    stored = _stored_run(request)
+    data_dir = _data_dir(request.data, stored)
     manifest = rd.check_prepared(data_dir)
     try:
         toks = Tokenizers.load(data_dir)
@@ -128,17 +121,48 @@ def plan_run(request: TrainRequest, world_size: int = 1) -> _Plan:
     fingerprint = toks.fingerprint()
     if stored:
         check_world_size(stored, world_size, run_dir)
+        started_from = init.resumed_record(stored, request.init_from, run_dir)
         if stored.get("data", {}).get("tokenizer_fingerprint") != fingerprint:
             raise RunError(f"cannot resume: the tokenizer in {data_dir} differs from the one {run_dir} "
                            "was trained with")
         model_config, cfg, name = tc.resume_configs(stored, preset, config, model_flags, train_flags, *sizes)
+    elif request.init_from is not None:
+        source = init.read_source(request.init_from)
+        init.check_data(source, toks, data_dir)
+        model_config, cfg, name = tc.init_from_configs(source.model, preset, config, model_flags, train_flags)
+        started_from = source.record
     else:
         model_config, cfg, name = tc.resolve(preset, config, model_flags, train_flags, *sizes)
+        started_from = None
     rd.check_lengths(manifest, model_config, data_dir)
     run_id = (stored or {}).get("run_id") or uuid.uuid4().hex
     data_info = {"prepared": str(data_dir.resolve()), "src_lang": manifest["src_lang"],
                  "tgt_lang": manifest["tgt_lang"], "tokenizer_fingerprint": fingerprint}
-    return _Plan(data_dir, toks, model_config, cfg, name, resuming, run_id, data_info)
+    return _Plan(data_dir, toks, model_config, cfg, name, stored is not None, run_id, data_info, started_from)
+
+
+def _stored_run(request: TrainRequest) -> dict | None:
+    """The config.json of the run in request.out (None for a new run); RunError if out is neither."""
+    run_dir = request.out
+    resuming = (run_dir / CONFIG_FILE).is_file()
+    if request.resume and not resuming:
+        raise RunError(f"{run_dir}: nothing to resume (no {CONFIG_FILE}; is this a run directory?)")
+    if not resuming and not is_empty_run_dir(run_dir):
+        raise RunError(f"{run_dir} exists, is not empty and is not a run directory")
+    try:
+        return read_config(run_dir) if resuming else None
+    except CheckpointError as e:
+        raise RunError.wrap(e) from None
+
+
+def _data_dir(data: Path | None, stored: dict | None) -> Path:
+    """The prepared data: as given, else the one the resumed run records."""
+    recorded = (stored or {}).get("data", {}).get("prepared")
+    data_dir = data or (Path(recorded) if isinstance(recorded, str) and recorded else None)
+    if data_dir is None:
+        raise RunError(f"{named('data')} PREPARED_DIR is required" + (" (the run does not record its data)"
+                                                                     if stored else " for a new run"), "data")
+    return data_dir
 
 
 def check_world_size(stored: dict, world_size: int, run_dir: Path) -> None:
@@ -157,7 +181,7 @@ def _write_and_resume(run_dir: Path, plan: _Plan, world: ddp.World, device, mode
     try:
         if world.is_main:
             rd.write_run_config(run_dir, plan.model_config, plan.cfg, plan.data_info, plan.name, plan.run_id,
-                                world.size)
+                                world.size, plan.init_from)
             if not plan.resuming:
                 plan.toks.save(run_dir)
             rd.clean_leftovers(run_dir, warn)
@@ -169,26 +193,38 @@ def _write_and_resume(run_dir: Path, plan: _Plan, world: ddp.World, device, mode
         raise RunError(os_error_message(e)) from None
 
 
-def _say_surprises(cfg: TrainConfig, device, warn) -> None:
+def _say_surprises(cfg: TrainConfig, device, warn, plan: _Plan) -> None:
     """Before the first step, what these settings do that the user may not expect."""
-    for note in (precision_note(cfg.precision, device), tc.retention_note(cfg)):
+    fine_tuning = plan.init_from is not None and not plan.resuming
+    for note in (precision_note(cfg.precision, device), tc.retention_note(cfg),
+                 tc.fine_tuning_note(cfg, plan.model_config.d_model) if fine_tuning else ""):
         if note:
             warn(note)
+
+
+def _build(run_dir: Path, plan: _Plan, cfg: TrainConfig, device):
+    """The model and optimizer; a run that starts from another model and has no checkpoint of its own
+    yet gets that model's weights (on every rank: they all start alike). Before anything is written."""
+    model, optimizer = rd.build(plan.model_config, cfg, device)
+    if plan.init_from is not None and not rd.own_checkpoints(run_dir, plan.run_id):
+        init.load_initial_weights(model, plan.init_from)
+    return model, optimizer
 
 
 def _start_and_fit(run_dir: Path, plan: _Plan, world: ddp.World, device, on_start, on_event, should_stop,
                    warn) -> TrainResult:
     """Model and optimizer first; only then is anything written into the run directory (by rank 0)."""
     cfg = replace(plan.cfg, precision=resolve_precision(plan.cfg.precision, device))  # "auto" -> bf16 | fp32
-    _say_surprises(cfg, device, warn)
+    _say_surprises(cfg, device, warn, plan)
     model_config = plan.model_config
     set_threads(cfg.threads)
     data = rd.load_training_data(plan.data_dir, cfg)
-    model, optimizer = rd.build(model_config, cfg, device)
+    model, optimizer = _build(run_dir, plan, cfg, device)
     scaler = grad_scaler(device, cfg.precision)
     state = _write_and_resume(run_dir, plan, world, device, model, optimizer, scaler, warn)
-    on_start(RunStart(run_dir, plan.name, model_config, cfg, str(device),
-                      sum(p.numel() for p in model.parameters()), state.step, len(data[0].plan(cfg.seed, state.epoch))))
+    on_start(RunStart(run_dir, plan.name, model_config, cfg, str(device), sum(p.numel() for p in model.parameters()),
+                      state.step, len(data[0].plan(cfg.seed, state.epoch)),
+                      Path(plan.init_from["path"]) if plan.init_from else None))
     tensorboard = rd.open_tensorboard(run_dir, cfg.tensorboard, warn) if world.is_main else None
     hooks = rd.RunHooks(run_dir, model, optimizer, cfg, plan.toks, *data, device, on_event, tensorboard,
                         plan.run_id, scaler)

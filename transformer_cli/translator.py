@@ -18,17 +18,18 @@ import torch
 
 from data.batching import pad_rows, token_groups
 from data.errors import DataError
-from data.tokenizer import BOS_ID, EOS_ID, Tokenizers, decode, encode_batch
+from data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizers, decode, encode_batch
 from transformer.beam import beam_search
 from transformer.checkpoint import MODEL_FILE, CheckpointError, list_checkpoints, load_model, read_config
-from transformer.decoding import Hypothesis, greedy_search
+from transformer.decoding import Hypothesis, check_length_style, greedy_search
 from transformer.model import AttentionMaps, Transformer
 from transformer.packed import pack_linears
 
-from transformer_cli.errors import RunError, named
+from transformer_cli.errors import ParamError, RunError, named
 from transformer_cli.runtime import check_decoding, check_range, pick_device
 
 PRECISIONS = ("fp32", "bf16")
+NEVER_OUTPUT = (PAD_ID, BOS_ID)  # ids the search never produces (log p set to -inf, transformer.decoding)
 
 
 @dataclass
@@ -51,8 +52,10 @@ class SearchOptions:
 
     beam_size: int = 5  # hypotheses kept per step; 1 = greedy
     n_best: int = 1  # hypotheses returned per sentence (Translation.nbest)
-    length_penalty: float = 1.0  # GNMT alpha: ranked by log P / ((5 + |Y|) / 6)^alpha (1.0: best on
-    # Multi30k validation, bench/RESULTS.md)
+    length_penalty: float = 1.0  # alpha: ranked by log P / lp(|Y|) (1.0: best on Multi30k validation
+    # with gnmt, bench/RESULTS.md)
+    length_style: str = field(default="gnmt", kw_only=True)  # lp: gnmt ((5 + |Y|) / 6)^alpha, or average
+    # |Y|^alpha as Hugging Face transformers, CTranslate2 and Marian; |Y| counts </s> (decoding.length_penalty)
     max_len_a: float = 1.5  # at most max_len_a * source length + max_len_b output tokens
     max_len_b: int = 10
     batch_tokens: int = 4000  # source tokens per batch
@@ -60,6 +63,10 @@ class SearchOptions:
     def __post_init__(self) -> None:
         check_decoding(self.beam_size, self.length_penalty, self.max_len_a, self.max_len_b, self.n_best)
         check_range("batch_tokens", self.batch_tokens, 1, 10_000_000)
+        try:
+            check_length_style(self.length_style)
+        except ParamError as e:
+            raise RunError.wrap(e) from None
 
 
 @dataclass(frozen=True)
@@ -167,16 +174,18 @@ class Translator:
 
     @torch.inference_mode()
     def search(self, rows: list[list[int]], options: SearchOptions = SearchOptions()) -> list[list[Hypothesis]]:
-        """The n-best hypotheses of each source row (ids without </s>), in order, batched by length."""
+        """The n-best hypotheses of each source row (ids without </s>), in order, batched by length.
+        No hypothesis contains <pad> or <s> (NEVER_OUTPUT)."""
         o, out = options, [[] for _ in rows]
         for group in self.batches(rows, o.batch_tokens):
             src = self.tensor([rows[g] for g in group])
             if o.beam_size == 1:
                 hyps = [[h] for h in greedy_search(self.model, src, BOS_ID, EOS_ID, o.max_len_a, o.max_len_b,
-                                                    o.length_penalty)]
+                                                    o.length_penalty, length_style=o.length_style,
+                                                    banned=NEVER_OUTPUT)]
             else:
                 hyps = beam_search(self.model, src, BOS_ID, EOS_ID, o.beam_size, o.n_best, o.length_penalty,
-                                   o.max_len_a, o.max_len_b)
+                                   o.max_len_a, o.max_len_b, length_style=o.length_style, banned=NEVER_OUTPUT)
             for g, nbest in zip(group, hyps):
                 out[g] = nbest
         return out

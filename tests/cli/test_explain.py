@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from data.tokenizer import encode_batch
 from transformer_cli import load_run
 from transformer_cli.explain import explain
 
@@ -16,9 +17,11 @@ def T(rows):
     return torch.tensor(rows, dtype=torch.float64)
 
 
-@pytest.fixture(scope="module")
-def run(model_dir):
-    translator = load_run(model_dir, pack=False)
+@pytest.fixture(scope="module", params=["trained", "imported"])
+def run(request):
+    """explain on a run trained here (ReLU) and on an imported OPUS-MT model (swish, output bias):
+    every section is checked against the parameters of each."""
+    translator = load_run(request.getfixturevalue("model_dir" if request.param == "trained" else "imported_run"))
     return translator, explain(translator, SENTENCE, layer=0, head=1, dims=4, gradients=True)
 
 
@@ -41,7 +44,7 @@ def test_embeddings_and_positions(run):
     model = translator.model
     ids = e.embeddings.ids
     assert ids[-1] == 3 and e.embeddings.tokens[-1] == "</s>"
-    assert ids[:-1] == translator.toks.src.encode(SENTENCE).ids
+    assert ids[:-1] == encode_batch(translator.toks.src, [SENTENCE])[0]
     raw = model.src_embed.weight.detach().double()[ids]
     assert e.embeddings.scale == pytest.approx(math.sqrt(model.config.d_model))
     torch.testing.assert_close(T(e.embeddings.raw), raw[:, :4])
@@ -109,7 +112,7 @@ def attention_sublayer(model, x):
     return heads.transpose(0, 1).reshape(n, -1) @ p["out_proj.weight"].double().T + p["out_proj.bias"].double()
 
 
-def test_layer_norm_and_relu_statistics(run):
+def test_layer_norm_and_feed_forward_statistics(run):
     translator, e = run
     model = translator.model
     r = e.residual
@@ -122,8 +125,9 @@ def test_layer_norm_and_relu_statistics(run):
     got = T([[s.mean_before, s.var_before, s.mean_after, s.var_after] for s in r.steps])
     expected = torch.stack([z.mean(-1), z.var(-1, unbiased=False), y.mean(-1), y.var(-1, unbiased=False)], dim=1)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
-    hidden = torch.relu(y @ p["feed_forward.w_1.weight"].double().T + p["feed_forward.w_1.bias"].double())
-    torch.testing.assert_close(T(r.relu_zero_share), (hidden == 0).double().mean(-1), rtol=0, atol=2 / r.d_ff)
+    pre_activation = y @ p["feed_forward.w_1.weight"].double().T + p["feed_forward.w_1.bias"].double()
+    torch.testing.assert_close(T(r.negative_share), (pre_activation < 0).double().mean(-1), rtol=0, atol=2 / r.d_ff)
+    assert r.activation == model.config.activation
 
 
 def test_output_candidates_are_the_teacher_forced_distribution(run):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from data.tokenizer import BOS_ID, EOS_ID
+from data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from tests_shared import assert_one_line_error
 from transformer_cli import SearchOptions, load_run
 
@@ -67,6 +67,33 @@ def test_hf_marian_agrees(exported, ours):
         with torch.no_grad():
             theirs = hf(**enc, decoder_input_ids=torch.tensor([[BOS_ID] + mine.ids])).logits[0]
         torch.testing.assert_close(theirs, teacher_forced_logits(translator, text, mine.ids), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.6])
+def test_hf_beam_search_ranks_as_the_average_length_style(exported, ours, alpha):
+    """transformers' beam search with early_stopping=True and <pad>/<s> banned (bad_words_ids) finds
+    our n-best list of --length-style average, scores sum(log p) / |Y|^alpha equal: the same |Y|
+    (tokens after the start token, </s> included) and the same stopping rule, given the same length
+    limit (its max_length counts the start token). At alpha 1 our GNMT ranking differs for one of
+    these sentences, so the test tells the styles apart."""
+    from transformers import AutoTokenizer, MarianMTModel
+
+    translator, k, limit = ours[0], 4, 20
+    tok = AutoTokenizer.from_pretrained(exported["hf"])
+    hf = MarianMTModel.from_pretrained(exported["hf"]).eval()
+    options = dict(beam_size=k, n_best=k, length_penalty=alpha, max_len_a=0.0, max_len_b=limit)
+    rows = translator.encode(SENTENCES).ids
+    gnmt = [[h.tokens for h in nbest] for nbest in translator.search(rows, SearchOptions(**options))]
+    average = translator.search(rows, SearchOptions(**options, length_style="average"))
+    for text, mine in zip(SENTENCES, average):
+        out = hf.generate(**tok([text], return_tensors="pt"), num_beams=k, num_return_sequences=k,
+                          length_penalty=alpha, early_stopping=True, max_length=limit + 1,
+                          bad_words_ids=[[PAD_ID], [BOS_ID]], output_scores=True, return_dict_in_generate=True)
+        theirs = [ids[1:] for ids in out.sequences.tolist()]  # without the start token
+        theirs = [ids[: ids.index(EOS_ID) + 1] if EOS_ID in ids else ids for ids in theirs]
+        assert theirs == [h.tokens for h in mine], text
+        assert out.sequences_scores.tolist() == pytest.approx([h.score for h in mine], abs=1e-4)
+    assert alpha != 1.0 or gnmt != [[h.tokens for h in nbest] for nbest in average]
 
 
 def test_ctranslate2_agrees(exported, ours):

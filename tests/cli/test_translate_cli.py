@@ -50,6 +50,43 @@ def test_scores_jsonl_and_nbest(cli, model_dir):
     assert empty["translation"] == "" and empty["nbest"] == []
 
 
+def test_length_style_flag(cli, model_dir):
+    """--length-style average scores log P / |Y|^alpha, gnmt (the default) log P / ((5 + |Y|) / 6)^alpha,
+    |Y| counting </s>; an unknown style is one line naming the flag."""
+    assert "--length-style" in cli("translate", "--help").stdout
+    sentences = "We went home.\nI am a student.\n"
+    for style, lp in (("average", lambda n: n ** 0.8), ("gnmt", lambda n: ((5 + n) / 6) ** 0.8)):
+        result = cli("translate", "--model", model_dir, "--format", "jsonl", "-b", "3", "--length-penalty", "0.8",
+                     *(("--length-style", style) if style != "gnmt" else ()), input=sentences)
+        assert result.exit_code == 0, result.stderr
+        for line in result.stdout.splitlines():
+            row = json.loads(line)
+            expected = sum(row["token_logprobs"]) / lp(len(row["tokens"]))
+            assert row["score"] == pytest.approx(expected, abs=1e-4), style
+    assert_one_line_error(cli("translate", "--model", model_dir, "--length-style", "mean", input="x\n"),
+                          "--length-style must be gnmt or average, got 'mean'")
+
+
+@pytest.mark.parametrize("beam_size", [1, 4])
+def test_banning_pad_and_bos_changes_no_output_of_a_trained_model(model_dir, beam_size):
+    """Translator.search bans <pad> and <s>; the trained model never chooses them, so the search
+    without the ban (on the same one-sentence batches) finds the same hypotheses, scores equal."""
+    from data.tokenizer import BOS_ID, EOS_ID
+    from transformer.beam import beam_search
+    from transformer.decoding import greedy_search
+    from transformer_cli import SearchOptions, load_run
+
+    translator = load_run(model_dir)
+    rows = translator.encode(LINES[:1] + LINES[3:]).ids
+    options = SearchOptions(beam_size=beam_size, n_best=beam_size)
+    for row in rows:
+        nbest, src = translator.search([row], options)[0], translator.tensor([row])
+        free = ([greedy_search(translator.model, src, BOS_ID, EOS_ID, 1.5, 10, 1.0)] if beam_size == 1 else
+                beam_search(translator.model, src, BOS_ID, EOS_ID, beam_size, beam_size, 1.0))[0]
+        assert [h.tokens for h in nbest] == [h.tokens for h in free]
+        assert [h.score for h in nbest] == [h.score for h in free]
+
+
 def test_files_output_and_reference(cli, model_dir, tmp_path):
     (tmp_path / "a.txt").write_text("I am a student.\nWe went home.\n")
     (tmp_path / "b.txt").write_text("They buy tea often.\n")
@@ -176,5 +213,5 @@ def test_cli_search_defaults_are_the_library_defaults():
     command = typer.main.get_command(app).commands["translate"]
     flags = {p.name: p.default for p in command.params}
     library = SearchOptions()
-    for name in ("beam_size", "n_best", "length_penalty", "max_len_a", "max_len_b", "batch_tokens"):
+    for name in ("beam_size", "n_best", "length_penalty", "length_style", "max_len_a", "max_len_b", "batch_tokens"):
         assert flags[name] == getattr(library, name), name

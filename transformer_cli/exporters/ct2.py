@@ -89,7 +89,7 @@ def empty_spec(config):
 
     spec = transformer_spec.TransformerSpec.from_config(
         (config.n_encoder_layers, config.n_decoder_layers), config.n_heads, pre_norm=config.norm == "pre",
-        activation=common_spec.Activation.RELU)
+        activation=getattr(common_spec.Activation, config.activation.upper()))  # RELU | GELU | SWISH
     spec.config.layer_norm_epsilon = config.layer_norm_eps
     spec.config.decoder_start_token, spec.config.bos_token = SPECIALS[2], SPECIALS[2]
     spec.config.eos_token, spec.config.unk_token = SPECIALS[3], SPECIALS[1]
@@ -111,7 +111,7 @@ def fill_spec(spec, model, toks):
         w.encoder_layer(layer, f"encoder.layers.{i}")
     for i, layer in enumerate(spec.decoder.layer):
         w.decoder_layer(layer, f"decoder.layers.{i}")
-    spec.decoder.projection.weight = numpy(w.w["generator.weight"])
+    w.linear(spec.decoder.projection, "generator")  # with Marian's output bias, when the model has one
     spec.register_source_vocabulary(vocabulary(toks.src))
     spec.register_target_vocabulary(vocabulary(toks.tgt))
     return spec

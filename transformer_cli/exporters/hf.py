@@ -1,8 +1,9 @@
 """Export to Hugging Face Transformers: a MarianMTModel directory (config, safetensors weights,
 generation config with our special ids) and our tokenizer as a PreTrainedTokenizerFast.
 
-Marian is our architecture (post-norm, ReLU, embeddings x sqrt(d_model), sinusoidal positions, one
-shared vocabulary tied to the output) except for one layout detail: its sinusoidal table puts all
+Marian is our architecture (post-norm, the feed-forward activation and output bias as configured,
+embeddings x sqrt(d_model), sinusoidal positions, one shared vocabulary tied to the output) except
+for one layout detail: its sinusoidal table puts all
 sines first and all cosines second, ours interleaves them (sin, cos, sin, cos, ...). Marian does not
 store that table; it recomputes it. So the exported weights express our model in a permuted basis of
 the d_model dimensions: dimension 2i becomes i and 2i+1 becomes d_model/2 + i, in every embedding,
@@ -46,7 +47,7 @@ def marian_config(c):
         vocab_size=c.src_vocab_size, decoder_vocab_size=c.tgt_vocab_size, d_model=c.d_model,
         encoder_layers=c.n_encoder_layers, decoder_layers=c.n_decoder_layers,
         encoder_attention_heads=c.n_heads, decoder_attention_heads=c.n_heads,
-        encoder_ffn_dim=c.d_ff, decoder_ffn_dim=c.d_ff, activation_function="relu",
+        encoder_ffn_dim=c.d_ff, decoder_ffn_dim=c.d_ff, activation_function=c.activation,
         max_position_embeddings=c.max_len, scale_embedding=True, share_encoder_decoder_embeddings=True,
         tie_word_embeddings=c.tie_output, pad_token_id=PAD_ID, eos_token_id=EOS_ID, bos_token_id=BOS_ID,
         decoder_start_token_id=BOS_ID, forced_eos_token_id=None, dropout=c.dropout,
@@ -59,7 +60,8 @@ def marian_state_dict(model) -> dict[str, torch.Tensor]:
     p = interleaved_to_halves(c.d_model)
     embed = ours["src_embed.weight"][:, p]
     out = {"model.shared.weight": embed, "model.encoder.embed_tokens.weight": embed,
-           "model.decoder.embed_tokens.weight": embed, "final_logits_bias": torch.zeros(1, c.tgt_vocab_size)}
+           "model.decoder.embed_tokens.weight": embed,
+           "final_logits_bias": ours["generator.bias"][None] if c.output_bias else torch.zeros(1, c.tgt_vocab_size)}
     out["lm_head.weight"] = (ours["src_embed.weight"] if c.tie_output else ours["generator.weight"])[:, p]
     for side, names, n in (("encoder", ENCODER, c.n_encoder_layers), ("decoder", DECODER, c.n_decoder_layers)):
         for i in range(n):
@@ -110,7 +112,8 @@ def export_hf(translator, out: Path, name: str) -> None:
         raise RunError(f"internal: Marian weights missing {missing[:3]} / unexpected {unexpected[:3]}")
     hf.generation_config = transformers.GenerationConfig(
         decoder_start_token_id=BOS_ID, bos_token_id=BOS_ID, eos_token_id=EOS_ID, pad_token_id=PAD_ID,
-        max_length=c.max_len, num_beams=5, length_penalty=1.0, early_stopping=True)
+        max_length=c.max_len, num_beams=5, length_penalty=1.0, early_stopping=True,
+        bad_words_ids=[[PAD_ID], [BOS_ID]])  # never generated, as in transformer-cli
     try:
         hf.save_pretrained(out)
         hf_tokenizer(translator.toks.src).save_pretrained(out)
