@@ -53,7 +53,7 @@ def marian_vocab(pieces: list[str], seed: int, extra: tuple[str, ...] = ()) -> d
 def build_opus_mt(out: Path, *, src: str = "de", tgt: str = "en", lines: int = 3000, vocab: int = 400,
                   d_model: int = 32, layers: int = 2, heads: int = 4, d_ff: int = 64, activation: str = "swish",
                   separate_vocabs: bool = False, language_codes: tuple[str, ...] = (), seed: int = 0,
-                  train_steps: int = 300) -> Path:
+                  train_steps: int = 300, batch: int = 32, lr: float = 3e-3, warmup: int = 0) -> Path:
     """An OPUS-MT-layout directory at `out` with a MarianMTModel trained for `train_steps` updates on
     the same Multi30k slice (a few seconds: enough for sentences that end and attention with a
     structure); its final_logits_bias stays random (transformers keeps it as a buffer); returns out."""
@@ -92,21 +92,25 @@ def build_opus_mt(out: Path, *, src: str = "de", tgt: str = "en", lines: int = 3
         target_vocab_file=str(out / "target_vocab.json") if separate_vocabs else None,
         separate_vocabs=separate_vocabs, source_lang=src, target_lang=tgt)
     _train(model, tokenizer, multi30k_lines("train", src, lines), multi30k_lines("train", tgt, lines), train_steps,
-           language_codes)
+           language_codes, batch, lr, warmup)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
 
 
-def _train(model, tokenizer, src: list[str], tgt: list[str], steps: int, codes: tuple[str, ...]) -> None:
-    """A few hundred Adam updates of 32 pairs (a code, when the model has some, starts each source)."""
+def _train(model, tokenizer, src: list[str], tgt: list[str], steps: int, codes: tuple[str, ...], batch: int,
+           lr: float, warmup: int) -> None:
+    """Adam updates of `batch` random pairs, the rate warmed up linearly over `warmup` steps then
+    decayed as 1/sqrt(step) (a code, when the model has some, starts each source)."""
     import torch
 
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.98))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 1.0 if not warmup else min((step + 1) / warmup, (warmup / (step + 1)) ** 0.5))
     rng = random.Random(0)
     model.train()
     for _ in range(steps):
-        pick = rng.sample(range(len(src)), 32)
+        pick = rng.sample(range(len(src)), batch)
         batch = tokenizer([(rng.choice(codes) + " " if codes else "") + src[i] for i in pick],
                           text_target=[tgt[i] for i in pick], return_tensors="pt", padding=True, truncation=True,
                           max_length=64)
@@ -114,5 +118,7 @@ def _train(model, tokenizer, src: list[str], tgt: list[str], steps: int, codes: 
         loss = model(**batch).loss
         optimizer.zero_grad()
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
+        schedule.step()
     model.eval()

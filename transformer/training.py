@@ -24,7 +24,8 @@ class BatchLike(Protocol):
 
 def label_smoothed_nll(logits: torch.Tensor, target: torch.Tensor, epsilon: float,
                        pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cross-entropy against q = (1 - eps) * one_hot(target) + eps / V, padding ignored.
+    """Cross-entropy against q = (1 - eps) * one_hot(target) + eps / V, padding ignored (V: the
+    classes with a finite logit, all of them but for an imported model's <s>).
 
     logits: (..., V), target: (...), e.g. (batch, len, V) and (batch, len), or the (n, V) rows of
     the non-pad positions only. Returns (summed loss, summed plain NLL); divide by the number of
@@ -34,6 +35,9 @@ def label_smoothed_nll(logits: torch.Tensor, target: torch.Tensor, epsilon: floa
     keep = target != pad_id  # (...)
     nll = -logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)  # (...)
     smooth = -logp.mean(dim=-1)  # (...): cross-entropy against the uniform distribution
+    if not bool(torch.isfinite(smooth).all()):  # a class the model never produces (log p = -inf: an
+        finite = torch.isfinite(logp)  # imported Marian model's <s>): uniform over the classes it has
+        smooth = -logp.masked_fill(~finite, 0.0).sum(dim=-1) / finite.sum(dim=-1)
     loss = (1.0 - epsilon) * nll + epsilon * smooth
     return loss[keep].sum(), nll[keep].sum()
 

@@ -125,3 +125,21 @@ def test_fit_takes_no_step_past_a_reached_limit():
                        (TrainConfig(max_time=1.0), TrainState(step=3, elapsed=2.0, last_eval_step=3))):
         assert fit(model, optimizer, cfg, state, Hooks()).step == state.step
         assert state.stop_reason.startswith("max")
+
+
+def test_label_smoothing_skips_a_class_the_model_never_produces():
+    """An imported model's <s> has logit -inf: the loss stays finite, equal to the definition over the
+    other classes, and its gradient reaches every other logit."""
+    vocab, eps = 7, 0.1
+    logits = torch.randn(4, vocab, dtype=torch.float64)
+    logits[:, 2] = float("-inf")
+    logits.requires_grad_(True)
+    target = torch.tensor([1, 3, 4, 6])
+    loss, _ = label_smoothed_nll(logits, target, eps, pad_id=0)
+    classes = [c for c in range(vocab) if c != 2]
+    p = torch.softmax(logits.detach()[:, classes], -1)
+    q = torch.full_like(p, eps / len(classes))
+    q[torch.arange(4), torch.tensor([classes.index(int(t)) for t in target])] += 1 - eps
+    assert torch.isfinite(loss) and loss.item() == pytest.approx(-(q * p.log()).sum().item(), rel=1e-6)
+    loss.backward()
+    assert torch.isfinite(logits.grad).all() and (logits.grad[:, 2] == 0).all()
