@@ -27,7 +27,7 @@ def train_spm(lines: list[str], vocab_size: int, path: Path, coverage: float = 0
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_writer=model, vocab_size=vocab_size,
                                    model_type="unigram", character_coverage=coverage, unk_id=0, bos_id=1,
-                                   eos_id=2, pad_id=-1, minloglevel=2, num_threads=1)
+                                   eos_id=2, pad_id=-1, minloglevel=2, num_threads=1, hard_vocab_limit=False)
     path.write_bytes(model.getvalue())
 
 
@@ -111,11 +111,11 @@ def _train(model, tokenizer, src: list[str], tgt: list[str], steps: int, codes: 
     model.train()
     for _ in range(steps):
         pick = rng.sample(range(len(src)), batch)
-        batch = tokenizer([(rng.choice(codes) + " " if codes else "") + src[i] for i in pick],
+        pairs = tokenizer([(rng.choice(codes) + " " if codes else "") + src[i] for i in pick],
                           text_target=[tgt[i] for i in pick], return_tensors="pt", padding=True, truncation=True,
                           max_length=64)
-        batch["labels"][batch["labels"] == tokenizer.pad_token_id] = -100
-        loss = model(**batch).loss
+        pairs["labels"][pairs["labels"] == tokenizer.pad_token_id] = -100
+        loss = model(**pairs).loss
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
