@@ -90,7 +90,7 @@ def attention(e, width: int) -> Panel:
 def masked(e, width: int) -> Panel:
     m = e.masked
     return panel(4, f"masked decoder self-attention: layer {e.attention.layer + 1}, head {e.attention.head + 1}",
-                 Text(f"the translation so far attends only to itself and the past: the future is set to -inf "
+                 Text("the translation so far attends only to itself and the past: the future is set to -inf "
                       "before the softmax and becomes exactly 0 after it."),
                  *grid("scores (−inf above the diagonal)", m.tokens, m.tokens, m.scores, width, scores=True),
                  *grid("weights (0 above the diagonal)", m.tokens, m.tokens, m.weights, width))

@@ -3,7 +3,6 @@ Marked `cuda`; skipped where torch sees no CUDA device (CI, this project's CPU m
 bench/gpu.sh runs them on a machine that has one."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path

@@ -11,7 +11,6 @@ import torch
 
 from transformer.config import check_types
 from transformer.errors import ParamError, named
-from transformer.model import Transformer
 from transformer.training import BatchLike, learning_rate, train_step, unwrap
 
 METRICS = ("bleu", "chrf", "loss")

@@ -2,6 +2,7 @@
 starts a new run from RUN's weights and shape and resumes from its own checkpoints."""
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -212,3 +213,27 @@ def test_two_processes_start_from_the_source(source, new_corpus, tmp_path):
     [replicas] = events(run, "replicas")
     assert replicas["identical"] and json.loads((run / "config.json").read_text())["world_size"] == 2
     assert abs(events(run, "train")[0]["loss"] - events(source, "eval")[-1]["loss"]) < 0.3
+
+
+def test_fine_tuning_an_imported_opus_mt_model(cli, imported_run, tmp_path):
+    """The chain a practitioner runs: an imported Marian model, a corpus prepared with its tokenizer,
+    train --init-from it. The loss is finite (its <s> is not an output class, label smoothing skips
+    it) and starts at the imported model's, far below a fresh model's."""
+    from marian_fixture import multi30k_lines
+
+    pairs = zip(multi30k_lines("val", "de", 400), multi30k_lines("val", "en", 400))
+    (tmp_path / "pairs.tsv").write_text("".join(f"{d}\t{e}\n" for d, e in pairs), encoding="utf-8")
+    data = tmp_path / "prepared"
+    result = cli("prepare", "--dataset", tmp_path / "pairs.tsv", "--src", "de", "--tgt", "en", "--tokenizer",
+                 imported_run, "--valid-size", "40", "--out", data)
+    assert result.exit_code == 0, result.output
+    tuned = tmp_path / "tuned"
+    result = fine_tune(cli, data, tuned, imported_run, "--max-steps", "3")
+    assert result.exit_code == 0, result.output
+    losses = [e["loss"] for e in events(tuned, "train")]
+    assert all(math.isfinite(x) for x in losses) and all(math.isfinite(e["loss"]) for e in events(tuned, "eval"))
+    fresh = cli("train", "--data", data, "--out", tmp_path / "fresh", *TINY_RUN, "--max-steps", "1", "--log-every", "1",
+                "--d-model", "32", "--heads", "4", "--d-ff", "64", "--layers", "2")
+    assert fresh.exit_code == 0, fresh.output
+    assert losses[0] < events(tmp_path / "fresh", "train")[0]["loss"] - 1.0
+    assert json.loads((tuned / "config.json").read_text())["model"]["activation"] == "swish"

@@ -13,7 +13,6 @@ Nothing is unpickled: the weights are read from model.safetensors only."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import uuid
@@ -28,7 +27,7 @@ from data.tokenizer import SPECIALS, Tokenizers
 from transformer.checkpoint import CONFIG_FILE, MODEL_FILE, save_weights
 from transformer.config import ModelConfig
 from transformer.embeddings import sinusoidal_table
-from transformer.files import atomic_directory, atomic_write_text
+from transformer.files import atomic_directory, atomic_write_text, sha256_file
 from transformer.json_text import loads
 from transformer.model import Transformer
 from transformer_cli.errors import RunError, named, os_error_message
@@ -313,14 +312,6 @@ def our_state_dict(tensors: dict[str, torch.Tensor], c: ModelConfig, src_order: 
     return {k: v.contiguous() for k, v in out.items()}
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _write_run(work: Path, model: Transformer, toks: Tokenizers, source: Path, langs: tuple[str, str],
                codes: list[str]) -> None:
     """config.json, model.safetensors, the tokenizers and manifest.json into `work`."""
@@ -335,7 +326,7 @@ def _write_run(work: Path, model: Transformer, toks: Tokenizers, source: Path, l
               "run_id": uuid.uuid4().hex, "imported": {"from": str(source.resolve()), "format": "marian"},
               "versions": library_versions("torch")}
     atomic_write_text(work / CONFIG_FILE, json.dumps(config, indent=2, ensure_ascii=False) + "\n")
-    files = {p.name: _sha256(p) for p in sorted(source.iterdir()) if p.is_file()}
+    files = {p.name: sha256_file(p) for p in sorted(source.iterdir()) if p.is_file()}
     manifest = {"imported_from": str(source.resolve()), "format": "Hugging Face MarianMTModel (OPUS-MT layout)",
                 "files_sha256": files, "versions": library_versions("torch", "tokenizers", "sentencepiece", "safetensors")}
     atomic_write_text(work / MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
