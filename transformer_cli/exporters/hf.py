@@ -54,6 +54,37 @@ def marian_config(c):
         attention_dropout=c.attention_dropout, activation_dropout=0.0)
 
 
+def layer_names(c) -> list[tuple[str, str, str]]:
+    """(our name, Marian's name, axis) of every per-layer tensor. axis: "in" for a matrix that reads
+    the residual stream (its columns are d_model dimensions), "out" for one that writes it (rows, and
+    its bias) and the LayerNorms, "" for what has no d_model axis. The one name map of the export and
+    of import (transformer_cli.importers.marian)."""
+    names = []
+    for side, layers, n in (("encoder", ENCODER, c.n_encoder_layers), ("decoder", DECODER, c.n_decoder_layers)):
+        for i in range(n):
+            ours, theirs = f"{side}.layers.{i}", f"model.{side}.layers.{i}"
+            for our, their in layers.items():
+                if our.endswith("attn"):
+                    for proj in ("q_proj", "k_proj", "v_proj"):
+                        names += [(f"{ours}.{our}.{proj}.weight", f"{theirs}.{their}.{proj}.weight", "in"),
+                                  (f"{ours}.{our}.{proj}.bias", f"{theirs}.{their}.{proj}.bias", "")]
+                    names += [(f"{ours}.{our}.out_proj.weight", f"{theirs}.{their}.out_proj.weight", "out"),
+                              (f"{ours}.{our}.out_proj.bias", f"{theirs}.{their}.out_proj.bias", "out")]
+                else:
+                    names += [(f"{ours}.{our}.norm.gamma", f"{theirs}.{their}.weight", "out"),
+                              (f"{ours}.{our}.norm.beta", f"{theirs}.{their}.bias", "out")]
+            names += [(f"{ours}.feed_forward.w_1.weight", f"{theirs}.fc1.weight", "in"),
+                      (f"{ours}.feed_forward.w_1.bias", f"{theirs}.fc1.bias", ""),
+                      (f"{ours}.feed_forward.w_2.weight", f"{theirs}.fc2.weight", "out"),
+                      (f"{ours}.feed_forward.w_2.bias", f"{theirs}.fc2.bias", "out")]
+    return names
+
+
+def permuted(t: torch.Tensor, order: torch.Tensor, axis: str) -> torch.Tensor:
+    """t with its d_model axis (see layer_names) in `order`."""
+    return t[:, order] if axis == "in" else t[order] if axis == "out" else t
+
+
 def marian_state_dict(model) -> dict[str, torch.Tensor]:
     """Our weights under Marian's names, in Marian's order of the d_model dimensions."""
     c, ours = model.config, model.state_dict()
@@ -63,23 +94,8 @@ def marian_state_dict(model) -> dict[str, torch.Tensor]:
            "model.decoder.embed_tokens.weight": embed,
            "final_logits_bias": ours["generator.bias"][None] if c.output_bias else torch.zeros(1, c.tgt_vocab_size)}
     out["lm_head.weight"] = (ours["src_embed.weight"] if c.tie_output else ours["generator.weight"])[:, p]
-    for side, names, n in (("encoder", ENCODER, c.n_encoder_layers), ("decoder", DECODER, c.n_decoder_layers)):
-        for i in range(n):
-            src, dst = f"{side}.layers.{i}", f"model.{side}.layers.{i}"
-            for our, theirs in names.items():
-                if our.endswith("attn"):
-                    for proj in ("q_proj", "k_proj", "v_proj"):  # read the residual stream
-                        out[f"{dst}.{theirs}.{proj}.weight"] = ours[f"{src}.{our}.{proj}.weight"][:, p]
-                        out[f"{dst}.{theirs}.{proj}.bias"] = ours[f"{src}.{our}.{proj}.bias"]
-                    out[f"{dst}.{theirs}.out_proj.weight"] = ours[f"{src}.{our}.out_proj.weight"][p]  # writes it
-                    out[f"{dst}.{theirs}.out_proj.bias"] = ours[f"{src}.{our}.out_proj.bias"][p]
-                else:
-                    out[f"{dst}.{theirs}.weight"] = ours[f"{src}.{our}.norm.gamma"][p]
-                    out[f"{dst}.{theirs}.bias"] = ours[f"{src}.{our}.norm.beta"][p]
-            out[f"{dst}.fc1.weight"] = ours[f"{src}.feed_forward.w_1.weight"][:, p]
-            out[f"{dst}.fc1.bias"] = ours[f"{src}.feed_forward.w_1.bias"]
-            out[f"{dst}.fc2.weight"] = ours[f"{src}.feed_forward.w_2.weight"][p]
-            out[f"{dst}.fc2.bias"] = ours[f"{src}.feed_forward.w_2.bias"][p]
+    for our, theirs, axis in layer_names(c):
+        out[theirs] = permuted(ours[our], p, axis)
     return {k: v.contiguous().clone() for k, v in out.items()}
 
 

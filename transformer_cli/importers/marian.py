@@ -31,7 +31,7 @@ from transformer.files import atomic_directory, atomic_write_text, sha256_file
 from transformer.json_text import loads
 from transformer.model import Transformer
 from transformer_cli.errors import RunError, named, os_error_message
-from transformer_cli.exporters.hf import DECODER, ENCODER, interleaved_to_halves
+from transformer_cli.exporters.hf import interleaved_to_halves, layer_names, permuted
 
 ACTIVATIONS = {"relu": "relu", "swish": "swish", "silu": "swish", "gelu": "gelu"}  # Marian's -> ours
 MANIFEST = "manifest.json"
@@ -221,21 +221,15 @@ def model_config(hf: dict, src_vocab: int, tgt_vocab: int, joint: bool) -> Model
 
 
 def expected_shapes(hf: dict, src_vocab: int, tgt_vocab: int) -> dict[str, tuple[int, ...]]:
-    """Marian's tensor names -> the shapes config.json implies (embeddings by the vocabularies)."""
+    """Marian's tensor names -> the shapes config.json implies (the output bias by the vocabulary)."""
     d, f = hf["d_model"], hf["encoder_ffn_dim"]
-    shapes: dict[str, tuple[int, ...]] = {"final_logits_bias": (1, tgt_vocab)}
-    for side, names, n in (("encoder", ENCODER, hf["encoder_layers"]), ("decoder", DECODER, hf["decoder_layers"])):
-        for i in range(n):
-            layer = f"model.{side}.layers.{i}"
-            for theirs in names.values():
-                if theirs.endswith("layer_norm"):
-                    shapes |= {f"{layer}.{theirs}.weight": (d,), f"{layer}.{theirs}.bias": (d,)}
-                else:
-                    for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
-                        shapes |= {f"{layer}.{theirs}.{proj}.weight": (d, d), f"{layer}.{theirs}.{proj}.bias": (d,)}
-            shapes |= {f"{layer}.fc1.weight": (f, d), f"{layer}.fc1.bias": (f,), f"{layer}.fc2.weight": (d, f),
-                       f"{layer}.fc2.bias": (d,)}
-    return shapes
+    shape = {"q_proj.weight": (d, d), "k_proj.weight": (d, d), "v_proj.weight": (d, d), "out_proj.weight": (d, d),
+             "fc1.weight": (f, d), "fc1.bias": (f,), "fc2.weight": (d, f)}
+    layers = ModelConfig(src_vocab_size=1, tgt_vocab_size=1, d_model=2, n_heads=1, n_encoder_layers=hf["encoder_layers"],
+                         n_decoder_layers=hf["decoder_layers"])  # only the layer counts matter to layer_names
+    shapes = {theirs: next((v for k, v in shape.items() if theirs.endswith(k)), (d,))
+              for _, theirs, _ in layer_names(layers)}
+    return {"final_logits_bias": (1, tgt_vocab), **shapes}
 
 
 def _check_shapes(tensors: dict[str, torch.Tensor], hf: dict, src_vocab: int, tgt_vocab: int, source: Path) -> None:
@@ -292,23 +286,8 @@ def our_state_dict(tensors: dict[str, torch.Tensor], c: ModelConfig, src_order: 
     out["generator.bias"] = bias
     if not c.tie_output:
         out["generator.weight"] = tensors["lm_head.weight"][tgt][:, q]
-    for side, names, n in (("encoder", ENCODER, c.n_encoder_layers), ("decoder", DECODER, c.n_decoder_layers)):
-        for i in range(n):
-            ours, theirs = f"{side}.layers.{i}", f"model.{side}.layers.{i}"
-            for our, their in names.items():
-                if our.endswith("attn"):
-                    for proj in ("q_proj", "k_proj", "v_proj"):  # read the residual stream
-                        out[f"{ours}.{our}.{proj}.weight"] = tensors[f"{theirs}.{their}.{proj}.weight"][:, q]
-                        out[f"{ours}.{our}.{proj}.bias"] = tensors[f"{theirs}.{their}.{proj}.bias"]
-                    out[f"{ours}.{our}.out_proj.weight"] = tensors[f"{theirs}.{their}.out_proj.weight"][q]
-                    out[f"{ours}.{our}.out_proj.bias"] = tensors[f"{theirs}.{their}.out_proj.bias"][q]
-                else:
-                    out[f"{ours}.{our}.norm.gamma"] = tensors[f"{theirs}.{their}.weight"][q]
-                    out[f"{ours}.{our}.norm.beta"] = tensors[f"{theirs}.{their}.bias"][q]
-            out[f"{ours}.feed_forward.w_1.weight"] = tensors[f"{theirs}.fc1.weight"][:, q]
-            out[f"{ours}.feed_forward.w_1.bias"] = tensors[f"{theirs}.fc1.bias"]
-            out[f"{ours}.feed_forward.w_2.weight"] = tensors[f"{theirs}.fc2.weight"][q]
-            out[f"{ours}.feed_forward.w_2.bias"] = tensors[f"{theirs}.fc2.bias"][q]
+    for our, theirs, axis in layer_names(c):
+        out[our] = permuted(tensors[theirs], q, axis)
     return {k: v.contiguous() for k, v in out.items()}
 
 
