@@ -24,13 +24,18 @@ def main() -> None:
     p.add_argument("--src", default="de")
     p.add_argument("--tgt", default="en")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--d-model", type=int, default=256)
+    p.add_argument("--layers", type=int, default=3)
+    p.add_argument("--heads", type=int, default=8)
+    p.add_argument("--d-ff", type=int, default=1024)
+    p.add_argument("--vocab", type=int, default=8000, help="pieces per SentencePiece model (at most)")
     a = p.parse_args()
     import torch
 
     torch.set_num_threads(a.threads)
     start = time.perf_counter()
-    build_opus_mt(a.out, src=a.src, tgt=a.tgt, lines=29000, vocab=8000, d_model=256, layers=3, heads=8, d_ff=1024,
-                  train_steps=a.steps, batch=64, lr=7e-4, warmup=400)
+    build_opus_mt(a.out, src=a.src, tgt=a.tgt, lines=29000, vocab=a.vocab, d_model=a.d_model, layers=a.layers,
+                  heads=a.heads, d_ff=a.d_ff, train_steps=a.steps, batch=64, lr=1e-3, warmup=200)
     print(f"{a.out}: {a.steps} updates of 64 sentence pairs in {(time.perf_counter() - start) / 60:.1f} min")
 
 
