@@ -54,13 +54,13 @@ def marian_config(c):
         attention_dropout=c.attention_dropout, activation_dropout=0.0)
 
 
-def layer_names(c) -> list[tuple[str, str, str]]:
+def layer_names(n_encoder_layers: int, n_decoder_layers: int) -> list[tuple[str, str, str]]:
     """(our name, Marian's name, axis) of every per-layer tensor. axis: "in" for a matrix that reads
     the residual stream (its columns are d_model dimensions), "out" for one that writes it (rows, and
     its bias) and the LayerNorms, "" for what has no d_model axis. The one name map of the export and
     of import (transformer_cli.importers.marian)."""
     names = []
-    for side, layers, n in (("encoder", ENCODER, c.n_encoder_layers), ("decoder", DECODER, c.n_decoder_layers)):
+    for side, layers, n in (("encoder", ENCODER, n_encoder_layers), ("decoder", DECODER, n_decoder_layers)):
         for i in range(n):
             ours, theirs = f"{side}.layers.{i}", f"model.{side}.layers.{i}"
             for our, their in layers.items():
@@ -94,7 +94,7 @@ def marian_state_dict(model) -> dict[str, torch.Tensor]:
            "model.decoder.embed_tokens.weight": embed,
            "final_logits_bias": ours["generator.bias"][None] if c.output_bias else torch.zeros(1, c.tgt_vocab_size)}
     out["lm_head.weight"] = (ours["src_embed.weight"] if c.tie_output else ours["generator.weight"])[:, p]
-    for our, theirs, axis in layer_names(c):
+    for our, theirs, axis in layer_names(c.n_encoder_layers, c.n_decoder_layers):
         out[theirs] = permuted(ours[our], p, axis)
     return {k: v.contiguous().clone() for k, v in out.items()}
 

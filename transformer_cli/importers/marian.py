@@ -58,9 +58,10 @@ def import_marian(source: str | Path, out: str | Path) -> ImportResult:
     source, out = Path(source), Path(out).resolve()
     _check_out(out)
     hf, tokenizer_config = _read_config(source)
-    src_vocab, tgt_vocab = _vocabularies(source, tokenizer_config)
-    src_order, tgt_order = our_order(src_vocab, source / "vocab.json"), our_order(tgt_vocab, _tgt_vocab_file(
-        source, tokenizer_config))
+    tgt_file = source / ("target_vocab.json" if tokenizer_config.get("separate_vocabs") else "vocab.json")
+    src_vocab = _vocab_list(source / "vocab.json")
+    tgt_vocab = src_vocab if tgt_file.name == "vocab.json" else _vocab_list(tgt_file)  # one list when joint
+    src_order, tgt_order = our_order(src_vocab, source / "vocab.json"), our_order(tgt_vocab, tgt_file)
     toks, codes = _tokenizers(source, src_vocab, tgt_vocab, src_order, tgt_order)
     tensors = _read_weights(source)
     config = model_config(hf, len(src_order), len(tgt_order), src_vocab is tgt_vocab)
@@ -124,18 +125,6 @@ def _read_config(source: Path) -> tuple[dict, dict]:
     tokenizer_config = _read_json(source / "tokenizer_config.json", "the MarianTokenizer settings") \
         if (source / "tokenizer_config.json").exists() else {}
     return hf, tokenizer_config
-
-
-def _tgt_vocab_file(source: Path, tokenizer_config: dict) -> Path:
-    return source / ("target_vocab.json" if tokenizer_config.get("separate_vocabs") else "vocab.json")
-
-
-def _vocabularies(source: Path, tokenizer_config: dict) -> tuple[list[str], list[str]]:
-    """Marian's vocabularies as token lists by Marian id (the same list object when joint)."""
-    src = _vocab_list(source / "vocab.json")
-    if not tokenizer_config.get("separate_vocabs"):
-        return src, src
-    return src, _vocab_list(source / "target_vocab.json")
 
 
 def _vocab_list(path: Path) -> list[str]:
@@ -225,10 +214,8 @@ def expected_shapes(hf: dict, src_vocab: int, tgt_vocab: int) -> dict[str, tuple
     d, f = hf["d_model"], hf["encoder_ffn_dim"]
     shape = {"q_proj.weight": (d, d), "k_proj.weight": (d, d), "v_proj.weight": (d, d), "out_proj.weight": (d, d),
              "fc1.weight": (f, d), "fc1.bias": (f,), "fc2.weight": (d, f)}
-    layers = ModelConfig(src_vocab_size=1, tgt_vocab_size=1, d_model=2, n_heads=1, n_encoder_layers=hf["encoder_layers"],
-                         n_decoder_layers=hf["decoder_layers"])  # only the layer counts matter to layer_names
     shapes = {theirs: next((v for k, v in shape.items() if theirs.endswith(k)), (d,))
-              for _, theirs, _ in layer_names(layers)}
+              for _, theirs, _ in layer_names(hf["encoder_layers"], hf["decoder_layers"])}
     return {"final_logits_bias": (1, tgt_vocab), **shapes}
 
 
@@ -286,7 +273,7 @@ def our_state_dict(tensors: dict[str, torch.Tensor], c: ModelConfig, src_order: 
     out["generator.bias"] = bias
     if not c.tie_output:
         out["generator.weight"] = tensors["lm_head.weight"][tgt][:, q]
-    for our, theirs, axis in layer_names(c):
+    for our, theirs, axis in layer_names(c.n_encoder_layers, c.n_decoder_layers):
         out[our] = permuted(tensors[theirs], q, axis)
     return {k: v.contiguous() for k, v in out.items()}
 
