@@ -32,4 +32,4 @@ def register(app: typer.Typer) -> None:
               f"{'' if c.share_embeddings else ' / ' + str(c.tgt_vocab_size)})")
         if done.language_codes:
             shown = " ".join(done.language_codes[:8]) + (" ..." if len(done.language_codes) > 8 else "")
-            print(f"target-language tokens (start each source line with one, or use --prefix-source): {shown}")
+            print(f"target-language tokens (start each source line with one): {shown}")

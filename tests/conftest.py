@@ -57,6 +57,21 @@ _hypothesis_profile()
 
 
 @pytest.fixture(scope="session")
+def model_dir(demo_data, tmp_path_factory):
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    run = tmp_path_factory.mktemp("model") / "run"
+    result = CliRunner().invoke(app, ["train", "--data", str(demo_data), "--out", str(run), "--preset", "tiny",
+                                      "--d-model", "32", "--heads", "2", "--d-ff", "64", "--layers", "1",
+                                      "--max-steps", "30", "--eval-every", "30", "--eval-samples", "4",
+                                      "--threads", "1", "--max-len", "40"])
+    assert result.exit_code == 0, result.output
+    return run
+
+
+@pytest.fixture(scope="session")
 def opus_mt_dir(tmp_path_factory):
     """An OPUS-MT-layout MarianMTModel directory (de->en, joint vocabulary, swish), built offline."""
     from marian_fixture import build_opus_mt

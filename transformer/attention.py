@@ -28,23 +28,37 @@ class KeyValue:
     k: torch.Tensor  # (batch, heads, key_len, d_k)
     v: torch.Tensor  # (batch, heads, key_len, d_k)
 
-    def append(self, other: "KeyValue", rows: torch.Tensor | None = None) -> "KeyValue":
+    def append(self, other: "KeyValue", rows: torch.Tensor | None = None, admitted: int = 0) -> "KeyValue":
         """These keys/values (only batch rows `rows`, in that order, when given) followed by other's
-        along the length; with rows, the reorder and the append are one copy (beam search)."""
-        if rows is None:
+        along the length; with rows, the reorder and the append are one copy (beam search).
+        admitted: other's last rows are new (continuous batching): their past slots are zeros."""
+        if rows is None and not admitted:
             return KeyValue(torch.cat([self.k, other.k], dim=2), torch.cat([self.v, other.v], dim=2))
-        return KeyValue(_select_then_cat(self.k, rows, other.k), _select_then_cat(self.v, rows, other.v))
+        return KeyValue(_select_then_cat(self.k, rows, other.k, admitted),
+                        _select_then_cat(self.v, rows, other.v, admitted))
 
     def select(self, index: torch.Tensor) -> "KeyValue":
         """Reorder along the batch axis (beam search keeps the hypotheses it chose)."""
         return KeyValue(self.k.index_select(0, index), self.v.index_select(0, index))
 
+    def cat(self, other: "KeyValue", length: int) -> "KeyValue":
+        """These rows then other's, both zero-padded along the keys to `length` (admitted sentences)."""
+        pad = lambda t: F.pad(t, (0, 0, 0, length - t.size(2)))  # noqa: E731
+        return KeyValue(torch.cat([pad(self.k), pad(other.k)]), torch.cat([pad(self.v), pad(other.v)]))
 
-def _select_then_cat(past: torch.Tensor, rows: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
-    """torch.cat([past[rows], new], dim=2) written once: (batch, heads, L, d_k) rows, then (n, heads, l, d_k)."""
-    length = past.size(2)
-    out = past.new_empty(rows.numel(), past.size(1), length + new.size(2), past.size(3))
-    torch.index_select(past, 0, rows, out=out[:, :, :length])
+
+def _select_then_cat(past: torch.Tensor, rows: torch.Tensor | None, new: torch.Tensor, admitted: int = 0
+                     ) -> torch.Tensor:
+    """torch.cat([past[rows], zeros for `admitted` rows, new], written once: past (batch, heads, L, d_k),
+    rows (n - admitted,) or None (all of past), new (n, heads, l, d_k) -> (n, heads, L + l, d_k)."""
+    length, old = past.size(2), new.size(0) - admitted
+    out = past.new_empty(new.size(0), past.size(1), length + new.size(2), past.size(3))
+    if rows is None:
+        out[:old, :, :length] = past
+    else:
+        torch.index_select(past, 0, rows, out=out[:old, :, :length])
+    if admitted:
+        out[old:, :, :length] = 0  # never attended to (masked), but finite: 0 * NaN would be NaN
     out[:, :, length:] = new
     return out
 

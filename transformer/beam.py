@@ -17,7 +17,6 @@ replace one of them); "never" divides by the maximum length instead when alpha >
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 from typing import Callable
 
@@ -39,21 +38,74 @@ def beam_search(model: Transformer, src: torch.Tensor, bos_id: int, eos_id: int,
     batch. Ranked by sum(log p) / lp(|Y|) (length_penalty with alpha and length_style); returns the
     n_best best per sentence, best first. No hypothesis contains a `banned` id (log p = -inf).
     trace, when given, sees every step's candidates (explain's beam-search trace)."""
-    if not 1 <= n_best <= beam_size:
-        raise ValueError(f"n_best ({n_best}) must be between 1 and beam_size ({beam_size})")
-    check_length_style(length_style)
-    k, device = beam_size, src.device
-    limits = output_limits(src, model.config.pad_id, max_len_a, max_len_b, model.config.max_len)  # (batch,)
-    cache, _ = model.encode(src)  # one memory row per sentence
-    finished: list[list[Hypothesis]] = [[] for _ in range(src.size(0))]
-    search = _Search(k, eos_id, (alpha, length_style), torch.arange(src.size(0), device=device), limits, trace)
-    last = torch.full((src.size(0), 1), bos_id, dtype=torch.long, device=device)  # one prefix (<s>) each
-    for step in itertools.count():
-        logits, _, _ = model.decode(last, cache)  # (sentences * width, 1, vocab)
-        last = search.advance(next_token_logprobs(logits, banned), step, cache, finished)
-        if last is None:
-            break
-    return [sorted(f, key=lambda h: -h.score)[:n_best] for f in finished]
+    session = BeamSession(model, bos_id, eos_id, beam_size, n_best, alpha, max_len_a, max_len_b, trace,
+                          length_style=length_style, banned=banned)
+    session.admit(src, list(range(src.size(0))))
+    out: list[list[Hypothesis]] = [[] for _ in range(src.size(0))]
+    while session.live:
+        for i, nbest in session.step():
+            out[i] = nbest
+    return out
+
+
+class BeamSession:
+    """A batched beam search that sentences may join between steps and leave as soon as they are done
+    (continuous batching: a server keeps the batch full instead of waiting for its longest sentence).
+    beam_search() is one admit() and steps until no sentence is live.
+
+        session = BeamSession(model, BOS, EOS, beam_size=5)
+        session.admit(src, ["a", "b"])              # (2, src_len) right-padded ids
+        done = session.step()                        # [(key, n-best hypotheses)] of those that ended
+        session.admit(more_src, ["c"])               # joins the search at its next step
+    """
+
+    def __init__(self, model: Transformer, bos_id: int, eos_id: int, beam_size: int = 5, n_best: int = 1,
+                 alpha: float = 0.6, max_len_a: float = 1.5, max_len_b: int = 10,
+                 trace: Callable[["StepTrace"], None] | None = None, *, length_style: str = "gnmt",
+                 banned: tuple[int, ...] = ()) -> None:
+        if not 1 <= n_best <= beam_size:
+            raise ValueError(f"n_best ({n_best}) must be between 1 and beam_size ({beam_size})")
+        check_length_style(length_style)
+        self.model, self.bos_id, self.n_best, self.banned = model, bos_id, n_best, banned
+        self.limits_ab = (max_len_a, max_len_b)
+        self.search = _Search(beam_size, eos_id, (alpha, length_style), trace)
+        self.cache: DecoderCache | None = None
+        self.last: torch.Tensor | None = None  # (rows, 1) the token each row reads next
+        self.step_count = 0
+
+    @property
+    def live(self) -> int:
+        """Sentences still searching."""
+        return len(self.search.keys)
+
+    @torch.no_grad()
+    def admit(self, src: torch.Tensor, keys: list) -> None:
+        """Sentences src (batch, src_len), named by `keys`, join the search at the next step."""
+        limits = output_limits(src, self.model.config.pad_id, *self.limits_ab, self.model.config.max_len)
+        cache, _ = self.model.encode(src)  # one memory row per sentence
+        fresh = self.cache is None or not self.live
+        if fresh:
+            self.search = self.search.restarted()
+        width = self.search.width  # 1 before the first step, then beam_size (the new beams but one dead)
+        first = torch.full((src.size(0) * width, 1), self.bos_id, dtype=torch.long, device=src.device)
+        if fresh:
+            self.cache, self.last = cache, first
+        else:
+            self.cache.admit(cache, width, self.last.size(0))
+            self.last = torch.cat([self.last, first])
+        self.search.add(keys, limits)
+
+    @torch.no_grad()
+    def step(self) -> list[tuple[object, list[Hypothesis]]]:
+        """One decoding step of every live row; returns (key, n-best, best first) of the sentences
+        that are done after it."""
+        logits, _, _ = self.model.decode(self.last, self.cache)  # (sentences * width, 1, vocab)
+        done: dict = {}
+        self.last = self.search.advance(next_token_logprobs(logits, self.banned), self.step_count, self.cache, done)
+        self.step_count += 1
+        if self.last is not None and self.cache.starts is not None:
+            self.cache.compact()
+        return [(key, sorted(hyps, key=lambda h: -h.score)[: self.n_best]) for key, hyps in done.items()]
 
 
 @dataclass(frozen=True)
@@ -69,23 +121,45 @@ class StepTrace:
 
 class _Search:
     """The live prefixes of the sentences still searching: `width` rows per sentence (1 before the
-    first step, then k), row i * width + b being beam b of sentence i."""
+    first step, then k), row i * width + b being beam b of sentence i. Sentences added later have
+    fewer tokens: their rows of `tokens` are left-padded, and `steps` counts each one's own."""
 
-    def __init__(self, k: int, eos_id: int, penalty: tuple[float, str], sentences: torch.Tensor,
-                 limits: torch.Tensor, trace: Callable[[StepTrace], None] | None = None) -> None:
+    def __init__(self, k: int, eos_id: int, penalty: tuple[float, str],
+                 trace: Callable[[StepTrace], None] | None = None) -> None:
         self.k, self.eos_id, self.penalty, self.trace = k, eos_id, penalty, trace  # penalty: (alpha, style)
-        self.sentences = sentences  # (n,) original index of each sentence still searching
-        self.limits = limits  # (batch,) output length limit of every sentence
-        self.scores = torch.zeros(sentences.numel(), 1, device=sentences.device)  # (n, width) sum log p
-        self.tokens = torch.empty(sentences.numel(), 0, dtype=torch.long, device=sentences.device)  # (rows, t)
-        self.logps = torch.empty(sentences.numel(), 0, device=sentences.device)  # (rows, t) per token
-        self.n_finished = torch.zeros(sentences.numel(), dtype=torch.long, device=sentences.device)  # (n,)
+        self.keys: list = []  # (n,) the key of each sentence still searching
+        self.width = 1
+        self.limits = torch.empty(0, dtype=torch.long)  # (n,) output length limit of each sentence
+        self.steps = torch.empty(0, dtype=torch.long)  # (n,) tokens each sentence has produced
+        self.scores = torch.zeros(0, 1)  # (n, width) sum log p
+        self.tokens = torch.empty(0, 0, dtype=torch.long)  # (rows, t) per row, left-padded
+        self.logps = torch.empty(0, 0)  # (rows, t) log p of each token
+        self.n_finished = torch.empty(0, dtype=torch.long)  # (n,)
+        self.finished: dict = {}  # key -> the Hypotheses of a live sentence that have ended
 
-    def advance(self, logp: torch.Tensor, step: int, cache: DecoderCache,
-                finished: list[list[Hypothesis]]) -> torch.Tensor | None:
+    def restarted(self) -> "_Search":
+        return _Search(self.k, self.eos_id, self.penalty, self.trace)
+
+    def add(self, keys: list, limits: torch.Tensor) -> None:
+        """New sentences with `width` rows each (beam 0 alive at score 0, the others dead)."""
+        n, width, device = len(keys), self.width, limits.device
+        scores = torch.full((n, width), float("-inf"), device=device)
+        scores[:, 0] = 0.0
+        rows, t = n * width, self.tokens.size(1)
+        self.keys += list(keys)
+        self.limits = torch.cat([self.limits.to(device), limits])
+        self.steps = torch.cat([self.steps.to(device), torch.zeros(n, dtype=torch.long, device=device)])
+        self.n_finished = torch.cat([self.n_finished.to(device), torch.zeros(n, dtype=torch.long, device=device)])
+        self.scores = torch.cat([self.scores.to(device), scores])
+        self.tokens = torch.cat([self.tokens.to(device), torch.zeros(rows, t, dtype=torch.long, device=device)])
+        self.logps = torch.cat([self.logps.to(device), torch.zeros(rows, t, device=device)])
+        self.finished.update({key: [] for key in keys})
+
+    def advance(self, logp: torch.Tensor, step: int, cache: DecoderCache, done: dict) -> torch.Tensor | None:
         """logp: (n * width, vocab) log-probs of the next token. Records the hypotheses that finish,
-        keeps the k best that go on (reordering the cache), and returns their last tokens (n' * k, 1),
-        or None when every sentence is done."""
+        moves the sentences that are done into `done` (key -> hypotheses), keeps the k best that go
+        on (reordering the cache), and returns their last tokens (n' * k, 1), or None when every
+        sentence is done."""
         n, width = self.scores.shape
         # The 2k best extensions of a sentence are among the 2k best tokens of each of its prefixes
         # (a prefix adds one score to all its tokens), so only those are summed and ranked.
@@ -95,54 +169,69 @@ class _Search:
         beam = top_ids // row_lp.size(1)
         tok = row_tok.view(n, -1).gather(1, top_ids)
         tok_lp = row_lp.view(n, -1).gather(1, top_ids)  # log p of each candidate's new token
-        at_limit = step + 1 >= self.limits[self.sentences]  # (n,)
+        at_limit = self.steps + 1 >= self.limits  # (n,)
         ends = (tok == self.eos_id) | at_limit[:, None]
         alive = top_scores > float("-inf")
         rank = torch.arange(top_ids.size(1), device=logp.device)
         finishing = ends & alive & (rank < self.k)  # only a top-k candidate may finish, as in fairseq
         going = ~ends & alive
         if finishing.any():
-            self._finish(finishing, beam, tok, top_scores, tok_lp, width, step, finished)
-        done = (self.n_finished >= self.k) | at_limit | ~going.any(dim=1)
+            self._finish(finishing, beam, tok, top_scores, tok_lp, width)
+        ended = (self.n_finished >= self.k) | at_limit | ~going.any(dim=1)
         picked = going & (going.cumsum(dim=1) <= self.k)  # the first k that go on
         if self.trace is not None:
             self._report(step, width, beam, tok, tok_lp, top_scores, alive, finishing, picked)
-        if bool(done.all()):
+        for i in ended.nonzero().squeeze(1).tolist():
+            done[self.keys[i]] = self.finished.pop(self.keys[i])
+        if bool(ended.all()):
+            self.keys = []
             return None
         order = (~picked).to(torch.uint8).argsort(dim=1, stable=True)[:, : self.k]  # picked first, by rank
         rows = torch.arange(n, device=logp.device)[:, None] * width + beam.gather(1, order)  # (n, k)
         scores = top_scores.gather(1, order).masked_fill(~picked.gather(1, order), float("-inf"))  # dead beams
         new_tok, new_lp = tok.gather(1, order), tok_lp.gather(1, order)
         stay = None
-        if bool(done.any()):
-            stay = (~done).nonzero().squeeze(1)  # (n',) the sentences that go on
+        if bool(ended.any()):
+            stay = (~ended).nonzero().squeeze(1)  # (n',) the sentences that go on
             rows, scores, new_tok, new_lp = rows[stay], scores[stay], new_tok[stay], new_lp[stay]
-            self.sentences, self.n_finished = self.sentences[stay], self.n_finished[stay]
+            self.keys = [self.keys[i] for i in stay.tolist()]
+            self.limits, self.steps, self.n_finished = self.limits[stay], self.steps[stay], self.n_finished[stay]
         rows = rows.reshape(-1)  # (n' * k,) the decoder row each kept prefix extends
         self.tokens = torch.cat([self.tokens.index_select(0, rows), new_tok.reshape(-1, 1)], dim=1)
         self.logps = torch.cat([self.logps.index_select(0, rows), new_lp.reshape(-1, 1)], dim=1)
-        self.scores = scores
+        self.scores, self.width, self.steps = scores, self.k, self.steps + 1
+        self._trim()
         cache.reorder(rows, stay)
         return new_tok.reshape(-1, 1)
+
+    def _trim(self) -> None:
+        """Drop the token columns that only pad (before the oldest live sentence's first token)."""
+        drop = self.tokens.size(1) - int(self.steps.max())
+        if drop > 0:
+            self.tokens, self.logps = self.tokens[:, drop:], self.logps[:, drop:]
 
     def _report(self, step: int, width: int, beam, tok, tok_lp, scores, alive, finishing, picked) -> None:
         status = [["finished" if f else "kept" if p else "pruned" for f, p, a in zip(fr, pr, ar) if a]
                   for fr, pr, ar in zip(finishing.tolist(), picked.tolist(), alive.tolist())]
         rows = [list(zip(*cols)) for cols in zip(beam.tolist(), tok.tolist(), tok_lp.tolist(), scores.tolist(), status)]
-        self.trace(StepTrace(step, self.sentences.tolist(), self.tokens.view(len(rows), width, -1).tolist(), rows))
+        self.trace(StepTrace(step, list(self.keys), self.tokens.view(len(rows), width, -1).tolist(), rows))
 
     def _finish(self, finishing: torch.Tensor, beam: torch.Tensor, tok: torch.Tensor, scores: torch.Tensor,
-                tok_lp: torch.Tensor, width: int, step: int, finished: list[list[Hypothesis]]) -> None:
-        """Record the candidates in `finishing` ((n, 2k) bool) as hypotheses of length step + 1."""
+                tok_lp: torch.Tensor, width: int) -> None:
+        """Record the candidates in `finishing` ((n, 2k) bool) as hypotheses of their sentence's
+        length (its steps + 1)."""
         self.n_finished += finishing.sum(dim=1)
         where = finishing.nonzero()  # (m, 2) (sentence row, rank), sentence by sentence, best first
         rows = where[:, 0] * width + beam[finishing]
         prefixes, prefix_lps = self.tokens[rows].tolist(), self.logps[rows].tolist()
-        lp = length_penalty(step + 1, *self.penalty)
-        for s, prefix, prefix_lp, t, t_lp, score in zip(
-                self.sentences[where[:, 0]].tolist(), prefixes, prefix_lps, tok[finishing].tolist(),
-                tok_lp[finishing].tolist(), scores[finishing].tolist()):
-            finished[s].append(Hypothesis(prefix + [t], prefix_lp + [t_lp], score / lp))
+        t = self.tokens.size(1)
+        for s, prefix, prefix_lp, token, t_lp, score in zip(
+                where[:, 0].tolist(), prefixes, prefix_lps, tok[finishing].tolist(), tok_lp[finishing].tolist(),
+                scores[finishing].tolist()):
+            length = int(self.steps[s])  # this sentence's own tokens are the last `length` of its row
+            hypothesis = Hypothesis(prefix[t - length:] + [token], prefix_lp[t - length:] + [t_lp],
+                                    score / length_penalty(length + 1, *self.penalty))
+            self.finished[self.keys[s]].append(hypothesis)
 
 
 def _top(total: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:

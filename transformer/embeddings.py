@@ -46,8 +46,13 @@ class PositionalEncoding(nn.Module):
         self.register_buffer("pe", sinusoidal_table(max_len, d_model), persistent=False)
         self.dropout = Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
-        # x: (batch, len, d_model); positions offset .. offset+len-1 (offset > 0 when decoding step by step)
+    def forward(self, x: torch.Tensor, offset: int | torch.Tensor = 0) -> torch.Tensor:
+        # x: (batch, len, d_model); positions offset .. offset+len-1 (offset > 0 when decoding step by step;
+        # a (batch,) tensor when the rows are at different positions: one new position each, len 1)
+        if isinstance(offset, torch.Tensor):
+            if int(offset.max()) >= self.pe.size(0):
+                raise ValueError(f"position {int(offset.max())} exceeds max_len {self.pe.size(0)}")
+            return self.dropout(x + self.pe[offset][:, None].to(x.dtype))  # (batch, 1, d_model)
         length = x.size(1)
         if offset + length > self.pe.size(0):
             raise ValueError(

@@ -127,7 +127,7 @@ class DecoderLayer(nn.Module):
         self-attention keys/values including x's (the cache's next past), and the records."""
         h = self.self_residual.input(x)  # masked self-attention over the target so far
         new_kv = cache.extend(self.self_attn.project_kv(h))
-        out, self_record = self.self_attn(h, new_kv, causal=True, need_weights=need_weights)
+        out, self_record = self.self_attn(h, new_kv, cache.self_mask, causal=True, need_weights=need_weights)
         x = self.self_residual.output(x, out)
         h = self.cross_residual.input(x)  # cross-attention: queries from the decoder, keys from memory
         out, cross_record = self.cross_attn(h, cache.memory_kv, cache.src_mask, need_weights=need_weights)

@@ -113,7 +113,7 @@ class Transformer(nn.Module):
         """tgt: (batch, new_len) ids that follow the cache.length positions already decoded.
         Returns logits (batch, new_len, tgt_vocab) and updates the cache in place. keep: a
         (batch, new_len) bool mask; then only those positions are projected, logits (n_keep, tgt_vocab)."""
-        y = self.positions(self.tgt_embed(tgt), offset=cache.length)  # (batch, new_len, d_model)
+        y = self.positions(self.tgt_embed(tgt), offset=cache.positions())  # (batch, new_len, d_model)
         h, self_records, cross_records = self.decoder(y, cache, need_weights)  # advances the cache
         if keep is not None:
             h = h[keep]  # (n_keep, d_model): the pre-softmax projection skips padding

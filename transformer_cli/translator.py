@@ -19,7 +19,7 @@ import torch
 from data.batching import pad_rows, token_groups
 from data.errors import DataError
 from data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizers, decode, encode_batch
-from transformer.beam import beam_search
+from transformer.beam import BeamSession, beam_search
 from transformer.checkpoint import MODEL_FILE, CheckpointError, list_checkpoints, load_model, read_config
 from transformer.decoding import Hypothesis, check_length_style, greedy_search
 from transformer.model import AttentionMaps, Transformer
@@ -189,6 +189,14 @@ class Translator:
             for g, nbest in zip(group, hyps):
                 out[g] = nbest
         return out
+
+    def beam_session(self, options: SearchOptions) -> BeamSession:
+        """A beam search that sentences join between steps and leave when done (serve's continuous
+        batching): session.admit(self.tensor(rows), keys), then session.step() -> [(key, n-best)].
+        Each sentence gets what search() gives it (transformer/beam.py, tested)."""
+        o = options
+        return BeamSession(self.model, BOS_ID, EOS_ID, o.beam_size, o.n_best, o.length_penalty, o.max_len_a,
+                           o.max_len_b, length_style=o.length_style, banned=NEVER_OUTPUT)
 
     def translate(self, texts: list[str], options: SearchOptions = SearchOptions()) -> list[Translation]:
         """One Translation per text, in order; an empty or blank text gives an empty translation."""

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from transformer.beam import beam_search, length_penalty
+from transformer.beam import BeamSession, beam_search, length_penalty
 from transformer.decoding import greedy_search, output_limits
 from transformer.errors import ParamError
 from transformer.model import Transformer
@@ -86,6 +86,34 @@ def test_batch_invariance_with_random_batches(tiny_model, beam_size):
         for j, i in enumerate(perm.tolist()):
             assert out[j][0].tokens == full[i][0].tokens
             assert out[j][0].score == pytest.approx(full[i][0].score, abs=1e-4)
+
+
+@pytest.mark.parametrize("beam_size,style", [(1, "gnmt"), (3, "gnmt"), (4, "average")])
+def test_sentences_that_join_a_running_search_get_the_search_they_get_alone(tiny_model, beam_size, style):
+    """Continuous batching: sentences admitted between steps (and those already searching) end with
+    the hypotheses a search of their own gives, whatever joined or left around them; the cache
+    and token tables stay bounded by what is live (compaction)."""
+    src = sources(12, 9)
+    alone = [beam_search(tiny_model, src[i:i + 1], BOS, EOS, beam_size=beam_size, n_best=beam_size, alpha=0.6,
+                         max_len_b=6, length_style=style)[0] for i in range(12)]
+    session = BeamSession(tiny_model, BOS, EOS, beam_size, beam_size, 0.6, max_len_b=6, length_style=style)
+    joins = {0: [0, 1], 1: [2], 2: [3, 4, 5], 4: [6], 5: [7, 8], 9: [9], 12: [10, 11]}
+    got, step, longest = {}, 0, 0
+    while session.live or any(s >= step for s in joins):
+        if step in joins:
+            rows = joins[step]
+            width = int((src[rows] != PAD).sum(1).max())
+            session.admit(src[rows, :width], rows)
+        if session.live:
+            got.update(session.step())
+            longest = max(longest, session.cache.length if session.live else 0)
+        step += 1
+    assert sorted(got) == list(range(12))
+    for i in range(12):
+        assert [h.tokens for h in got[i]] == [h.tokens for h in alone[i]], i
+        assert [h.score for h in got[i]] == pytest.approx([h.score for h in alone[i]], abs=1e-4)
+        assert [h.token_logprobs for h in got[i]][0] == pytest.approx(alone[i][0].token_logprobs, abs=1e-4)
+    assert longest <= 6 + int(1.5 * 9) + 1  # compacted: never longer than one sentence's output
 
 
 def test_length_penalty_formula():

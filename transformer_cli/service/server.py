@@ -1,0 +1,126 @@
+"""`serve` as one library call: bind the address, start uvicorn on the app, load the model on the
+worker thread, and on SIGTERM or Ctrl-C stop accepting, finish what is in flight, return.
+
+    serve(ServeOptions("work/run", port=8000), announce=print)   # returns when stopped
+
+The address is bound before anything is loaded, so an address in use is one RunError at once; a model
+that fails to load stops the server and is raised as its RunError.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from transformer_cli.errors import RunError, named
+from transformer_cli.runtime import check_range
+from transformer_cli.service.api import RequestLimits
+from transformer_cli.service.app import AppSettings, create_app
+from transformer_cli.service.metrics import ServiceMetrics
+from transformer_cli.service.worker import BatchLimits, ModelWorker
+from transformer_cli.translator import PRECISIONS, SearchOptions, load_run
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """The serve command's flags."""
+
+    model: Path  # run directory (trained or imported)
+    host: str = "127.0.0.1"  # loopback unless told otherwise
+    port: int = 8000  # 0 = any free port (the announcement says which)
+    device: str = "cpu"  # cpu | cuda | auto
+    precision: str = "fp32"  # fp32 | bf16
+    batch: BatchLimits = BatchLimits()  # batch tokens, wait for company, queue bound
+    limits: RequestLimits = RequestLimits()  # per request: sentences, characters, body bytes, beam
+    max_len_a: float = 1.5  # output length limit a * source length + b, as translate's
+    max_len_b: int = 10
+    shutdown_timeout: float = 30.0  # seconds to finish in-flight requests after SIGTERM / Ctrl-C
+    access_log: bool = False  # uvicorn's line per request on stderr
+    extra: dict = field(default_factory=dict)  # more uvicorn.Config settings (tests)
+
+    def __post_init__(self) -> None:
+        check_range("port", self.port, 0, 65535)
+        check_range("shutdown_timeout", self.shutdown_timeout, 0, 86400)
+        check_range("batch_tokens", self.batch.batch_tokens, 1, 10_000_000)
+        check_range("max_wait_ms", self.batch.max_wait_ms, 0, 60_000)
+        check_range("max_queue", self.batch.max_queue, 1, 10_000_000)
+        for name in ("max_sentences", "max_chars", "max_body", "max_beam"):
+            check_range(name, getattr(self.limits, name), 1, 1 << 40)
+        if self.precision not in PRECISIONS:
+            raise RunError(f"{named('precision')} must be fp32 or bf16, got {self.precision!r}", "precision")
+        SearchOptions(min(5, self.limits.max_beam), 1, 1.0, self.max_len_a, self.max_len_b, self.batch.batch_tokens)
+
+
+def serve(options: ServeOptions, announce: Callable[[str], None] = print) -> None:
+    """Serve until SIGTERM / Ctrl-C (then drain and return) or until the model fails to load (raised)."""
+    import uvicorn
+
+    if not options.model.is_dir():
+        raise RunError(f"{options.model}: model directory not found")
+    sock = bind(options.host, options.port)
+    url = address(sock)
+    server: uvicorn.Server | None = None
+
+    def stop(error: RunError) -> None:
+        server.should_exit = True
+
+    metrics = ServiceMetrics()
+    worker = ModelWorker(lambda: load_run(options.model, options.device, options.precision), options.batch,
+                         metrics, on_fatal=stop,
+                         on_ready=lambda: announce(f"serving {options.model} at {url} (explorer {url}/, "
+                                                   f"API {url}/docs, metrics {url}/metrics)"))
+    search = SearchOptions(1, 1, 1.0, options.max_len_a, options.max_len_b, options.batch.batch_tokens)
+    settings = AppSettings(options.limits, search, options.model.name, options.shutdown_timeout)
+    config = uvicorn.Config(create_app(worker, settings, metrics), log_level="warning",
+                            access_log=options.access_log, timeout_graceful_shutdown=options.shutdown_timeout,
+                            lifespan="on", **options.extra)
+    server = uvicorn.Server(config)
+    announce(f"loading {options.model} ...")
+    with signals_end_serving():
+        server.run(sockets=[sock])
+    sock.close()
+    if worker.error is not None:
+        raise worker.error
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to host:port (not yet listening); an address in use is a RunError."""
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                          flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as e:
+        raise RunError(f"{named('host')} {host!r}: {e.strerror}", "host") from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(addr)
+    except OSError as e:
+        sock.close()
+        raise RunError(f"cannot listen on {host}:{port}: {(e.strerror or str(e)).lower()}", "port") from None
+    return sock
+
+
+def address(sock: socket.socket) -> str:
+    """http://host:port of a bound socket (the port chosen when 0 was asked)."""
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+@contextmanager
+def signals_end_serving():
+    """While uvicorn serves, SIGTERM and SIGINT mean "drain and stop" (uvicorn's own handlers), and the
+    signal it raises again afterwards is absorbed: a drained server returns normally (exit 0)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    kept = {s: signal.signal(s, lambda *_: None) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, handler in kept.items():
+            signal.signal(s, handler)
