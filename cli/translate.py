@@ -26,7 +26,17 @@ def register(app: typer.Typer) -> None:
                               "(Hugging Face transformers, CTranslate2, Marian)."),
         max_len_a: float = O(1.5, "--max-len-a", help="Output length limit a * source length + b."),
         max_len_b: int = O(10, "--max-len-b"),
-        n_best: int = O(1, "--n-best", help="Hypotheses per sentence (jsonl output)."),
+        n_best: int = O(1, "--n-best", help="Hypotheses per sentence (jsonl output); with sampling, samples."),
+        sampling_topk: int = O(1, "--sampling-topk", help="Draw each token from the K most probable (0 = all; "
+                               "1 = no sampling). Needs --beam-size 1."),
+        sampling_topp: float = O(1.0, "--sampling-topp", help="Draw within the smallest set of probability P "
+                                 "(nucleus; 1 = off). Needs --beam-size 1."),
+        temperature: float = O(1.0, "--temperature", help="Sampling temperature (log p / T)."),
+        seed: int = O(0, "--seed", help="Sampling seed: the same seed gives the same output."),
+        no_repeat_ngram_size: int = O(0, "--no-repeat-ngram-size", help="No n-gram of this size twice in an "
+                                      "output (0 = off)."),
+        repetition_penalty: float = O(1.0, "--repetition-penalty", help="CTRL's penalty on tokens already "
+                                      "produced (1 = off, > 1 discourages)."),
         batch_tokens: int = O(4000, "--batch-tokens", help="Source tokens per batch."),
         buffer_lines: int = O(256, "--buffer-lines", help="Lines read before translating (less if input pauses)."),
         scores: bool = O(False, "--scores", help="Print score<TAB>translation."),
@@ -41,7 +51,10 @@ def register(app: typer.Typer) -> None:
 
         try:
             search = SearchOptions(beam_size, n_best, length_penalty, max_len_a, max_len_b, batch_tokens,
-                                   length_style=length_style)
+                                   length_style=length_style, sampling_topk=sampling_topk,
+                                   sampling_topp=sampling_topp, temperature=temperature, seed=seed,
+                                   no_repeat_ngram_size=no_repeat_ngram_size,
+                                   repetition_penalty=repetition_penalty)
             run(TranslateJob(model, tuple(inputs or ()), output, search, fmt, scores, reference, buffer_lines,
                              device, threads, precision))
         except UserError as e:

@@ -24,7 +24,9 @@ import torch
 from torch.nn import functional as F
 
 from transformer.cache import DecoderCache
-from transformer.decoding import Hypothesis, check_length_style, length_penalty, next_token_logprobs, output_limits
+from transformer.decoding import (NO_PENALTIES, Hypothesis, check_length_style, length_penalty, next_token_logprobs,
+                                 output_limits)
+from transformer.penalties import History, Penalties
 from transformer.model import Transformer
 
 
@@ -32,14 +34,15 @@ from transformer.model import Transformer
 def beam_search(model: Transformer, src: torch.Tensor, bos_id: int, eos_id: int, beam_size: int = 5,
                 n_best: int = 1, alpha: float = 0.6, max_len_a: float = 1.5, max_len_b: int = 10,
                 trace: Callable[["StepTrace"], None] | None = None, *, length_style: str = "gnmt",
-                banned: tuple[int, ...] = ()) -> list[list[Hypothesis]]:
+                banned: tuple[int, ...] = (), penalties: Penalties = NO_PENALTIES) -> list[list[Hypothesis]]:
     """Keep the beam_size best prefixes of every sentence; a sentence is done once beam_size
     hypotheses have ended with </s> (or its length limit is reached). Finished sentences leave the
     batch. Ranked by sum(log p) / lp(|Y|) (length_penalty with alpha and length_style); returns the
-    n_best best per sentence, best first. No hypothesis contains a `banned` id (log p = -inf).
+    n_best best per sentence, best first. No hypothesis contains a `banned` id (log p = -inf);
+    penalties (transformer/penalties.py) read each beam's own prefix.
     trace, when given, sees every step's candidates (explain's beam-search trace)."""
     session = BeamSession(model, bos_id, eos_id, beam_size, n_best, alpha, max_len_a, max_len_b, trace,
-                          length_style=length_style, banned=banned)
+                          length_style=length_style, banned=banned, penalties=penalties)
     session.admit(src, list(range(src.size(0))))
     out: list[list[Hypothesis]] = [[] for _ in range(src.size(0))]
     while session.live:
@@ -62,11 +65,12 @@ class BeamSession:
     def __init__(self, model: Transformer, bos_id: int, eos_id: int, beam_size: int = 5, n_best: int = 1,
                  alpha: float = 0.6, max_len_a: float = 1.5, max_len_b: int = 10,
                  trace: Callable[["StepTrace"], None] | None = None, *, length_style: str = "gnmt",
-                 banned: tuple[int, ...] = ()) -> None:
+                 banned: tuple[int, ...] = (), penalties: Penalties = NO_PENALTIES) -> None:
         if not 1 <= n_best <= beam_size:
             raise ValueError(f"n_best ({n_best}) must be between 1 and beam_size ({beam_size})")
         check_length_style(length_style)
         self.model, self.bos_id, self.n_best, self.banned = model, bos_id, n_best, banned
+        self.penalties = penalties
         self.limits_ab = (max_len_a, max_len_b)
         self.search = _Search(beam_size, eos_id, (alpha, length_style), trace)
         self.cache: DecoderCache | None = None
@@ -101,7 +105,9 @@ class BeamSession:
         that are done after it."""
         logits, _, _ = self.model.decode(self.last, self.cache)  # (sentences * width, 1, vocab)
         done: dict = {}
-        self.last = self.search.advance(next_token_logprobs(logits, self.banned), self.step_count, self.cache, done)
+        history = self.search.history() if self.penalties.active else None
+        logp = next_token_logprobs(logits, self.banned, self.penalties, history)
+        self.last = self.search.advance(logp, self.step_count, self.cache, done)
         self.step_count += 1
         if self.last is not None and self.cache.starts is not None:
             self.cache.compact()
@@ -203,6 +209,10 @@ class _Search:
         self._trim()
         cache.reorder(rows, stay)
         return new_tok.reshape(-1, 1)
+
+    def history(self) -> History:
+        """Each row's own prefix (for the penalties)."""
+        return History(self.tokens, self.steps.repeat_interleave(self.width))
 
     def _trim(self) -> None:
         """Drop the token columns that only pad (before the oldest live sentence's first token)."""

@@ -9,6 +9,8 @@ from torch.nn import functional as F
 
 from transformer.errors import ParamError, named
 from transformer.model import Transformer
+from transformer.penalties import History, Penalties
+from transformer.sampling import Sampling
 
 LENGTH_STYLES = ("gnmt", "average")  # how sum(log p) is normalised by the output length (length_penalty)
 
@@ -47,14 +49,25 @@ def check_length_style(style: str) -> None:
                          "length_style")
 
 
-def next_token_logprobs(logits: torch.Tensor, banned: tuple[int, ...] = ()) -> torch.Tensor:
+NO_PENALTIES = Penalties()
+
+
+def next_token_logprobs(logits: torch.Tensor, banned: tuple[int, ...] = (), penalties: Penalties = NO_PENALTIES,
+                        history: History | None = None) -> torch.Tensor:
     """log p of the next token at the decoder's last position: logits (rows, t, vocab) -> (rows, vocab)
     float32. The banned ids (<pad>, <s>: never an output) get -inf after the log_softmax and the others
     are not renormalised, as transformers' bad_words_ids does to its log-softmaxed scores, so a
-    hypothesis' score stays the model's log-probability of it."""
-    logp = F.log_softmax(logits[:, -1].float(), dim=-1)  # (rows, vocab)
+    hypothesis' score stays the model's log-probability of it. With penalties (and each row's
+    history), the repetition penalty changes the logits before the softmax and repeated n-grams get
+    -inf after it (transformer/penalties.py)."""
+    last = logits[:, -1].float()  # (rows, vocab)
+    if penalties.active:
+        last = penalties.on_logits(last, history)
+    logp = F.log_softmax(last, dim=-1)
     if banned:
         logp[:, list(banned)] = float("-inf")
+    if penalties.active:
+        logp = penalties.on_logprobs(logp, history)
     return logp
 
 
@@ -70,10 +83,13 @@ def output_limits(src: torch.Tensor, pad_id: int, max_len_a: float, max_len_b: i
 @torch.no_grad()
 def greedy_search(model: Transformer, src: torch.Tensor, bos_id: int, eos_id: int,
                   max_len_a: float = 1.5, max_len_b: int = 10, alpha: float = 0.0, *,
-                  length_style: str = "gnmt", banned: tuple[int, ...] = ()) -> list[Hypothesis]:
-    """Pick the most probable token (never one of `banned`) at every step; score = sum(log p) / lp(|Y|)
-    (length_penalty with alpha and length_style; alpha 0: the sum). src: (batch, src_len) right-padded
-    ids. Rows that finish leave the batch, so a sentence's output never depends on its neighbours'."""
+                  length_style: str = "gnmt", banned: tuple[int, ...] = (), penalties: Penalties = NO_PENALTIES,
+                  sampling: Sampling | None = None, sample: torch.Tensor | None = None) -> list[Hypothesis]:
+    """Pick the most probable token (never one of `banned`) at every step, or with `sampling` draw
+    it (row i is sample number sample[i] of its sentence, default 0); score = sum(log p) / lp(|Y|)
+    (length_penalty with alpha and length_style; alpha 0: the sum). src: (batch, src_len)
+    right-padded ids. Rows that finish leave the batch, so a sentence's output never depends on its
+    neighbours'."""
     check_length_style(length_style)
     batch = src.size(0)
     limits = output_limits(src, model.config.pad_id, max_len_a, max_len_b, model.config.max_len)
@@ -82,9 +98,17 @@ def greedy_search(model: Transformer, src: torch.Tensor, bos_id: int, eos_id: in
     logprobs: list[list[float]] = [[] for _ in range(batch)]
     active = torch.arange(batch, device=src.device)  # original row of each row still decoding
     last = torch.full((batch, 1), bos_id, dtype=torch.long, device=src.device)
+    history = torch.empty(batch, 0, dtype=torch.long, device=src.device)  # (active, step), with penalties
+    keys = None
+    if sampling is not None:
+        number = torch.zeros(batch, dtype=torch.long, device=src.device) if sample is None else sample
+        keys = sampling.keys(src, model.config.pad_id, number)  # (batch,)
     for step in range(int(limits.max())):
         logits, _, _ = model.decode(last, cache)  # (active, 1, vocab)
-        lp, tok = next_token_logprobs(logits, banned).max(dim=-1)  # (active,)
+        seen = History(history, torch.full((active.numel(),), step, device=src.device)) if penalties.active else None
+        logp = next_token_logprobs(logits, banned, penalties, seen)  # (active, vocab)
+        tok = logp.argmax(dim=-1) if keys is None else sampling.draw(logp, keys, step)  # (active,)
+        lp = logp.gather(1, tok[:, None]).squeeze(1)
         keep = []
         for i, (row, t, p) in enumerate(zip(active.tolist(), tok.tolist(), lp.tolist())):
             tokens[row].append(t)
@@ -93,10 +117,27 @@ def greedy_search(model: Transformer, src: torch.Tensor, bos_id: int, eos_id: in
                 keep.append(i)
         if not keep:
             break
+        if penalties.active:
+            history = torch.cat([history, tok[:, None]], dim=1)
         if len(keep) < active.numel():
             index = torch.tensor(keep, device=src.device)
             cache = cache.select(index)
-            active, tok = active[index], tok[index]
+            active, tok, history = active[index], tok[index], history[index]
+            keys = None if keys is None else keys[index]
         last = tok[:, None]
     return [Hypothesis(t, p, float(sum(p)) / length_penalty(len(t), alpha, length_style))
             for t, p in zip(tokens, logprobs)]
+
+
+def sample_search(model: Transformer, src: torch.Tensor, bos_id: int, eos_id: int, sampling: Sampling,
+                  samples: int = 1, max_len_a: float = 1.5, max_len_b: int = 10, alpha: float = 0.0, *,
+                  length_style: str = "gnmt", banned: tuple[int, ...] = (),
+                  penalties: Penalties = NO_PENALTIES) -> list[list[Hypothesis]]:
+    """`samples` draws per sentence (sample numbers 0..samples-1, each reproducible alone), best
+    score first."""
+    batch = src.size(0)
+    rows = src.repeat_interleave(samples, dim=0)
+    number = torch.arange(samples, device=src.device).repeat(batch)
+    hyps = greedy_search(model, rows, bos_id, eos_id, max_len_a, max_len_b, alpha, length_style=length_style,
+                         banned=banned, penalties=penalties, sampling=sampling, sample=number)
+    return [sorted(hyps[i * samples:(i + 1) * samples], key=lambda h: -h.score) for i in range(batch)]

@@ -21,14 +21,17 @@ from data.errors import DataError
 from data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizers, decode, encode_batch
 from transformer.beam import BeamSession, beam_search
 from transformer.checkpoint import MODEL_FILE, CheckpointError, list_checkpoints, load_model, read_config
-from transformer.decoding import Hypothesis, check_length_style, greedy_search
+from transformer.decoding import Hypothesis, check_length_style, greedy_search, sample_search
 from transformer.model import AttentionMaps, Transformer
 from transformer.packed import pack_linears
+from transformer.penalties import Penalties
+from transformer.sampling import Sampling
 
 from transformer_cli.errors import ParamError, RunError, named
 from transformer_cli.runtime import check_decoding, check_range, pick_device
 
 PRECISIONS = ("fp32", "bf16")
+MAX_SAMPLES = 1000  # n_best with sampling: draws per sentence at most
 NEVER_OUTPUT = (PAD_ID, BOS_ID)  # ids the search never produces (log p set to -inf, transformer.decoding)
 
 
@@ -59,14 +62,45 @@ class SearchOptions:
     max_len_a: float = 1.5  # at most max_len_a * source length + max_len_b output tokens
     max_len_b: int = 10
     batch_tokens: int = 4000  # source tokens per batch
+    # random sampling instead of search (transformer/sampling.py), on when sampling_topk != 1 or
+    # sampling_topp < 1: each token drawn from the sampling_topk most probable (0 = all) within
+    # probability sampling_topp, at temperature; n_best samples per sentence; reproducible per seed
+    sampling_topk: int = field(default=1, kw_only=True)
+    sampling_topp: float = field(default=1.0, kw_only=True)
+    temperature: float = field(default=1.0, kw_only=True)
+    seed: int = field(default=0, kw_only=True)
+    no_repeat_ngram_size: int = field(default=0, kw_only=True)  # 0: off (transformer/penalties.py)
+    repetition_penalty: float = field(default=1.0, kw_only=True)  # 1: off; CTRL's, on the logits
 
     def __post_init__(self) -> None:
-        check_decoding(self.beam_size, self.length_penalty, self.max_len_a, self.max_len_b, self.n_best)
+        check_decoding(self.beam_size, self.length_penalty, self.max_len_a, self.max_len_b,
+                       1 if self.sampling else self.n_best)
         check_range("batch_tokens", self.batch_tokens, 1, 10_000_000)
         try:
             check_length_style(self.length_style)
+            self.penalties, self.sampler  # noqa: B018 (each checks its values)
         except ParamError as e:
             raise RunError.wrap(e) from None
+        if self.sampling:
+            if self.beam_size != 1:
+                raise RunError(f"{named('sampling_topk')}/{named('sampling_topp')} draw one token per step: "
+                               f"use {named('beam_size')} 1 (got {self.beam_size})", "beam_size")
+            check_range("n_best", self.n_best, 1, MAX_SAMPLES)
+
+    @property
+    def sampling(self) -> bool:
+        """Tokens are drawn, not searched for."""
+        return self.sampling_topk != 1 or self.sampling_topp < 1.0
+
+    @property
+    def sampler(self) -> Sampling:
+        """The sampling fields as transformer.sampling takes them."""
+        return Sampling(self.sampling_topk, self.sampling_topp, self.temperature, self.seed)
+
+    @property
+    def penalties(self) -> Penalties:
+        """The repetition fields as transformer.penalties takes them."""
+        return Penalties(self.no_repeat_ngram_size, self.repetition_penalty)
 
 
 @dataclass(frozen=True)
@@ -179,13 +213,16 @@ class Translator:
         o, out = options, [[] for _ in rows]
         for group in self.batches(rows, o.batch_tokens):
             src = self.tensor([rows[g] for g in group])
-            if o.beam_size == 1:
+            common = dict(length_style=o.length_style, banned=NEVER_OUTPUT, penalties=o.penalties)
+            if o.sampling:
+                hyps = sample_search(self.model, src, BOS_ID, EOS_ID, o.sampler, o.n_best, o.max_len_a, o.max_len_b,
+                                     o.length_penalty, **common)
+            elif o.beam_size == 1:
                 hyps = [[h] for h in greedy_search(self.model, src, BOS_ID, EOS_ID, o.max_len_a, o.max_len_b,
-                                                    o.length_penalty, length_style=o.length_style,
-                                                    banned=NEVER_OUTPUT)]
+                                                    o.length_penalty, **common)]
             else:
                 hyps = beam_search(self.model, src, BOS_ID, EOS_ID, o.beam_size, o.n_best, o.length_penalty,
-                                   o.max_len_a, o.max_len_b, length_style=o.length_style, banned=NEVER_OUTPUT)
+                                   o.max_len_a, o.max_len_b, **common)
             for g, nbest in zip(group, hyps):
                 out[g] = nbest
         return out
@@ -196,7 +233,7 @@ class Translator:
         Each sentence gets what search() gives it (transformer/beam.py, tested)."""
         o = options
         return BeamSession(self.model, BOS_ID, EOS_ID, o.beam_size, o.n_best, o.length_penalty, o.max_len_a,
-                           o.max_len_b, length_style=o.length_style, banned=NEVER_OUTPUT)
+                           o.max_len_b, length_style=o.length_style, banned=NEVER_OUTPUT, penalties=o.penalties)
 
     def translate(self, texts: list[str], options: SearchOptions = SearchOptions()) -> list[Translation]:
         """One Translation per text, in order; an empty or blank text gives an empty translation."""

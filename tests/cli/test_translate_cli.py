@@ -215,3 +215,44 @@ def test_cli_search_defaults_are_the_library_defaults():
     library = SearchOptions()
     for name in ("beam_size", "n_best", "length_penalty", "length_style", "max_len_a", "max_len_b", "batch_tokens"):
         assert flags[name] == getattr(library, name), name
+
+
+def test_sampling_flags_reproducible_per_seed(cli, model_dir):
+    text = "I am a student.\nThey buy tea often.\nWe went home.\n"
+    flags = ["--beam-size", "1", "--sampling-topk", "0", "--temperature", "1.5"]
+    one = cli("translate", "--model", model_dir, *flags, "--seed", "7", input=text)
+    assert one.exit_code == 0, one.stderr
+    assert len(one.stdout.splitlines()) == 3
+    assert cli("translate", "--model", model_dir, *flags, "--seed", "7", input=text).stdout == one.stdout
+    seeds = {cli("translate", "--model", model_dir, *flags, "--seed", str(s), input=text).stdout for s in range(4)}
+    assert len(seeds) > 1, "other seeds draw other outputs"
+    samples = cli("translate", "--model", model_dir, *flags, "--n-best", "4", "--format", "jsonl",
+                  input="We went home.\n")
+    record = json.loads(samples.stdout)
+    assert len(record["nbest"]) == 4
+    greedy = cli("translate", "--model", model_dir, "-b", "1", input=text)
+    top1 = cli("translate", "--model", model_dir, "-b", "1", "--sampling-topk", "1", "--seed", "3", input=text)
+    assert top1.stdout == greedy.stdout
+
+
+def test_repetition_flags(cli, model_dir):
+    text = "My father watches a play at the library.\nI am a student.\n"
+    for beam in ("1", "3"):
+        out = cli("translate", "--model", model_dir, "-b", beam, "--no-repeat-ngram-size", "2",
+                  "--repetition-penalty", "1.3", "--format", "jsonl", input=text)
+        assert out.exit_code == 0, out.stderr
+        for line in out.stdout.splitlines():
+            tokens = json.loads(line)["tokens"]
+            bigrams = list(zip(tokens, tokens[1:]))
+            assert len(bigrams) == len(set(bigrams)), tokens
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--sampling-topk", "10"], ["--beam-size", "1"]),
+    (["-b", "1", "--sampling-topp", "1.5"], ["--sampling-topp"]),
+    (["-b", "1", "--sampling-topk", "0", "--temperature", "0"], ["--temperature"]),
+    (["--no-repeat-ngram-size", "-2"], ["--no-repeat-ngram-size"]),
+    (["--repetition-penalty", "0"], ["--repetition-penalty"]),
+])
+def test_bad_search_flags_one_line(cli, model_dir, flags, words):
+    assert_one_line_error(cli("translate", "--model", model_dir, *flags, input="x\n"), *words)

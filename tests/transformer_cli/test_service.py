@@ -51,6 +51,26 @@ def test_one_request_of_many_lines_equals_translate(server, translator):
     assert got[24] == {"text": "", "score": 0.0, "nbest": [], "alignment": ""}  # empty line -> empty translation
 
 
+@pytest.mark.parametrize("extra", [
+    {"beam_size": 1, "sampling_topk": 0, "temperature": 1.3, "seed": 5, "n_best": 3},
+    {"beam_size": 3, "no_repeat_ngram_size": 2, "repetition_penalty": 1.4},
+])
+def test_sampling_and_repetition_options_equal_translate(server, translator, extra):
+    """Sampling is keyed by the sentence, not its batch: one sentence per request (so other batches
+    than translate's) still gives translate's samples."""
+    options = SearchOptions(**{k: v for k, v in extra.items() if k not in ("beam_size", "n_best")},
+                            beam_size=extra["beam_size"], n_best=extra.get("n_best", 1))
+    expected = [r.nbest for r in translator.translate(LINES[:8], options)]
+    with ThreadPoolExecutor(4) as pool:
+        replies = list(pool.map(lambda t: server.post("/v1/translate", {"text": t, **extra, "scores": True}),
+                                LINES[:8]))
+    assert [r.status for r in replies] == [200] * 8, replies[0].body
+    got = [r.json()["translations"][0] for r in replies]
+    assert [g["text"] for g in got] == [e[0][0] if e else "" for e in expected]
+    if extra.get("n_best", 1) > 1:
+        assert [[n["text"] for n in g["nbest"]] for g in got if g["text"]] == [[t for t, _ in e] for e in expected if e]
+
+
 def test_concurrent_single_sentence_clients_get_translates_answers_in_batches(server, translator):
     expected = [r.text for r in translator.translate(LINES, SearchOptions())]
     before = server.metrics.batch_sentences.collect()[0].samples

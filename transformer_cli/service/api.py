@@ -43,6 +43,10 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+EXTRA_SEARCH = ("sampling_topk", "sampling_topp", "temperature", "seed", "no_repeat_ngram_size",
+                "repetition_penalty")
+
+
 class TranslateRequest(_Strict):
     """POST /v1/translate: one text or a list of texts, and the search options of translate."""
 
@@ -53,6 +57,16 @@ class TranslateRequest(_Strict):
     length_style: Literal["gnmt", "average"] = "gnmt"
     scores: bool = False  # each translation's score (log P / lp) in the answer
     alignment: bool = False  # each translation's word alignment (Pharaoh src-tgt pairs)
+    sampling_topk: int = 1  # sampling and repetition options: translate's flags (SearchOptions)
+    sampling_topp: float = 1.0
+    temperature: float = 1.0
+    seed: int = 0
+    no_repeat_ngram_size: int = 0
+    repetition_penalty: float = 1.0
+
+    def extra_search(self) -> dict:
+        """The sampling and repetition fields, as SearchOptions takes them."""
+        return {name: getattr(self, name) for name in EXTRA_SEARCH}
 
     @field_validator("text", mode="before")
     @classmethod

@@ -99,7 +99,8 @@ def _translation_routes(app: FastAPI, worker: ModelWorker, settings: AppSettings
         """Translate one text or a list (answers in input order; an empty text gives an empty one)."""
         req = validated(TranslateRequest, await read_json(request, limits.max_body))
         texts = check_texts(req.texts, limits)
-        options = search_options(req.beam_size, req.n_best, req.length_penalty, req.length_style, settings)
+        options = search_options(req.beam_size, req.n_best, req.length_penalty, req.length_style, settings,
+                                 **req.extra_search())
         answers = await _answers(request, _queued(lambda: worker.submit(texts, options, req.alignment)))
         if answers is None:
             return Response(status_code=CLIENT_GONE)
@@ -160,15 +161,17 @@ def check_texts(texts: list[str], limits: RequestLimits, names: tuple[str, ...] 
 
 
 def search_options(beam_size: int, n_best: int, length_penalty: float, length_style: str,
-                   settings: AppSettings) -> SearchOptions:
-    """A request's search options over the server's defaults; out of range is a 422 naming the field."""
-    if not 1 <= beam_size <= settings.limits.max_beam:
-        raise ApiError(422, f"beam_size must be between 1 and {settings.limits.max_beam} (this server's "
-                       f"max_beam), got {beam_size}", "beam_size")
+                   settings: AppSettings, **extra) -> SearchOptions:
+    """A request's search options over the server's defaults; out of range is a 422 naming the field.
+    extra: SearchOptions' sampling and repetition fields."""
+    for name, value in (("beam_size", beam_size), ("n_best", n_best)):
+        if not 1 <= value <= settings.limits.max_beam:
+            raise ApiError(422, f"{name} must be between 1 and {settings.limits.max_beam} (this server's "
+                           f"max_beam), got {value}", name)
     d = settings.search
     try:
         return SearchOptions(beam_size, n_best, length_penalty, d.max_len_a, d.max_len_b, d.batch_tokens,
-                             length_style=length_style)
+                             length_style=length_style, **extra)
     except RunError as e:
         raise ApiError(422, str(e), e.params[0] if e.params else None) from None
 
