@@ -16,9 +16,6 @@ import torch
 
 from transformer.errors import ParamError, named
 
-_M64 = (1 << 64) - 1
-
-
 def _signed(value: int) -> int:
     """An unsigned 64-bit constant as the int64 torch stores."""
     return value - (1 << 64) if value >= 1 << 63 else value
@@ -34,7 +31,7 @@ def _shr(x: torch.Tensor, bits: int) -> torch.Tensor:
 
 def mix(x: torch.Tensor) -> torch.Tensor:
     """SplitMix64's finaliser on int64 tensors (wrapping arithmetic): a bijection that scrambles bits."""
-    x = x * 1 + _GOLDEN
+    x = x + _GOLDEN
     x = (x ^ _shr(x, 30)) * _MIX1
     x = (x ^ _shr(x, 27)) * _MIX2
     return x ^ _shr(x, 31)
@@ -95,7 +92,8 @@ def _nucleus(scores: torch.Tensor, top_p: float) -> torch.Tensor:
     """-inf outside the smallest set of most probable tokens whose probability reaches top_p
     (softmax of scores; the most probable token is always kept), as transformers' TopPLogitsWarper."""
     ordered, order = scores.sort(dim=1, descending=True)
-    before = ordered.softmax(dim=1).cumsum(dim=1) - ordered.softmax(dim=1)  # mass of the tokens ahead
+    probs = ordered.softmax(dim=1)
+    before = probs.cumsum(dim=1) - probs  # mass of the tokens ahead
     drop = before >= top_p
     drop[:, 0] = False
     return scores.masked_fill(drop.scatter(1, order, drop), float("-inf"))
