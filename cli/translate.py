@@ -17,7 +17,8 @@ O = typer.Option
 def register(app: typer.Typer) -> None:
     @app.command("translate")
     def translate_cli(
-        model: Path = O(..., "--model", "-m", help="Run directory from 'train'."),
+        models: List[Path] = O(..., "--model", "-m", help="Run directory from 'train' or 'import'; repeat it for "
+                               "an ensemble (the mean of the models' log-probabilities; same vocabularies)."),
         inputs: Optional[List[Path]] = O(None, "--input", "-i", help="Input file (repeatable); default stdin."),
         output: Optional[Path] = O(None, "--output", "-o", help="Output file ('-' = stdout, default); a device or FIFO is written in place."),
         beam_size: int = O(5, "--beam-size", "-b", help="1 = greedy."),
@@ -37,6 +38,12 @@ def register(app: typer.Typer) -> None:
                                       "output (0 = off)."),
         repetition_penalty: float = O(1.0, "--repetition-penalty", help="CTRL's penalty on tokens already "
                                       "produced (1 = off, > 1 discourages)."),
+        prefix_file: Optional[Path] = O(None, "--prefix-file", help="One target prefix per input line (empty = "
+                                        "none): each translation starts with it and goes on from there."),
+        score_reference: Optional[Path] = O(None, "--score-reference", help="Search nothing: print the score of "
+                                            "each line of this file as the translation of the same input line."),
+        replace_unk: bool = O(False, "--replace-unk", help="An <unk> in the output becomes the source token it "
+                              "attends to most."),
         batch_tokens: int = O(4000, "--batch-tokens", help="Source tokens per batch."),
         buffer_lines: int = O(256, "--buffer-lines", help="Lines read before translating (less if input pauses)."),
         scores: bool = O(False, "--scores", help="Print score<TAB>translation."),
@@ -54,9 +61,9 @@ def register(app: typer.Typer) -> None:
                                    length_style=length_style, sampling_topk=sampling_topk,
                                    sampling_topp=sampling_topp, temperature=temperature, seed=seed,
                                    no_repeat_ngram_size=no_repeat_ngram_size,
-                                   repetition_penalty=repetition_penalty)
-            run(TranslateJob(model, tuple(inputs or ()), output, search, fmt, scores, reference, buffer_lines,
-                             device, threads, precision))
+                                   repetition_penalty=repetition_penalty, replace_unk=replace_unk)
+            run(TranslateJob(tuple(models), tuple(inputs or ()), output, search, fmt, scores, reference, buffer_lines,
+                             device, threads, precision, prefix_file, score_reference))
         except UserError as e:
             stopped_by = getattr(e, "interrupt", None)  # stream.Stopped by Ctrl-C (130) or SIGTERM (143)
             fail(e, interruption(stopped_by)[1] if stopped_by else 1)
@@ -66,7 +73,7 @@ def register(app: typer.Typer) -> None:
 class TranslateJob:
     """What one `translate` call does: the flags that travel together."""
 
-    model: Path  # run directory
+    models: tuple[Path, ...]  # run directories: one, or an ensemble
     inputs: tuple[Path, ...]  # input files; empty = stdin
     output: Path | None  # None or '-' = stdout
     search: "SearchOptions"  # beam size, n-best, length penalty and style, limits, batch tokens
@@ -77,25 +84,38 @@ class TranslateJob:
     device: str = "cpu"  # cpu | cuda | auto
     threads: int = 0  # torch threads, 0 = default
     precision: str = "fp32"  # fp32 | bf16
+    prefix_file: Path | None = None  # one target prefix per input line
+    score_reference: Path | None = None  # score these lines instead of searching
 
 
 def run(job: TranslateJob) -> None:
     """Load the model, translate (transformer_cli.stream.translate_files) and report on stderr."""
-    from transformer_cli import load_run
+    from transformer_cli import load_ensemble
     from transformer_cli.runtime import reuse_freed_memory, set_threads
-    from transformer_cli.stream import check_stream_args, translate_files
+    from transformer_cli.stream import check_score_args, check_stream_args, score_files, translate_files
 
     if not job.inputs and sys.stdin is None:
         raise UserError("standard input is closed: give the text on stdin or with --input FILE")
+    companions = [p for p in (job.prefix_file, job.score_reference) if p]
     check_stream_args(job.search, list(job.inputs), job.output, job.fmt, job.scores, job.reference,
-                      job.buffer_lines)  # before the model is loaded: a wrong flag fails fast
+                      job.buffer_lines, companions)  # before the model is loaded: a wrong flag fails fast
+    if job.score_reference:
+        check_score_args(job.search)
+        for flag, given in (("--scores", job.scores), ("--reference", job.reference), ("--prefix-file", job.prefix_file)):
+            if given:
+                raise UserError(f"--score-reference prints scores of given lines: drop {flag}")
     set_threads(job.threads)
     reuse_freed_memory()
-    translator = load_run(job.model, job.device, job.precision)
-    interactive = not job.inputs and sys.stdin.isatty()
-    report = translate_files(translator, list(job.inputs), job.output, job.search, job.fmt, job.scores,
-                             job.reference, job.buffer_lines, sys.stdin.buffer if not job.inputs else None,
-                             prompted_lines() if interactive else None)
+    translator = load_ensemble(list(job.models), job.device, job.precision)
+    stdin = sys.stdin.buffer if not job.inputs else None
+    if job.score_reference:
+        report = score_files(translator, list(job.inputs), job.score_reference, job.output, job.search, job.fmt,
+                             job.buffer_lines, stdin)
+    else:
+        interactive = not job.inputs and sys.stdin.isatty() and not job.prefix_file
+        report = translate_files(translator, list(job.inputs), job.output, job.search, job.fmt, job.scores,
+                                 job.reference, job.buffer_lines, stdin, prompted_lines() if interactive else None,
+                                 job.prefix_file)
     warn = lambda m: print(f"warning: {m}", file=sys.stderr)  # noqa: E731
     if report.stats.truncated:
         warn(f"{report.stats.truncated} line(s) longer than {translator.max_src_tokens} tokens were truncated")

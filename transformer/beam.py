@@ -27,6 +27,7 @@ from transformer.cache import DecoderCache
 from transformer.decoding import (NO_PENALTIES, Hypothesis, check_length_style, length_penalty, next_token_logprobs,
                                  output_limits)
 from transformer.penalties import History, Penalties
+from transformer.prefix import Prefix
 from transformer.model import Transformer
 
 
@@ -34,16 +35,18 @@ from transformer.model import Transformer
 def beam_search(model: Transformer, src: torch.Tensor, bos_id: int, eos_id: int, beam_size: int = 5,
                 n_best: int = 1, alpha: float = 0.6, max_len_a: float = 1.5, max_len_b: int = 10,
                 trace: Callable[["StepTrace"], None] | None = None, *, length_style: str = "gnmt",
-                banned: tuple[int, ...] = (), penalties: Penalties = NO_PENALTIES) -> list[list[Hypothesis]]:
+                banned: tuple[int, ...] = (), penalties: Penalties = NO_PENALTIES,
+                prefix: Prefix | None = None) -> list[list[Hypothesis]]:
     """Keep the beam_size best prefixes of every sentence; a sentence is done once beam_size
     hypotheses have ended with </s> (or its length limit is reached). Finished sentences leave the
     batch. Ranked by sum(log p) / lp(|Y|) (length_penalty with alpha and length_style); returns the
     n_best best per sentence, best first. No hypothesis contains a `banned` id (log p = -inf);
-    penalties (transformer/penalties.py) read each beam's own prefix.
+    penalties (transformer/penalties.py) read each beam's own prefix; `prefix` forces each
+    sentence's first tokens (transformer/prefix.py).
     trace, when given, sees every step's candidates (explain's beam-search trace)."""
     session = BeamSession(model, bos_id, eos_id, beam_size, n_best, alpha, max_len_a, max_len_b, trace,
                           length_style=length_style, banned=banned, penalties=penalties)
-    session.admit(src, list(range(src.size(0))))
+    session.admit(src, list(range(src.size(0))), prefix)
     out: list[list[Hypothesis]] = [[] for _ in range(src.size(0))]
     while session.live:
         for i, nbest in session.step():
@@ -83,9 +86,12 @@ class BeamSession:
         return len(self.search.keys)
 
     @torch.no_grad()
-    def admit(self, src: torch.Tensor, keys: list) -> None:
-        """Sentences src (batch, src_len), named by `keys`, join the search at the next step."""
+    def admit(self, src: torch.Tensor, keys: list, prefix: Prefix | None = None) -> None:
+        """Sentences src (batch, src_len), named by `keys`, join the search at the next step; prefix:
+        their forced first tokens."""
         limits = output_limits(src, self.model.config.pad_id, *self.limits_ab, self.model.config.max_len)
+        prefix = prefix if prefix is not None else Prefix.empty(src.size(0), src.device)
+        limits = prefix.limits(limits, self.model.config.max_len - 1)
         cache, _ = self.model.encode(src)  # one memory row per sentence
         fresh = self.cache is None or not self.live
         if fresh:
@@ -97,7 +103,7 @@ class BeamSession:
         else:
             self.cache.admit(cache, width, self.last.size(0))
             self.last = torch.cat([self.last, first])
-        self.search.add(keys, limits)
+        self.search.add(keys, limits, prefix)
 
     @torch.no_grad()
     def step(self) -> list[tuple[object, list[Hypothesis]]]:
@@ -106,7 +112,7 @@ class BeamSession:
         logits, _, _ = self.model.decode(self.last, self.cache)  # (sentences * width, 1, vocab)
         done: dict = {}
         history = self.search.history() if self.penalties.active else None
-        logp = next_token_logprobs(logits, self.banned, self.penalties, history)
+        logp = next_token_logprobs(logits, self.banned, self.penalties, history, self.search.forced())
         self.last = self.search.advance(logp, self.step_count, self.cache, done)
         self.step_count += 1
         if self.last is not None and self.cache.starts is not None:
@@ -141,12 +147,13 @@ class _Search:
         self.tokens = torch.empty(0, 0, dtype=torch.long)  # (rows, t) per row, left-padded
         self.logps = torch.empty(0, 0)  # (rows, t) log p of each token
         self.n_finished = torch.empty(0, dtype=torch.long)  # (n,)
+        self.prefix = Prefix.empty(0)  # each sentence's forced first tokens
         self.finished: dict = {}  # key -> the Hypotheses of a live sentence that have ended
 
     def restarted(self) -> "_Search":
         return _Search(self.k, self.eos_id, self.penalty, self.trace)
 
-    def add(self, keys: list, limits: torch.Tensor) -> None:
+    def add(self, keys: list, limits: torch.Tensor, prefix: Prefix) -> None:
         """New sentences with `width` rows each (beam 0 alive at score 0, the others dead)."""
         n, width, device = len(keys), self.width, limits.device
         scores = torch.full((n, width), float("-inf"), device=device)
@@ -159,6 +166,7 @@ class _Search:
         self.scores = torch.cat([self.scores.to(device), scores])
         self.tokens = torch.cat([self.tokens.to(device), torch.zeros(rows, t, dtype=torch.long, device=device)])
         self.logps = torch.cat([self.logps.to(device), torch.zeros(rows, t, device=device)])
+        self.prefix = Prefix(self.prefix.tokens.to(device)).cat(prefix)
         self.finished.update({key: [] for key in keys})
 
     def advance(self, logp: torch.Tensor, step: int, cache: DecoderCache, done: dict) -> torch.Tensor | None:
@@ -202,6 +210,7 @@ class _Search:
             rows, scores, new_tok, new_lp = rows[stay], scores[stay], new_tok[stay], new_lp[stay]
             self.keys = [self.keys[i] for i in stay.tolist()]
             self.limits, self.steps, self.n_finished = self.limits[stay], self.steps[stay], self.n_finished[stay]
+            self.prefix = self.prefix.select(stay)
         rows = rows.reshape(-1)  # (n' * k,) the decoder row each kept prefix extends
         self.tokens = torch.cat([self.tokens.index_select(0, rows), new_tok.reshape(-1, 1)], dim=1)
         self.logps = torch.cat([self.logps.index_select(0, rows), new_lp.reshape(-1, 1)], dim=1)
@@ -209,6 +218,13 @@ class _Search:
         self._trim()
         cache.reorder(rows, stay)
         return new_tok.reshape(-1, 1)
+
+    def forced(self) -> torch.Tensor | None:
+        """(rows,) the token each row must produce next (its sentence's prefix), None when no
+        sentence has a prefix left."""
+        if self.prefix.tokens.size(1) == 0 or not bool((self.steps < self.prefix.lengths).any()):
+            return None
+        return self.prefix.at(self.steps).repeat_interleave(self.width)
 
     def history(self) -> History:
         """Each row's own prefix (for the penalties)."""

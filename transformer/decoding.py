@@ -10,6 +10,7 @@ from torch.nn import functional as F
 from transformer.errors import ParamError, named
 from transformer.model import Transformer
 from transformer.penalties import History, Penalties
+from transformer.prefix import Prefix, force
 from transformer.sampling import Sampling
 
 LENGTH_STYLES = ("gnmt", "average")  # how sum(log p) is normalised by the output length (length_penalty)
@@ -53,21 +54,25 @@ NO_PENALTIES = Penalties()
 
 
 def next_token_logprobs(logits: torch.Tensor, banned: tuple[int, ...] = (), penalties: Penalties = NO_PENALTIES,
-                        history: History | None = None) -> torch.Tensor:
+                        history: History | None = None, forced: torch.Tensor | None = None) -> torch.Tensor:
     """log p of the next token at the decoder's last position: logits (rows, t, vocab) -> (rows, vocab)
     float32. The banned ids (<pad>, <s>: never an output) get -inf after the log_softmax and the others
     are not renormalised, as transformers' bad_words_ids does to its log-softmaxed scores, so a
     hypothesis' score stays the model's log-probability of it. With penalties (and each row's
     history), the repetition penalty changes the logits before the softmax and repeated n-grams get
-    -inf after it (transformer/penalties.py)."""
+    -inf after it (transformer/penalties.py). forced (rows,): the token a row must produce (a target
+    prefix, transformer/prefix.py), FREE where none."""
     last = logits[:, -1].float()  # (rows, vocab)
     if penalties.active:
         last = penalties.on_logits(last, history)
     logp = F.log_softmax(last, dim=-1)
+    raw = logp.clone() if forced is not None else None
     if banned:
         logp[:, list(banned)] = float("-inf")
     if penalties.active:
         logp = penalties.on_logprobs(logp, history)
+    if forced is not None:
+        logp = force(logp, raw, forced)
     return logp
 
 
@@ -84,15 +89,18 @@ def output_limits(src: torch.Tensor, pad_id: int, max_len_a: float, max_len_b: i
 def greedy_search(model: Transformer, src: torch.Tensor, bos_id: int, eos_id: int,
                   max_len_a: float = 1.5, max_len_b: int = 10, alpha: float = 0.0, *,
                   length_style: str = "gnmt", banned: tuple[int, ...] = (), penalties: Penalties = NO_PENALTIES,
-                  sampling: Sampling | None = None, sample: torch.Tensor | None = None) -> list[Hypothesis]:
+                  sampling: Sampling | None = None, sample: torch.Tensor | None = None,
+                  prefix: Prefix | None = None) -> list[Hypothesis]:
     """Pick the most probable token (never one of `banned`) at every step, or with `sampling` draw
     it (row i is sample number sample[i] of its sentence, default 0); score = sum(log p) / lp(|Y|)
     (length_penalty with alpha and length_style; alpha 0: the sum). src: (batch, src_len)
-    right-padded ids. Rows that finish leave the batch, so a sentence's output never depends on its
-    neighbours'."""
+    right-padded ids; prefix: each row's forced first tokens. Rows that finish leave the batch, so a
+    sentence's output never depends on its neighbours'."""
     check_length_style(length_style)
     batch = src.size(0)
     limits = output_limits(src, model.config.pad_id, max_len_a, max_len_b, model.config.max_len)
+    if prefix is not None:
+        limits = prefix.limits(limits, model.config.max_len - 1)
     cache, _ = model.encode(src)
     tokens: list[list[int]] = [[] for _ in range(batch)]
     logprobs: list[list[float]] = [[] for _ in range(batch)]
@@ -106,7 +114,8 @@ def greedy_search(model: Transformer, src: torch.Tensor, bos_id: int, eos_id: in
     for step in range(int(limits.max())):
         logits, _, _ = model.decode(last, cache)  # (active, 1, vocab)
         seen = History(history, torch.full((active.numel(),), step, device=src.device)) if penalties.active else None
-        logp = next_token_logprobs(logits, banned, penalties, seen)  # (active, vocab)
+        forced = prefix.select(active).at(step) if prefix is not None and step < prefix.tokens.size(1) else None
+        logp = next_token_logprobs(logits, banned, penalties, seen, forced)  # (active, vocab)
         tok = logp.argmax(dim=-1) if keys is None else sampling.draw(logp, keys, step)  # (active,)
         lp = logp.gather(1, tok[:, None]).squeeze(1)
         keep = []
@@ -132,12 +141,39 @@ def greedy_search(model: Transformer, src: torch.Tensor, bos_id: int, eos_id: in
 def sample_search(model: Transformer, src: torch.Tensor, bos_id: int, eos_id: int, sampling: Sampling,
                   samples: int = 1, max_len_a: float = 1.5, max_len_b: int = 10, alpha: float = 0.0, *,
                   length_style: str = "gnmt", banned: tuple[int, ...] = (),
-                  penalties: Penalties = NO_PENALTIES) -> list[list[Hypothesis]]:
+                  penalties: Penalties = NO_PENALTIES, prefix: Prefix | None = None) -> list[list[Hypothesis]]:
     """`samples` draws per sentence (sample numbers 0..samples-1, each reproducible alone), best
     score first."""
     batch = src.size(0)
     rows = src.repeat_interleave(samples, dim=0)
     number = torch.arange(samples, device=src.device).repeat(batch)
     hyps = greedy_search(model, rows, bos_id, eos_id, max_len_a, max_len_b, alpha, length_style=length_style,
-                         banned=banned, penalties=penalties, sampling=sampling, sample=number)
+                         banned=banned, penalties=penalties, sampling=sampling, sample=number,
+                         prefix=None if prefix is None else prefix.repeat(samples))
     return [sorted(hyps[i * samples:(i + 1) * samples], key=lambda h: -h.score) for i in range(batch)]
+
+
+@torch.no_grad()
+def score_targets(model: Transformer, src: torch.Tensor, targets: list[list[int]], bos_id: int, eos_id: int,
+                  alpha: float = 0.0, *, length_style: str = "gnmt") -> list[Hypothesis]:
+    """The model's log-probability of given outputs (sockeye-score, fairseq --score-reference): one
+    teacher-forced pass over <s> + target, each target (ids without </s>) followed by </s>; score =
+    sum(log p) / lp(|Y|) as the searches rank (alpha 0: log P). src: (batch, src_len) right-padded.
+    The decoder's positions after a target's end read padding that no real position attends to
+    (the causal mask), so each score is what the target alone would get."""
+    check_length_style(length_style)
+    pad = model.config.pad_id
+    outputs = [list(t) + [eos_id] for t in targets]
+    longest = max(len(o) for o in outputs)
+    tgt_in = torch.full((len(outputs), longest), pad, dtype=torch.long, device=src.device)
+    gold = torch.zeros_like(tgt_in)
+    for i, out in enumerate(outputs):
+        tgt_in[i, : len(out)] = torch.tensor([bos_id] + out[:-1])
+        gold[i, : len(out)] = torch.tensor(out)
+    logits, _ = model(src, tgt_in)  # (batch, longest, vocab)
+    logp = F.log_softmax(logits.float(), dim=-1).gather(2, gold[..., None]).squeeze(2)  # (batch, longest)
+    hyps = []
+    for out, row in zip(outputs, logp.tolist()):
+        lps = row[: len(out)]
+        hyps.append(Hypothesis(out, lps, float(sum(lps)) / length_penalty(len(out), alpha, length_style)))
+    return hyps

@@ -18,11 +18,12 @@ _EXPORTS = {
     "RunError": "transformer_cli.errors",
     "Inspection": "transformer_cli.translator", "SearchOptions": "transformer_cli.translator",
     "Translation": "transformer_cli.translator", "Translator": "transformer_cli.translator",
-    "load_run": "transformer_cli.translator",
+    "load_run": "transformer_cli.translator", "load_ensemble": "transformer_cli.translator",
     "RunStart": "transformer_cli.training", "TrainRequest": "transformer_cli.training",
     "TrainResult": "transformer_cli.training", "train": "transformer_cli.training",
     "export": "transformer_cli.exporters",
     "translate_files": "transformer_cli.stream", "translate_lines": "transformer_cli.stream",
+    "score_files": "transformer_cli.stream",
     "score": "transformer_cli.scoring",
 }
 __all__ = [*_EXPORTS, "package_version"]

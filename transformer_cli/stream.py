@@ -7,6 +7,8 @@
 
 translate_lines() is the loop (raw lines -> output lines, chunk by chunk, counts back); translate_files()
 adds the inputs, the output file (written atomically: transformer.files.Output) and the scoring.
+A companion file read line by line beside the input (Companion) gives each line a target prefix
+(--prefix-file) or, for score_files() (--score-reference), the target to score instead of searching.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -80,24 +83,75 @@ def output_line(translator: Translator, source: str, r: Translation, fmt: str = 
     return f"{r.score:.4f}\t{r.text}" if scores else r.text
 
 
+class Companion:
+    """A file read in step with the input, one line per input line (a target prefix, a reference to
+    score); a count that differs is a RunError naming the file, raised when it shows."""
+
+    def __init__(self, path: Path, param: str) -> None:
+        self.path, self.param, self.count = Path(path), param, 0
+        self.lines = read_lines(self.path)
+
+    def take(self, n: int) -> list[str]:
+        """The next n lines (for the next n input lines)."""
+        try:
+            lines = list(islice(self.lines, n))
+        except DataError as e:
+            raise RunError.wrap(e) from None
+        self.count += len(lines)
+        if len(lines) < n:
+            raise RunError(f"{self.path} has {self.count} lines, fewer than the input: give one line per input "
+                           f"line", self.param)
+        return lines
+
+    def finish(self) -> None:
+        """After the last input line: the file must end too."""
+        if next(self.lines, None) is not None:
+            raise RunError(f"{self.path} has more lines than the input ({self.count}): give one line per input "
+                           "line", self.param)
+
+
+def decoded_chunk(chunk: list[bytes], stats: StreamStats) -> list[str]:
+    """A chunk of raw lines as text, invalid UTF-8 replaced (and counted in stats)."""
+    decoded = [decode_line(raw) for raw in chunk]
+    stats.lines += len(decoded)
+    stats.invalid_utf8 += sum(bad for _, bad in decoded)
+    return [t for t, _ in decoded]
+
+
 def translate_lines(translator: Translator, chunks: Iterable[list[bytes]], options: SearchOptions = SearchOptions(),
                     fmt: str = "text", scores: bool = False, stats: StreamStats | None = None,
-                    keep: bool = False) -> Iterator[list[str]]:
+                    keep: bool = False, prefixes: Companion | None = None) -> Iterator[list[str]]:
     """For each chunk of raw input lines (bytes, newline optional), its output lines in order.
     Invalid UTF-8 is replaced (and counted); `stats` is updated as each chunk is done; keep: also
-    collect the translations in stats.translations."""
+    collect the translations in stats.translations; prefixes: each line's target prefix."""
     check_format(options, fmt, scores)
     stats = stats if stats is not None else StreamStats()
     for chunk in chunks:
-        decoded = [decode_line(raw) for raw in chunk]
-        texts = [t for t, _ in decoded]
-        results = translator.translate(texts, options)
-        stats.lines += len(texts)
-        stats.invalid_utf8 += sum(bad for _, bad in decoded)
+        texts = decoded_chunk(chunk, stats)
+        results = translator.translate(texts, options, prefixes.take(len(texts)) if prefixes else None)
         stats.truncated += sum(r.truncated for r in results)
         if keep:
             stats.translations.extend(r.text for r in results)
         yield [output_line(translator, t, r, fmt, scores) for t, r in zip(texts, results)]
+    if prefixes:
+        prefixes.finish()
+
+
+def score_lines(translator: Translator, chunks: Iterable[list[bytes]], references: Companion,
+                options: SearchOptions = SearchOptions(), fmt: str = "text",
+                stats: StreamStats | None = None) -> Iterator[list[str]]:
+    """For each chunk of raw source lines, the model's score of each reference line (Translator.score):
+    text, the score per line; jsonl, the score, log P, tokens and log-probs."""
+    stats = stats if stats is not None else StreamStats()
+    for chunk in chunks:
+        texts = decoded_chunk(chunk, stats)
+        targets = references.take(len(texts))
+        results = translator.score(texts, targets, options)
+        stats.truncated += sum(r.truncated for r in results)
+        yield [json.dumps({"source": t, "reference": ref, "score": r.score, "log_prob": sum(r.token_logprobs),
+                           "tokens": r.tokens, "token_logprobs": r.token_logprobs}, ensure_ascii=False)
+               if fmt == "jsonl" else f"{r.score:.4f}" for t, ref, r in zip(texts, targets, results)]
+    references.finish()
 
 
 def read_inputs(inputs: list[Path], buffer_lines: int, stdin: io.BufferedIOBase | None = None
@@ -114,27 +168,62 @@ def read_inputs(inputs: list[Path], buffer_lines: int, stdin: io.BufferedIOBase 
 
 def translate_files(translator: Translator, inputs: list[Path], output: Path | str | None = None,
                     options: SearchOptions = SearchOptions(), fmt: str = "text", scores: bool = False,
-                    reference: Path | None = None, buffer_lines: int = 256, stdin=None, chunks=None) -> FileReport:
+                    reference: Path | None = None, buffer_lines: int = 256, stdin=None, chunks=None,
+                    prefix_file: Path | None = None) -> FileReport:
     """Translate `inputs` (or `chunks` of raw lines, or `stdin`) into `output` (a path, '-' or None:
-    stdout), flushed chunk by chunk; score against `reference` when given. An interruption or a
-    write error is a RunError that says where the lines done so far are."""
-    check_stream_args(options, inputs, output, fmt, scores, reference, buffer_lines)
+    stdout), flushed chunk by chunk; score against `reference` when given; prefix_file: one target
+    prefix per input line. An interruption or a write error is a RunError that says where the lines
+    done so far are."""
+    companions = [prefix_file] if prefix_file else []
+    check_stream_args(options, inputs, output, fmt, scores, reference, buffer_lines, companions)
     stats = StreamStats()
     chunks = chunks if chunks is not None else read_inputs(list(inputs), buffer_lines, stdin)
-    lines = translate_lines(translator, chunks, options, fmt, scores, stats, keep=reference is not None)
+    prefixes = Companion(prefix_file, "prefix_file") if prefix_file else None
+    write_blocks(translate_lines(translator, chunks, options, fmt, scores, stats, keep=reference is not None,
+                                 prefixes=prefixes), output)
+    if reference is None:
+        return FileReport(stats)
+    return FileReport(stats, score(stats.translations, reference_lines(reference), str(reference)))
+
+
+def score_files(translator: Translator, inputs: list[Path], references: Path, output: Path | str | None = None,
+                options: SearchOptions = SearchOptions(), fmt: str = "text", buffer_lines: int = 256,
+                stdin=None) -> FileReport:
+    """The model's score of each line of `references` given the same line of `inputs` (or stdin),
+    into `output` as translate_files writes (--score-reference)."""
+    check_score_args(options)
+    check_stream_args(options, inputs, output, fmt, False, None, buffer_lines, [references])
+    stats = StreamStats()
+    chunks = read_inputs(list(inputs), buffer_lines, stdin)
+    write_blocks(score_lines(translator, chunks, Companion(references, "score_reference"), options, fmt, stats),
+                 output)
+    return FileReport(stats)
+
+
+def check_score_args(options: SearchOptions) -> None:
+    """Scoring a given target searches nothing: the options that change a search are refused."""
+    search_only = {"n_best": options.n_best != 1, "sampling_topk": options.sampling_topk != 1,
+                   "sampling_topp": options.sampling_topp < 1.0, "no_repeat_ngram_size": options.no_repeat_ngram_size,
+                   "repetition_penalty": options.repetition_penalty != 1.0, "replace_unk": options.replace_unk}
+    for name, given in search_only.items():
+        if given:
+            raise RunError(f"{named('score_reference')} scores the given lines and searches nothing: drop "
+                           f"{named(name)}", "score_reference", name)
+
+
+def write_blocks(blocks: Iterable[list[str]], output: Path | str | None) -> None:
+    """Output lines block by block into `output` (atomically, transformer.files.Output), flushed after
+    each; an interruption or a write error is a Stopped saying where the lines done so far are."""
     sink = Output(output if output is not None else "-")
     try:
         with sink as out:
-            for block in lines:
+            for block in blocks:
                 out.write("".join(line + "\n" for line in block))
                 out.flush()
     except (KeyboardInterrupt, OSError) as e:
         if sink.stdout:
             raise
         raise Stopped(stopped(e, str(output), sink), e if isinstance(e, KeyboardInterrupt) else None) from None
-    if reference is None:
-        return FileReport(stats)
-    return FileReport(stats, score(stats.translations, reference_lines(reference), str(reference)))
 
 
 def stopped(e: BaseException, output: str, sink: Output) -> str:
@@ -152,15 +241,16 @@ def stopped(e: BaseException, output: str, sink: Output) -> str:
 
 
 def check_stream_args(options: SearchOptions, inputs: list[Path], output, fmt: str, scores: bool,
-                      reference: Path | None, buffer_lines: int) -> None:
+                      reference: Path | None, buffer_lines: int, companions: list[Path] = ()) -> None:
     """Everything translate_files can refuse before it reads or writes a line."""
     check_format(options, fmt, scores)
     check_range("buffer_lines", buffer_lines, 1, 10_000_000)
+    read = [*inputs, *([reference] if reference else []), *companions]
     try:
-        for path in [*inputs, *([reference] if reference else [])]:
+        for path in read:
             check_input_file(Path(path))
         if output is not None:
-            check_output_file(Path(output), [*inputs, *([reference] if reference else [])])
+            check_output_file(Path(output), read)
     except DataError as e:
         raise RunError.wrap(e) from None
 

@@ -18,17 +18,20 @@ import torch
 
 from data.batching import pad_rows, token_groups
 from data.errors import DataError
-from data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizers, decode, encode_batch
+from data.tokenizer import BOS_ID, EOS_ID, PAD_ID, SPECIALS, UNK_ID, Tokenizers, decode, encode_batch
 from transformer.beam import BeamSession, beam_search
 from transformer.checkpoint import MODEL_FILE, CheckpointError, list_checkpoints, load_model, read_config
-from transformer.decoding import Hypothesis, check_length_style, greedy_search, sample_search
+from transformer.decoding import Hypothesis, check_length_style, greedy_search, sample_search, score_targets
+from transformer.ensemble import Ensemble
 from transformer.model import AttentionMaps, Transformer
 from transformer.packed import pack_linears
 from transformer.penalties import Penalties
+from transformer.prefix import Prefix
 from transformer.sampling import Sampling
 
 from transformer_cli.errors import ParamError, RunError, named
 from transformer_cli.runtime import check_decoding, check_range, pick_device
+from transformer_cli.unknowns import pieces_text, replaced_pieces, source_pieces
 
 PRECISIONS = ("fp32", "bf16")
 MAX_SAMPLES = 1000  # n_best with sampling: draws per sentence at most
@@ -71,6 +74,7 @@ class SearchOptions:
     seed: int = field(default=0, kw_only=True)
     no_repeat_ngram_size: int = field(default=0, kw_only=True)  # 0: off (transformer/penalties.py)
     repetition_penalty: float = field(default=1.0, kw_only=True)  # 1: off; CTRL's, on the logits
+    replace_unk: bool = field(default=False, kw_only=True)  # an output <unk> -> the source token it attends to most
 
     def __post_init__(self) -> None:
         check_decoding(self.beam_size, self.length_penalty, self.max_len_a, self.max_len_b,
@@ -165,6 +169,23 @@ def load_run(run_dir: str | Path, device: str = "cpu", precision: str = "fp32", 
     return Translator(model, toks, torch.device(device), precision)
 
 
+def load_ensemble(run_dirs: list[str | Path], device: str = "cpu", precision: str = "fp32",
+                  pack: bool = True) -> "Translator":
+    """Several run directories searched as one model (transformer/ensemble.py: the mean of their
+    log-probabilities at every step). They must have the same target vocabulary and read the
+    source the same way (RunError naming the two runs otherwise); one directory is load_run's."""
+    translators = [load_run(d, device, precision, pack) for d in run_dirs]
+    first = translators[0]
+    for d, t in zip(run_dirs[1:], translators[1:]):
+        if first.toks.tgt.get_vocab() != t.toks.tgt.get_vocab():
+            raise RunError(f"cannot ensemble {run_dirs[0]} and {d}: their target vocabularies differ")
+        if first.toks.src.to_str() != t.toks.src.to_str():
+            raise RunError(f"cannot ensemble {run_dirs[0]} and {d}: their source tokenizers differ")
+    if len(translators) == 1:
+        return first
+    return Translator(Ensemble([t.model for t in translators]), first.toks, first.device, precision)
+
+
 def _read_run(run_dir: Path, device: str, checkpoint: str | None) -> tuple[Transformer, Tokenizers]:
     """The model and tokenizers of a run directory, checked against each other."""
     config = read_config(run_dir)
@@ -207,13 +228,16 @@ class Translator:
         return pad_rows(rows, None, EOS_ID).to(self.device)
 
     @torch.inference_mode()
-    def search(self, rows: list[list[int]], options: SearchOptions = SearchOptions()) -> list[list[Hypothesis]]:
-        """The n-best hypotheses of each source row (ids without </s>), in order, batched by length.
-        No hypothesis contains <pad> or <s> (NEVER_OUTPUT)."""
+    def search(self, rows: list[list[int]], options: SearchOptions = SearchOptions(),
+               prefixes: list[list[int]] | None = None) -> list[list[Hypothesis]]:
+        """The n-best hypotheses of each source row (ids without </s>), in order, batched by length;
+        prefixes: each row's forced first output ids (transformer/prefix.py). No hypothesis contains
+        <pad> or <s> (NEVER_OUTPUT) beyond its prefix."""
         o, out = options, [[] for _ in rows]
         for group in self.batches(rows, o.batch_tokens):
             src = self.tensor([rows[g] for g in group])
-            common = dict(length_style=o.length_style, banned=NEVER_OUTPUT, penalties=o.penalties)
+            prefix = Prefix.of([prefixes[g] for g in group], self.device) if prefixes else None
+            common = dict(length_style=o.length_style, banned=NEVER_OUTPUT, penalties=o.penalties, prefix=prefix)
             if o.sampling:
                 hyps = sample_search(self.model, src, BOS_ID, EOS_ID, o.sampler, o.n_best, o.max_len_a, o.max_len_b,
                                      o.length_penalty, **common)
@@ -227,6 +251,23 @@ class Translator:
                 out[g] = nbest
         return out
 
+    @torch.inference_mode()
+    def score_rows(self, rows: list[list[int]], targets: list[list[int]], options: SearchOptions = SearchOptions()
+                   ) -> list[Hypothesis]:
+        """The model's score of each given target (ids without </s>) for its source row: log P of
+        target + </s>, divided by the length penalty of `options` as the search ranks (0: log P)."""
+        out: list[Hypothesis | None] = [None] * len(rows)
+        for group in self.batches(rows, options.batch_tokens):
+            hyps = score_targets(self.model, self.tensor([rows[g] for g in group]), [targets[g] for g in group],
+                                 BOS_ID, EOS_ID, options.length_penalty, length_style=options.length_style)
+            for g, h in zip(group, hyps):
+                out[g] = h
+        return out
+
+    def target_ids(self, texts: list[str]) -> list[list[int]]:
+        """Target-side texts as output ids, cut so that each and its </s> fit the model's positions."""
+        return [ids[: self.model.config.max_len - 2] for ids in encode_batch(self.toks.tgt, [t.strip() for t in texts])]
+
     def beam_session(self, options: SearchOptions) -> BeamSession:
         """A beam search that sentences join between steps and leave when done (serve's continuous
         batching): session.admit(self.tensor(rows), keys), then session.step() -> [(key, n-best)].
@@ -235,24 +276,51 @@ class Translator:
         return BeamSession(self.model, BOS_ID, EOS_ID, o.beam_size, o.n_best, o.length_penalty, o.max_len_a,
                            o.max_len_b, length_style=o.length_style, banned=NEVER_OUTPUT, penalties=o.penalties)
 
-    def translate(self, texts: list[str], options: SearchOptions = SearchOptions()) -> list[Translation]:
-        """One Translation per text, in order; an empty or blank text gives an empty translation."""
+    def translate(self, texts: list[str], options: SearchOptions = SearchOptions(),
+                  prefixes: list[str] | None = None) -> list[Translation]:
+        """One Translation per text, in order; an empty or blank text gives an empty translation.
+        prefixes: one target-side text per text (empty: none) that each translation starts with."""
+        if prefixes is not None and len(prefixes) != len(texts):
+            raise RunError(f"{len(prefixes)} prefixes for {len(texts)} texts: give one per text", "prefixes")
         results = [Translation("") for _ in texts]
         todo = [i for i, t in enumerate(texts) if t.strip()]  # empty lines stay empty, no model call
         encoded = self.encode([texts[i].strip() for i in todo])
-        for i, nbest, src_ids, cut in zip(todo, self.search(encoded.ids, options), encoded.ids, encoded.truncated):
-            results[i] = self.result(nbest, src_ids, cut)
+        forced = self.target_ids([prefixes[i] for i in todo]) if prefixes is not None else None
+        for i, nbest, src_ids, cut in zip(todo, self.search(encoded.ids, options, forced), encoded.ids,
+                                          encoded.truncated):
+            results[i] = self.result(nbest, src_ids, cut, texts[i].strip() if options.replace_unk else None)
         return results
 
-    def result(self, nbest: list[Hypothesis], src_ids: list[int] = (), truncated: bool = False) -> Translation:
-        """A search's hypotheses as a Translation."""
+    def score(self, texts: list[str], targets: list[str], options: SearchOptions = SearchOptions()) -> list[Translation]:
+        """The model's score of each target given its text (sockeye-score, fairseq --score-reference):
+        Translation(text=target, score=log P / lp, tokens, token_logprobs), in order."""
+        if len(targets) != len(texts):
+            raise RunError(f"{len(targets)} targets for {len(texts)} texts: give one per text", "targets")
+        encoded = self.encode([t.strip() for t in texts])
+        hyps = self.score_rows(encoded.ids, self.target_ids(targets), options)
+        return [self.result([h], src_ids, cut) for h, src_ids, cut in zip(hyps, encoded.ids, encoded.truncated)]
+
+    def result(self, nbest: list[Hypothesis], src_ids: list[int] = (), truncated: bool = False,
+               source: str | None = None) -> Translation:
+        """A search's hypotheses as a Translation; with the source text, every <unk> replaced by the
+        source token it attends to most (--replace-unk, transformer_cli/unknowns.py)."""
+        outputs = [self.output(h, src_ids, source) for h in nbest]
         best = nbest[0]
-        ids = best.without_eos(EOS_ID)
         return Translation(
-            text=decode(self.toks.tgt, ids), score=best.score,
-            tokens=[self.toks.tgt.id_to_token(i) for i in best.tokens], token_logprobs=best.token_logprobs,
-            nbest=[(decode(self.toks.tgt, h.without_eos(EOS_ID)), h.score) for h in nbest], ids=ids,
+            text=outputs[0][0], score=best.score, tokens=outputs[0][1], token_logprobs=best.token_logprobs,
+            nbest=[(text, h.score) for (text, _), h in zip(outputs, nbest)], ids=best.without_eos(EOS_ID),
             src_ids=list(src_ids), truncated=truncated)
+
+    def output(self, h: Hypothesis, src_ids: list[int], source: str | None = None) -> tuple[str, list[str]]:
+        """A hypothesis' text and pieces, its <unk>s replaced when the source text is given."""
+        pieces = [self.toks.tgt.id_to_token(i) for i in h.tokens]
+        if source is None or UNK_ID not in h.tokens:
+            return decode(self.toks.tgt, h.without_eos(EOS_ID)), pieces
+        record = self.teacher_force(src_ids, h.tokens)
+        src = source_pieces(self.toks.src, source)[: len(src_ids)]
+        pieces = replaced_pieces(pieces, h.tokens, src, record.maps.cross[-1].weights[0])
+        text = pieces_text(self.toks.tgt, [p for i, p in zip(h.tokens, pieces) if i >= len(SPECIALS) or i == UNK_ID])
+        return text, pieces
 
     @torch.inference_mode()
     def teacher_force(self, src_ids: list[int], out_ids: list[int], source: str = "") -> Inspection:
