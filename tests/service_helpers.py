@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import threading
+import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -42,6 +43,10 @@ class LiveServer:
     def __enter__(self) -> "LiveServer":
         self.thread.start()
         assert self.worker.ready.wait(120), self.worker.error
+        deadline = time.monotonic() + 120  # the worker may be ready before uvicorn listens
+        while not self.server.started and self.thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert self.server.started, "uvicorn did not start"
         return self
 
     def __exit__(self, *exc) -> None:

@@ -71,6 +71,20 @@ def test_sampling_and_repetition_options_equal_translate(server, translator, ext
         assert [[n["text"] for n in g["nbest"]] for g in got if g["text"]] == [[t for t, _ in e] for e in expected if e]
 
 
+@pytest.mark.parametrize("beam", [1, 3])
+def test_target_prefix_and_replace_unk_equal_translate(server, translator, beam):
+    texts = ["I am a student.", "I saw 北京 today.", "", "We went home."]
+    prefixes = ["나는", "京", "", "우리"]  # 京: no target piece has it, so the output starts with <unk>
+    options = SearchOptions(beam_size=beam, replace_unk=True)
+    expected = [r.text for r in translator.translate(texts, options, prefixes)]
+    r = server.post("/v1/translate", {"text": texts, "beam_size": beam, "replace_unk": True, "target_prefix": prefixes})
+    assert r.status == 200, r.body
+    assert [g["text"] for g in r.json()["translations"]] == expected
+    assert expected[0].startswith("나는")
+    one = server.post("/v1/translate", {"text": texts[0], "beam_size": beam, "target_prefix": prefixes[0]})
+    assert one.json()["translations"][0]["text"] == translator.translate(texts[:1], options, prefixes[:1])[0].text
+
+
 def test_concurrent_single_sentence_clients_get_translates_answers_in_batches(server, translator):
     expected = [r.text for r in translator.translate(LINES, SearchOptions())]
     before = server.metrics.batch_sentences.collect()[0].samples
@@ -126,6 +140,9 @@ BAD = [
     (json.dumps({"text": ["a", "b" * 301]}).encode(), 422, "text[1]", "max_chars"),
     (json.dumps({"text": "b" * 301}).encode(), 422, "text", "max_chars"),
     (json.dumps({"text": "x" * 25_000}).encode(), 413, None, "max_body"),
+    (json.dumps({"text": ["a", "b"], "target_prefix": ["c"]}).encode(), 422, "target_prefix", "one per text"),
+    (json.dumps({"text": "a", "target_prefix": 3}).encode(), 422, "target_prefix", "string or a list"),
+    (json.dumps({"text": "a", "target_prefix": "b" * 301}).encode(), 422, "target_prefix", "max_chars"),
 ]
 
 
@@ -242,11 +259,11 @@ def test_a_client_that_leaves_costs_nothing_beyond_its_sentences(translator):
     decoded = []
     search = translator.search
 
-    def slow_search(rows, options):
+    def slow_search(rows, options, prefixes=None):
         decoded.append(len(rows))
         started.set()
         release.wait(30)
-        return search(rows, options)
+        return search(rows, options, prefixes)
 
     with LiveServer(lambda: translator, BatchLimits(max_wait_ms=0)) as s:
         translator.search = slow_search

@@ -29,13 +29,13 @@ class Recorder:
     def encode(self, texts):
         return Encoded([[len(w) for w in t.split()] for t in texts], [False] * len(texts))
 
-    def search(self, rows, options):
+    def search(self, rows, options, prefixes=None):
         self.gate.wait(30)
         time.sleep(self.delay)
         self.batches.append((rows, options))
         return [[Hypothesis(list(reversed(r)), [0.0] * len(r), -float(len(r)))] for r in rows]
 
-    def result(self, nbest, src_ids=(), truncated=False):
+    def result(self, nbest, src_ids=(), truncated=False, source=None):
         return Translation(" ".join(map(str, nbest[0].tokens)), nbest[0].score, ids=nbest[0].tokens)
 
     def alignment(self, translation):
@@ -59,7 +59,7 @@ class FakeSession:
     def live(self):
         return len(self.left)
 
-    def admit(self, rows, keys):
+    def admit(self, rows, keys, prefix=None):
         self.recorder.sessions[-1].append((self.steps, [len(r) for r in rows]))
         self.left.update((k, (r, len(r))) for k, r in zip(keys, rows))
 

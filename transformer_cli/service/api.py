@@ -44,7 +44,7 @@ class _Strict(BaseModel):
 
 
 EXTRA_SEARCH = ("sampling_topk", "sampling_topp", "temperature", "seed", "no_repeat_ngram_size",
-                "repetition_penalty")
+                "repetition_penalty", "replace_unk")
 
 
 class TranslateRequest(_Strict):
@@ -63,12 +63,14 @@ class TranslateRequest(_Strict):
     seed: int = 0
     no_repeat_ngram_size: int = 0
     repetition_penalty: float = 1.0
+    replace_unk: bool = False
+    target_prefix: str | list[str] | None = None  # what each translation starts with (one per text)
 
     def extra_search(self) -> dict:
         """The sampling and repetition fields, as SearchOptions takes them."""
         return {name: getattr(self, name) for name in EXTRA_SEARCH}
 
-    @field_validator("text", mode="before")
+    @field_validator("text", "target_prefix", mode="before")
     @classmethod
     def _string_or_strings(cls, value):
         if isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value)):
@@ -79,6 +81,11 @@ class TranslateRequest(_Strict):
     def texts(self) -> list[str]:
         """The text or texts as a list."""
         return [self.text] if isinstance(self.text, str) else self.text
+
+    @property
+    def prefixes(self) -> list[str] | None:
+        """The target prefixes as a list (one per text), or None."""
+        return [self.target_prefix] if isinstance(self.target_prefix, str) else self.target_prefix
 
 
 class AttentionRequest(_Strict):

@@ -99,9 +99,10 @@ def _translation_routes(app: FastAPI, worker: ModelWorker, settings: AppSettings
         """Translate one text or a list (answers in input order; an empty text gives an empty one)."""
         req = validated(TranslateRequest, await read_json(request, limits.max_body))
         texts = check_texts(req.texts, limits)
+        prefixes = check_prefixes(req.prefixes, texts, limits)
         options = search_options(req.beam_size, req.n_best, req.length_penalty, req.length_style, settings,
                                  **req.extra_search())
-        answers = await _answers(request, _queued(lambda: worker.submit(texts, options, req.alignment)))
+        answers = await _answers(request, _queued(lambda: worker.submit(texts, options, req.alignment, prefixes)))
         if answers is None:
             return Response(status_code=CLIENT_GONE)
         metrics.sentences.inc(len(texts))
@@ -158,6 +159,16 @@ def check_texts(texts: list[str], limits: RequestLimits, names: tuple[str, ...] 
             raise ApiError(422, f"{name} has {len(t)} characters; this server takes at most {limits.max_chars} "
                            "per sentence (max_chars)", name.split("[")[0] if names else name)
     return texts
+
+
+def check_prefixes(prefixes: list[str] | None, texts: list[str], limits: RequestLimits) -> list[str] | None:
+    """target_prefix: one per text (a string for a string), each within the text limits."""
+    if prefixes is None:
+        return None
+    if len(prefixes) != len(texts):
+        raise ApiError(422, f"target_prefix has {len(prefixes)} entries for {len(texts)} texts: give one per text "
+                       "(an empty string for none)", "target_prefix")
+    return check_texts(prefixes, limits, ("target_prefix",) * len(prefixes))
 
 
 def search_options(beam_size: int, n_best: int, length_penalty: float, length_style: str,

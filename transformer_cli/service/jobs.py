@@ -47,6 +47,13 @@ class Sentence:
     alignment: bool
     future: Future
     queued_at: float = field(default_factory=time.monotonic)
+    prefix: list[int] = field(default_factory=list)  # the output's forced first ids (a target prefix)
+    source: str = ""  # the text, for replace_unk
+
+    @property
+    def replacing(self) -> str | None:
+        """The source text when its <unk>s are to be replaced (Translator.result), else None."""
+        return self.source if self.options.replace_unk else None
 
     @property
     def tokens(self) -> int:

@@ -60,17 +60,20 @@ class ModelWorker:
         """Sentences waiting for a batch."""
         return self._pending
 
-    def submit(self, texts: list[str], options: SearchOptions, alignment: bool = False) -> list[Future]:
-        """A Future[Answer] per text, in order. Empty or blank texts are answered at once with an empty
-        translation (as translate does); all or none of the others are queued (QueueFull, NotReady)."""
+    def submit(self, texts: list[str], options: SearchOptions, alignment: bool = False,
+               prefixes: list[str] | None = None) -> list[Future]:
+        """A Future[Answer] per text, in order; prefixes: a target prefix per text (Translator.translate).
+        Empty or blank texts are answered at once with an empty translation (as translate does); all
+        or none of the others are queued (QueueFull, NotReady)."""
         translator = self.usable()
         futures: list[Future] = [Future() for _ in texts]
         todo = [i for i, t in enumerate(texts) if t.strip()]
         for i in set(range(len(texts))) - set(todo):
             futures[i].set_result(Answer(Translation(""), "" if alignment else None))
         encoded = translator.encode([texts[i].strip() for i in todo])
-        jobs = [Sentence(ids, cut, options, alignment, futures[i])
-                for i, ids, cut in zip(todo, encoded.ids, encoded.truncated)]
+        forced = translator.target_ids([prefixes[i] for i in todo]) if prefixes else [[] for _ in todo]
+        jobs = [Sentence(ids, cut, options, alignment, futures[i], prefix=p, source=texts[i].strip())
+                for i, ids, cut, p in zip(todo, encoded.ids, encoded.truncated, forced)]
         self._enqueue(jobs, len(jobs))
         return futures
 
@@ -183,8 +186,10 @@ class ModelWorker:
             return
         start, t = time.monotonic(), self.translator
         try:
-            hyps = t.search([job.ids for job in batch], batch[0].options)
-            answers = [Answer(t.result(nbest, job.ids, job.truncated), None) for job, nbest in zip(batch, hyps)]
+            prefixes = [job.prefix for job in batch] if any(job.prefix for job in batch) else None
+            hyps = t.search([job.ids for job in batch], batch[0].options, prefixes)
+            answers = [Answer(t.result(nbest, job.ids, job.truncated, job.replacing), None)
+                       for job, nbest in zip(batch, hyps)]
             answers = [Answer(a.translation, t.alignment(a.translation)) if job.alignment else a
                        for job, a in zip(batch, answers)]
         except Exception as e:  # noqa: BLE001 - handed to each request, which answers 500 with it
@@ -208,7 +213,8 @@ class ModelWorker:
                 joining = [job for job in batch if job.future.set_running_or_notify_cancel()]
                 if joining:
                     with torch.inference_mode():
-                        session.admit(t.tensor([job.ids for job in joining]), [id(job) for job in joining])
+                        prefix = t.prefix([job.prefix for job in joining]) if any(j.prefix for j in joining) else None
+                        session.admit(t.tensor([job.ids for job in joining]), [id(job) for job in joining], prefix)
                     live.update((id(job), job) for job in joining)
                     total += len(joining)
                     src_tokens += sum(job.tokens for job in joining)
@@ -220,7 +226,7 @@ class ModelWorker:
                 for key, nbest in ended:
                     job = live.pop(key)
                     out_tokens += len(nbest[0].tokens)
-                    self._answer(job, t.result(nbest, job.ids, job.truncated))
+                    self._answer(job, t.result(nbest, job.ids, job.truncated, job.replacing))
                 batch = self._join(options, sum(job.tokens for job in live.values()))
         except Exception as e:  # noqa: BLE001 - handed to each live request, which answers 500 with it
             for job in [*live.values(), *(j for j in batch if j.future.running())]:
