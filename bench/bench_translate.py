@@ -110,7 +110,8 @@ def bleu(translator, outputs: list[list[int]], refs: list[str]) -> float:
     return score([decode(translator.toks.tgt, o) for o in outputs], refs).bleu
 
 
-ENGINES = ("ours float32", "ours bfloat16", "CTranslate2 float32", "CTranslate2 int8", "HF Marian")
+ENGINES = ("ours float32", "ours bfloat16", "ours int8", "CTranslate2 float32", "CTranslate2 int8", "HF Marian")
+PRECISION = {"ours bfloat16": "bf16", "ours int8": "int8"}  # load_run's precision of each of ours (else fp32)
 A, B, ALPHA = 1.5, 10, 0.6  # length limit a * source + b, GNMT length penalty
 
 
@@ -125,7 +126,7 @@ def one_pass(args) -> None:
     from transformer_cli.runtime import reuse_freed_memory
 
     reuse_freed_memory()  # as `translate` does
-    translator = load_run(args.model, precision="bf16" if args.engine == "ours bfloat16" else "fp32")
+    translator = load_run(args.model, precision=PRECISION.get(args.engine, "fp32"))
     lines = read(TEST_DE, args.sentences)
     ids = translator.encode(lines).ids
     if args.engine.startswith("ours"):
@@ -161,6 +162,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batch-tokens", type=int, default=4000)
     p.add_argument("--repeats", type=int, default=3, help="timed passes per engine, interleaved (median)")
+    p.add_argument("--engines", default=",".join(ENGINES), help="comma-separated subset of: " + ", ".join(ENGINES)
+                   + " (ours float32 always runs: it is the baseline; bfloat16 is slow where the CPU lacks it)")
     p.add_argument("--engine", choices=ENGINES, help=argparse.SUPPRESS)  # child process
     p.add_argument("--beam", type=int, help=argparse.SUPPRESS)
     p.add_argument("--exports", type=Path, help=argparse.SUPPRESS)
@@ -168,6 +171,10 @@ def main() -> None:
     args = p.parse_args()
     if args.engine:
         return one_pass(args)
+    engines = ["ours float32"] + [e for e in args.engines.split(",") if e in ENGINES and e != "ours float32"]
+    unknown = [e for e in args.engines.split(",") if e not in ENGINES]
+    if unknown:
+        p.error(f"unknown engine(s) {unknown}: choose from {', '.join(ENGINES)}")
     import ctranslate2
     from transformers import MarianMTModel
 
@@ -196,10 +203,10 @@ def main() -> None:
             return result["outputs"], result["seconds"]
 
         for beam in (1, 5):
-            times: dict[str, list[float]] = {e: [] for e in ENGINES}
+            times: dict[str, list[float]] = {e: [] for e in engines}
             outputs: dict[str, list[list[int]]] = {}
             for repeat in range(args.repeats):
-                for engine in ENGINES:
+                for engine in engines:
                     if engine == "HF Marian" and repeat:
                         continue  # once: slow, and not a target
                     outputs[engine], t = child(engine, beam)
@@ -212,7 +219,7 @@ def main() -> None:
                 print(f"  {name:20s} {len(lines) / t:6.1f} sent/s ({t:5.2f} s; {', '.join(f'{x:.2f}' for x in ts)}) "
                       f"| speed of ours float32 / this {t / ours:4.2f} | identical to ours float32 {agree:6.1%} | "
                       f"BLEU {bleu(translator, outputs[name], refs):5.2f}")
-            if beam == 1:
+            if beam == 1 and "HF Marian" in engines:
                 hf = MarianMTModel.from_pretrained(exports / "hf").eval()
                 print(f"  largest logit difference ours vs exported Marian (first 50 sentences, teacher-forced): "
                       f"{logit_gap(translator, hf, lines[:50], outputs['ours float32'][:50]):.2e}")

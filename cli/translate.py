@@ -51,7 +51,7 @@ def register(app: typer.Typer) -> None:
         reference: Optional[Path] = O(None, "--reference", help="Print BLEU/chrF against this file on stderr."),
         device: str = O("cpu", "--device", help="cpu | cuda | auto"),
         threads: int = O(0, "--threads", help="Torch threads (0 = default)."),
-        precision: str = O("fp32", "--precision", help="fp32 | bf16"),
+        precision: str = O("fp32", "--precision", help="fp32 | bf16 | int8 (CPU: dynamic int8 linear layers)"),
     ) -> None:
         """Translate lines from stdin (or --input files) to stdout, one output line per input line."""
         from transformer_cli import SearchOptions
@@ -83,7 +83,7 @@ class TranslateJob:
     buffer_lines: int = 256  # lines read before translating (fewer when the input pauses)
     device: str = "cpu"  # cpu | cuda | auto
     threads: int = 0  # torch threads, 0 = default
-    precision: str = "fp32"  # fp32 | bf16
+    precision: str = "fp32"  # fp32 | bf16 | int8
     prefix_file: Path | None = None  # one target prefix per input line
     score_reference: Path | None = None  # score these lines instead of searching
 

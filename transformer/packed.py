@@ -13,11 +13,18 @@ load_state_dict, an in-place edit or .to(dtype) after packing needs nothing more
 `weight.data` bypasses the version counter: autograd does not see it either.) Calls that need
 gradients, run elsewhere than the CPU, in a dtype oneDNN cannot pack on this CPU or while tracing
 take nn.Linear's own path.
+
+int8 (pack_linears(model, int8=...)): the chosen layers keep their weight as int8, one scale per
+output row (symmetric), packed once for oneDNN's quantised linear, and quantise each call's input to
+7 bits with one scale and zero point for the whole call (dynamic quantisation). 7 bits, not 8: on a
+CPU without AVX-512 VNNI the u8 x s8 product sums pairs into 16 bits (vpmaddubsw), which saturates
+with full-range inputs (fbgemm's reduce_range for the same reason). The output is float32.
 """
 
 from __future__ import annotations
 
 import functools
+from typing import Callable
 
 import torch
 from torch import nn
@@ -29,6 +36,7 @@ class PackedLinear(nn.Linear):
     inference calls from its weight packed for oneDNN, packed again whenever the weight changed."""
 
     packing = False  # set per layer by pack_linears(); the class default keeps nn.Linear's path
+    int8 = False  # set per layer by pack_linears(int8=...): dynamic int8 instead of float32 packing
     _packed_key: tuple | None = None  # (storage address, version, dtype) of the weight last packed
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -36,6 +44,8 @@ class PackedLinear(nn.Linear):
         packed = self._packed_for(x, w) if self.packing else None
         if packed is None:
             return F.linear(x, w, self.bias)  # nn.Linear's own forward
+        if self.int8:
+            return _int8_linear(x, packed, self.bias)
         # y = x W^T + b: (..., in_features) -> (..., out_features)
         return torch.ops.mkldnn._linear_pointwise(x, packed, self.bias, "none", [], "")
 
@@ -54,10 +64,13 @@ class PackedLinear(nn.Linear):
         None where oneDNN cannot pack its dtype on this CPU."""
         return self._packed_weight(self.weight)
 
-    def _packed_weight(self, w: torch.Tensor) -> torch.Tensor | None:
-        key = (w.data_ptr(), w._version, w.dtype)
+    def _packed_weight(self, w: torch.Tensor) -> torch.Tensor | tuple | None:
+        key = (w.data_ptr(), w._version, w.dtype, self.int8)
         if self._packed_key != key:
-            self._packed = torch.ops.mkldnn._reorder_linear_weight(w.detach()) if _packs(w.dtype) else None
+            if self.int8 and w.dtype == torch.float32:
+                self._packed = _int8_weight(w.detach())
+            else:
+                self._packed = torch.ops.mkldnn._reorder_linear_weight(w.detach()) if _packs(w.dtype) else None
             self._packed_from = w.detach()  # keeps that storage alive, so no other weight gets its address
             self._packed_key = key
         return self._packed
@@ -80,15 +93,36 @@ def can_pack(model: nn.Module) -> bool:
     return torch.backends.mkldnn.is_available() and all(p.device.type == "cpu" for p in model.parameters())
 
 
-def pack_linears(model: nn.Module) -> int:
+def pack_linears(model: nn.Module, int8: Callable[[str, PackedLinear], bool] | None = None) -> int:
     """Turn packing on for every PackedLinear of a CPU model (the Transformer builds all its linear
     layers so; parameters, ties and the state_dict unchanged), pack their weights now, and return how
-    many; 0 where oneDNN is missing or the model is elsewhere. Later changes of the weights (other
-    weights loaded, a dtype cast) are packed again at the next call."""
+    many; 0 where oneDNN is missing or the model is elsewhere. int8(name, layer): which layers compute
+    in dynamic int8 (the others in float32). Later changes of the weights (other weights loaded, a
+    dtype cast) are packed again at the next call."""
     if not can_pack(model):
         return 0
-    layers = [m for m in model.modules() if isinstance(m, PackedLinear)]
-    for layer in layers:
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, PackedLinear)]
+    for name, layer in layers:
         layer.packing = True
+        layer.int8 = bool(int8 and int8(name, layer))
         layer.packed_weight()
     return len(layers)
+
+
+def _int8_weight(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """w (out, in) float32 -> (oneDNN-packed int8 weight, scale per output row, zero points)."""
+    scales = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-12)  # (out,)
+    w8 = torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8)
+    return torch.ops.onednn.qlinear_prepack(w8, None), scales.float(), torch.zeros(w.size(0), dtype=torch.long)
+
+
+def _int8_linear(x: torch.Tensor, packed: tuple, bias: torch.Tensor | None) -> torch.Tensor:
+    """x W^T + b with x quantised to 7 bits (one scale and zero point for the call), W int8 per row."""
+    qw, w_scales, w_zeros = packed
+    lo, hi = (float(v) for v in x.aminmax())
+    lo, hi = min(lo, 0.0), max(hi, 0.0)  # zero stays exact (padding rows, ReLU outputs)
+    scale = max(hi - lo, 1e-12) / 127.0
+    zero = int(round(-lo / scale))
+    xq = (x / scale).round_().add_(zero).clamp_(0, 127).to(torch.uint8)
+    return torch.ops.onednn.qlinear_pointwise.default(xq, scale, zero, qw, w_scales, w_zeros, bias, 1.0, 0,
+                                                      torch.float32, "none", [], "")

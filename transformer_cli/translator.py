@@ -33,7 +33,7 @@ from transformer_cli.errors import ParamError, RunError, named
 from transformer_cli.runtime import check_decoding, check_range, pick_device
 from transformer_cli.unknowns import pieces_text, replaced_pieces, source_pieces
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "int8")  # int8: dynamic int8 linear layers on the CPU (transformer/packed.py)
 MAX_SAMPLES = 1000  # n_best with sampling: draws per sentence at most
 NEVER_OUTPUT = (PAD_ID, BOS_ID)  # ids the search never produces (log p set to -inf, transformer.decoding)
 
@@ -149,13 +149,16 @@ def resolve_checkpoint(run_dir: Path, name: str) -> Path:
 def load_run(run_dir: str | Path, device: str = "cpu", precision: str = "fp32", pack: bool = True,
              checkpoint: str | None = None) -> "Translator":
     """A run directory from `train`, checked and loaded for translation; every problem is a RunError.
-    device: cpu | cuda | auto; precision: fp32 | bf16; pack: on the CPU, linear layers with their
-    weights packed once for oneDNN (transformer.packed; faster decoding, same parameters);
+    device: cpu | cuda | auto; precision: fp32 | bf16 | int8 (CPU only: every linear layer in
+    dynamic int8, transformer/packed.py); pack: on the CPU, linear layers with their weights packed
+    once for oneDNN (transformer.packed; faster decoding, same parameters);
     checkpoint: the weights of one of the run's checkpoints ('step-N') instead of its final model."""
     run_dir = Path(run_dir)
-    if precision not in PRECISIONS:
-        raise RunError(f"{named('precision')} must be fp32 or bf16, got {precision!r}", "precision")
+    check_precision(precision)
     device = str(pick_device(device))
+    if precision == "int8" and (device != "cpu" or not pack or not torch.backends.mkldnn.is_available()):
+        raise RunError(f"{named('precision')} int8 runs on the CPU with oneDNN's packed layers "
+                       f"(device {device}{', pack off' if not pack else ''})", "precision")
     if not run_dir.is_dir():
         raise RunError(f"{run_dir}: model directory not found")
     try:
@@ -165,8 +168,15 @@ def load_run(run_dir: str | Path, device: str = "cpu", precision: str = "fp32", 
     if precision == "bf16":  # weights cast once, as inference engines do (autocast recasts every call)
         model.to(torch.bfloat16)
     if pack:
-        pack_linears(model)
+        pack_linears(model, int8=(lambda name, layer: True) if precision == "int8" else None)
     return Translator(model, toks, torch.device(device), precision)
+
+
+def check_precision(precision: str) -> None:
+    """precision must be one of PRECISIONS (a RunError naming it)."""
+    if precision not in PRECISIONS:
+        raise RunError(f"{named('precision')} must be {', '.join(PRECISIONS[:-1])} or {PRECISIONS[-1]}, got "
+                       f"{precision!r}", "precision")
 
 
 def load_ensemble(run_dirs: list[str | Path], device: str = "cpu", precision: str = "fp32",

@@ -74,14 +74,14 @@ def test_inspect_is_search_then_the_one_teacher_forcing_pass(translator):
 
 
 def test_library_errors_name_parameters_and_the_command_names_flags(model_dir, cli):
-    with pytest.raises(RunError, match=r"^precision must be fp32 or bf16"):
+    with pytest.raises(RunError, match=r"^precision must be fp32, bf16 or int8"):
         load_run(model_dir, precision="fp8")
     with pytest.raises(RunError, match=r"^beam_size must be between 1 and 128, got 0"):
         SearchOptions(beam_size=0)
     with pytest.raises(RunError, match=r"^n_best 3 must be between 1 and beam_size 2"):
         SearchOptions(beam_size=2, n_best=3)
     assert_one_line_error(cli("translate", "-m", model_dir, "--precision", "fp8", input="x\n"),
-                          "--precision must be fp32 or bf16")
+                          "--precision must be fp32, bf16 or int8")
     assert_one_line_error(cli("translate", "-m", model_dir, "-b", "2", "--n-best", "3", "--format", "jsonl",
                               input="x\n"), "--n-best 3 must be between 1 and --beam-size 2")
     assert_one_line_error(cli("translate", "-m", model_dir, "--format", "xml", input="x\n"),

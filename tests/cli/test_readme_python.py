@@ -39,6 +39,6 @@ def test_readme_python_example_runs(index, model_dir, demo_data, tmp_path):
     if "TrainRequest" in code:
         assert "refused: cannot resume: the run was made with preset tiny, not big" in proc.stdout
     if "translate_files" in code:  # what its comments say it prints
-        assert "\n2 1 2\n" in proc.stdout and "precision must be fp32 or bf16, got 'fp8'" in proc.stdout
+        assert "\n2 1 2\n" in proc.stdout and "precision must be fp32, bf16 or int8, got 'fp8'" in proc.stdout
     if "onnxruntime" in code:
         assert "decoder.onnx" in proc.stdout and "input_ids" in proc.stdout

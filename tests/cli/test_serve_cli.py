@@ -85,7 +85,7 @@ def test_an_address_in_use_is_one_error_line(model_dir):
     (["--port", "70000"], "--port must be between 0 and 65535"),
     (["--max-queue", "0"], "--max-queue must be between 1"),
     (["--max-beam", "0"], "--max-beam must be between 1"),
-    (["--precision", "fp8"], "--precision must be fp32 or bf16"),
+    (["--precision", "fp8"], "--precision must be fp32, bf16 or int8"),
     (["--host", "no-such-host.invalid"], "--host 'no-such-host.invalid'"),
 ])
 def test_bad_flags_are_one_error_line(model_dir, args, words):

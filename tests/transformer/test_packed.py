@@ -121,3 +121,33 @@ def test_exporters_trace_nn_linear_not_the_packed_kernel():
 def test_a_packed_model_can_be_copied(tiny_config):
     packed, plain = _packed_and_plain(tiny_config)
     _assert_same_outputs(copy.deepcopy(packed), plain)  # the copy packs its own weights again
+
+
+def test_int8_layers_compute_the_affine_map_within_quantisation_error(tiny_config):
+    model = Transformer(tiny_config).eval()
+    plain = copy.deepcopy(model)
+    assert pack_linears(model, int8=lambda name, layer: name == "generator" or "feed_forward" in name)
+    assert model.generator.int8 and not model.encoder.layers[0].self_attn.q_proj.int8
+    src, tgt = torch.randint(3, 19, (4, 9)), torch.randint(3, 19, (4, 6))
+    with torch.inference_mode():
+        got, expected = model(src, tgt)[0], plain(src, tgt)[0]
+    error = ((got - expected).norm() / expected.norm()).item()
+    assert 0 < error < 0.05  # 7-bit activations, 8-bit weights: about 1-2% here
+    x = torch.zeros(2, tiny_config.d_model)  # zero stays exact: a zero input gives the bias
+    with torch.inference_mode():
+        torch.testing.assert_close(model.generator(x), plain.generator(x))
+
+
+def test_int8_weights_follow_load_state_dict_and_gradients_take_the_plain_path(tiny_config):
+    model, other = Transformer(tiny_config).eval(), Transformer(tiny_config).eval()
+    pack_linears(model, int8=lambda name, layer: True)
+    src, tgt = torch.randint(3, 19, (2, 5)), torch.randint(3, 19, (2, 4))
+    with torch.inference_mode():
+        before = model(src, tgt)[0]
+    model.load_state_dict(other.state_dict())
+    with torch.inference_mode():
+        after, expected = model(src, tgt)[0], other(src, tgt)[0]
+    assert ((after - expected).norm() / expected.norm()) < 0.05 and not torch.allclose(after, before)
+    model.train()
+    x = torch.randn(3, tiny_config.d_model, requires_grad=True)
+    torch.testing.assert_close(model.generator(x), x @ model.generator.weight.T)  # exact: float32 with gradients

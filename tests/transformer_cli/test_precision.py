@@ -1,5 +1,5 @@
-"""bf16 translation against fp32 on a small trained model: mostly the same outputs, the same BLEU
-within a bound. (The exit code alone would pass a bf16 path that decodes garbage.)"""
+"""bf16 and int8 translation against fp32 on a small trained model: mostly the same outputs, the same
+BLEU within a bound. (The exit code alone would pass a path that decodes garbage.)"""
 
 import pytest
 import torch
@@ -33,19 +33,25 @@ def validation(demo_data):
     return list(split["src"][:SENTENCES]), list(split["tgt"][:SENTENCES])
 
 
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
 @pytest.mark.parametrize("beam_size", [1, 5])
-def test_bf16_translates_like_fp32(trained, validation, beam_size):
+def test_lower_precision_translates_like_fp32(trained, validation, beam_size, precision):
+    from transformer.packed import PackedLinear
     from transformer_cli.scoring import score
 
+    if precision == "int8" and not torch.backends.mkldnn.is_available():
+        pytest.skip("int8 needs oneDNN")
     sources, references = validation
     outputs = {}
-    for precision in ("fp32", "bf16"):
-        translator = load_run(trained, precision=precision)
-        dtype = {p.dtype for p in translator.model.parameters()}
-        assert dtype == {torch.bfloat16 if precision == "bf16" else torch.float32}
-        outputs[precision] = [r.text for r in translator.translate(sources, SearchOptions(beam_size=beam_size))]
-    same = sum(a == b for a, b in zip(outputs["fp32"], outputs["bf16"])) / len(sources)
+    for p in ("fp32", precision):
+        translator = load_run(trained, precision=p)
+        dtype = {w.dtype for w in translator.model.parameters()}
+        assert dtype == {torch.bfloat16 if p == "bf16" else torch.float32}  # int8 keeps the float32 weights
+        layers = [m for m in translator.model.modules() if isinstance(m, PackedLinear)]
+        assert all(m.int8 == (p == "int8") for m in layers)
+        outputs[p] = [r.text for r in translator.translate(sources, SearchOptions(beam_size=beam_size))]
+    same = sum(a == b for a, b in zip(outputs["fp32"], outputs[precision])) / len(sources)
     scores = {p: score(hyps, references).bleu for p, hyps in outputs.items()}
     assert scores["fp32"] > 30, "the model learnt something, so the comparison means something"
     assert same >= SAME_SHARE, (same, scores)
-    assert abs(scores["bf16"] - scores["fp32"]) <= BLEU_GAP, scores
+    assert abs(scores[precision] - scores["fp32"]) <= BLEU_GAP, scores

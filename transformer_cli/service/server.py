@@ -23,7 +23,7 @@ from transformer_cli.service.api import RequestLimits
 from transformer_cli.service.app import AppSettings, create_app
 from transformer_cli.service.metrics import ServiceMetrics
 from transformer_cli.service.worker import BatchLimits, ModelWorker
-from transformer_cli.translator import PRECISIONS, SearchOptions, load_run
+from transformer_cli.translator import SearchOptions, check_precision, load_run
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class ServeOptions:
     host: str = "127.0.0.1"  # loopback unless told otherwise
     port: int = 8000  # 0 = any free port (the announcement says which)
     device: str = "cpu"  # cpu | cuda | auto
-    precision: str = "fp32"  # fp32 | bf16
+    precision: str = "fp32"  # fp32 | bf16 | int8
     batch: BatchLimits = BatchLimits()  # batch tokens, wait for company, queue bound
     limits: RequestLimits = RequestLimits()  # per request: sentences, characters, body bytes, beam
     max_len_a: float = 1.5  # output length limit a * source length + b, as translate's
@@ -51,8 +51,7 @@ class ServeOptions:
         check_range("max_queue", self.batch.max_queue, 1, 10_000_000)
         for name in ("max_sentences", "max_chars", "max_body", "max_beam"):
             check_range(name, getattr(self.limits, name), 1, 1 << 40)
-        if self.precision not in PRECISIONS:
-            raise RunError(f"{named('precision')} must be fp32 or bf16, got {self.precision!r}", "precision")
+        check_precision(self.precision)
         SearchOptions(min(5, self.limits.max_beam), 1, 1.0, self.max_len_a, self.max_len_b, self.batch.batch_tokens)
 
 
