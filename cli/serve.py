@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import List
 
 import typer
 
@@ -15,7 +16,8 @@ O = typer.Option
 def register(app: typer.Typer) -> None:
     @app.command("serve")
     def serve_cli(
-        model: Path = O(..., "--model", "-m", help="Run directory (from 'train' or 'import')."),
+        models: List[Path] = O(..., "--model", "-m", help="Run directory (from 'train' or 'import'); repeat it "
+                               "for an ensemble (as translate's)."),
         host: str = O("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)."),
         port: int = O(8000, "--port", "-p", help="TCP port (0 = any free port; the start line says which)."),
         batch_tokens: int = O(4000, "--batch-tokens", help="Source tokens per batch, across requests."),
@@ -39,10 +41,10 @@ def register(app: typer.Typer) -> None:
         from transformer_cli.service import BatchLimits, RequestLimits, ServeOptions, serve
 
         try:
-            options = ServeOptions(model, host, port, device, precision,
+            options = ServeOptions(models[0], host, port, device, precision,
                                    BatchLimits(batch_tokens, max_wait_ms, max_queue),
                                    RequestLimits(max_sentences, max_chars, max_body, max_beam),
-                                   max_len_a, max_len_b, shutdown_timeout, access_log)
+                                   max_len_a, max_len_b, shutdown_timeout, access_log, ensemble=tuple(models[1:]))
             set_threads(threads)
             reuse_freed_memory()
             serve(options, announce=lambda line: print(line, file=sys.stderr, flush=True))

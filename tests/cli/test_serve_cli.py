@@ -70,6 +70,21 @@ def test_serve_answers_as_translate_does_and_sigterm_drains_then_exits_0(served,
         request(url, "GET", "/health", timeout=5)
 
 
+def test_serve_takes_an_ensemble_as_translate_does(model_dir, cli, tmp_path):
+    other = tmp_path / "other"  # the same run under another name: an ensemble of a model twice
+    shutil.copytree(model_dir, other)
+    proc = start("--model", model_dir, "--model", other, "--port", "0", "--threads", "1")
+    try:
+        url = wait_for_url(proc)
+        expected = cli("translate", "--model", model_dir, "--model", other, "-b", "3",
+                       input="\n".join(SENTENCES) + "\n")
+        r = request(url, "POST", "/v1/translate", {"text": SENTENCES, "beam_size": 3})
+        assert r.status == 200 and [t["text"] for t in r.json()["translations"]] == expected.stdout.splitlines()
+    finally:
+        proc.kill()
+        proc.communicate()
+
+
 def test_an_address_in_use_is_one_error_line(model_dir):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

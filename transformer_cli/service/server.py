@@ -23,7 +23,7 @@ from transformer_cli.service.api import RequestLimits
 from transformer_cli.service.app import AppSettings, create_app
 from transformer_cli.service.metrics import ServiceMetrics
 from transformer_cli.service.worker import BatchLimits, ModelWorker
-from transformer_cli.translator import SearchOptions, check_precision, load_run
+from transformer_cli.translator import SearchOptions, check_precision, load_ensemble
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,7 @@ class ServeOptions:
     shutdown_timeout: float = 30.0  # seconds to finish in-flight requests after SIGTERM / Ctrl-C
     access_log: bool = False  # uvicorn's line per request on stderr
     extra: dict = field(default_factory=dict)  # more uvicorn.Config settings (tests)
+    ensemble: tuple[Path, ...] = ()  # more run directories searched with `model` as one (load_ensemble)
 
     def __post_init__(self) -> None:
         check_range("port", self.port, 0, 65535)
@@ -59,8 +60,11 @@ def serve(options: ServeOptions, announce: Callable[[str], None] = print) -> Non
     """Serve until SIGTERM / Ctrl-C (then drain and return) or until the model fails to load (raised)."""
     import uvicorn
 
-    if not options.model.is_dir():
-        raise RunError(f"{options.model}: model directory not found")
+    runs = [options.model, *options.ensemble]
+    for run in runs:
+        if not Path(run).is_dir():
+            raise RunError(f"{run}: model directory not found")
+    name = " + ".join(str(r) for r in runs)
     sock = bind(options.host, options.port)
     url = address(sock)
     server: uvicorn.Server | None = None
@@ -69,17 +73,17 @@ def serve(options: ServeOptions, announce: Callable[[str], None] = print) -> Non
         server.should_exit = True
 
     metrics = ServiceMetrics()
-    worker = ModelWorker(lambda: load_run(options.model, options.device, options.precision), options.batch,
+    worker = ModelWorker(lambda: load_ensemble(runs, options.device, options.precision), options.batch,
                          metrics, on_fatal=stop,
-                         on_ready=lambda: announce(f"serving {options.model} at {url} (explorer {url}/, "
+                         on_ready=lambda: announce(f"serving {name} at {url} (explorer {url}/, "
                                                    f"API {url}/docs, metrics {url}/metrics)"))
     search = SearchOptions(1, 1, 1.0, options.max_len_a, options.max_len_b, options.batch.batch_tokens)
-    settings = AppSettings(options.limits, search, options.model.name, options.shutdown_timeout)
+    settings = AppSettings(options.limits, search, " + ".join(Path(r).name for r in runs), options.shutdown_timeout)
     config = uvicorn.Config(create_app(worker, settings, metrics), log_level="warning",
                             access_log=options.access_log, timeout_graceful_shutdown=options.shutdown_timeout,
                             lifespan="on", **options.extra)
     server = uvicorn.Server(config)
-    announce(f"loading {options.model} ...")
+    announce(f"loading {name} ...")
     with signals_end_serving():
         server.run(sockets=[sock])
     sock.close()
