@@ -77,7 +77,8 @@ def main() -> None:
     base = statistics.median(times["fp32"])
     print(f"{a.model}, beam {a.beam}, {len(refs)} sentences, {a.threads} threads, median of {a.repeats} "
           f"interleaved passes (fresh process each)")
-    print("| linear layers | seconds | speed vs fp32 | BLEU | identical to fp32 | passes (s) |\n|---|---|---|---|---|---|")
+    print("| linear layers | seconds | speed vs fp32 | BLEU | identical to fp32 | passes (s) |")
+    print("|---|---|---|---|---|---|")
     for c in CONFIGS:
         m = statistics.median(times[c])
         same = sum(x == y for x, y in zip(outputs[c], outputs["fp32"]))

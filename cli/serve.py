@@ -32,7 +32,7 @@ def register(app: typer.Typer) -> None:
         shutdown_timeout: float = O(30.0, "--shutdown-timeout", help="Seconds to finish in-flight requests on SIGTERM."),
         device: str = O("cpu", "--device", help="cpu | cuda | auto"),
         threads: int = O(0, "--threads", help="Torch threads (0 = default)."),
-        precision: str = O("fp32", "--precision", help="fp32 | bf16 | int8 (CPU: dynamic int8 linear layers)"),
+        precision: str = O("fp32", "--precision", help="fp32 | bf16 | int8 (CPU: int8 linear layers)"),
         access_log: bool = O(False, "--access-log", help="A line per request on stderr."),
     ) -> None:
         """Serve translations (POST /v1/translate), attention maps (POST /v1/attention) and the attention

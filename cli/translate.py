@@ -51,7 +51,7 @@ def register(app: typer.Typer) -> None:
         reference: Optional[Path] = O(None, "--reference", help="Print BLEU/chrF against this file on stderr."),
         device: str = O("cpu", "--device", help="cpu | cuda | auto"),
         threads: int = O(0, "--threads", help="Torch threads (0 = default)."),
-        precision: str = O("fp32", "--precision", help="fp32 | bf16 | int8 (CPU: dynamic int8 linear layers)"),
+        precision: str = O("fp32", "--precision", help="fp32 | bf16 | int8 (CPU: int8 linear layers)"),
     ) -> None:
         """Translate lines from stdin (or --input files) to stdout, one output line per input line."""
         from transformer_cli import SearchOptions
@@ -101,7 +101,8 @@ def run(job: TranslateJob) -> None:
                       job.buffer_lines, companions)  # before the model is loaded: a wrong flag fails fast
     if job.score_reference:
         check_score_args(job.search)
-        for flag, given in (("--scores", job.scores), ("--reference", job.reference), ("--prefix-file", job.prefix_file)):
+        flags = (("--scores", job.scores), ("--reference", job.reference), ("--prefix-file", job.prefix_file))
+        for flag, given in flags:
             if given:
                 raise UserError(f"--score-reference prints scores of given lines: drop {flag}")
     set_threads(job.threads)

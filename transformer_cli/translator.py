@@ -305,7 +305,8 @@ class Translator:
             results[i] = self.result(nbest, src_ids, cut, texts[i].strip() if options.replace_unk else None)
         return results
 
-    def score(self, texts: list[str], targets: list[str], options: SearchOptions = SearchOptions()) -> list[Translation]:
+    def score(self, texts: list[str], targets: list[str],
+              options: SearchOptions = SearchOptions()) -> list[Translation]:
         """The model's score of each target given its text (sockeye-score, fairseq --score-reference):
         Translation(text=target, score=log P / lp, tokens, token_logprobs), in order."""
         if len(targets) != len(texts):
