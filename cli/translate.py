@@ -100,11 +100,7 @@ def run(job: TranslateJob) -> None:
     check_stream_args(job.search, list(job.inputs), job.output, job.fmt, job.scores, job.reference,
                       job.buffer_lines, companions)  # before the model is loaded: a wrong flag fails fast
     if job.score_reference:
-        check_score_args(job.search)
-        flags = (("--scores", job.scores), ("--reference", job.reference), ("--prefix-file", job.prefix_file))
-        for flag, given in flags:
-            if given:
-                raise UserError(f"--score-reference prints scores of given lines: drop {flag}")
+        check_score_args(job.search, job.scores, job.reference, job.prefix_file)
     set_threads(job.threads)
     reuse_freed_memory()
     translator = load_ensemble(list(job.models), job.device, job.precision)

@@ -89,9 +89,8 @@ class BeamSession:
     def admit(self, src: torch.Tensor, keys: list, prefix: Prefix | None = None) -> None:
         """Sentences src (batch, src_len), named by `keys`, join the search at the next step; prefix:
         their forced first tokens."""
-        limits = output_limits(src, self.model.config.pad_id, *self.limits_ab, self.model.config.max_len)
         prefix = prefix if prefix is not None else Prefix.empty(src.size(0), src.device)
-        limits = prefix.limits(limits, self.model.config.max_len - 1)
+        limits = output_limits(src, self.model.config.pad_id, *self.limits_ab, self.model.config.max_len, prefix)
         cache, _ = self.model.encode(src)  # one memory row per sentence
         fresh = self.cache is None or not self.live
         if fresh:

@@ -77,11 +77,13 @@ def next_token_logprobs(logits: torch.Tensor, banned: tuple[int, ...] = (), pena
 
 
 def output_limits(src: torch.Tensor, pad_id: int, max_len_a: float, max_len_b: int,
-                  model_max_len: int) -> torch.Tensor:
-    """Per-sentence output length limit a * src_len + b (src_len without padding), capped so
-    <s> plus the output fits the positional table. (batch,) long."""
+                  model_max_len: int, prefix: Prefix | None = None) -> torch.Tensor:
+    """Per-sentence output length limit a * src_len + b (src_len without padding), at least a
+    target prefix plus one token, capped so <s> plus the output fits the positional table. (batch,) long."""
     src_len = (src != pad_id).sum(dim=1).double()
     limit = torch.floor(max_len_a * src_len + max_len_b).long()
+    if prefix is not None:
+        limit = torch.maximum(limit, prefix.lengths.to(limit.device) + 1)
     return limit.clamp(min=1, max=model_max_len - 1)
 
 
@@ -98,9 +100,7 @@ def greedy_search(model: Transformer, src: torch.Tensor, bos_id: int, eos_id: in
     sentence's output never depends on its neighbours'."""
     check_length_style(length_style)
     batch = src.size(0)
-    limits = output_limits(src, model.config.pad_id, max_len_a, max_len_b, model.config.max_len)
-    if prefix is not None:
-        limits = prefix.limits(limits, model.config.max_len - 1)
+    limits = output_limits(src, model.config.pad_id, max_len_a, max_len_b, model.config.max_len, prefix)
     cache, _ = model.encode(src)
     tokens: list[list[int]] = [[] for _ in range(batch)]
     logprobs: list[list[float]] = [[] for _ in range(batch)]

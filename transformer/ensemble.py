@@ -60,25 +60,19 @@ class Ensemble(nn.Module):
         self.config: ModelConfig = replace(models[0].config, max_len=min(m.config.max_len for m in models))
 
     def encode(self, src: torch.Tensor, need_weights: bool = False) -> tuple[EnsembleCache, list]:
-        caches, records = [], []
-        for i, m in enumerate(self.members):
-            cache, rec = m.encode(src, need_weights and i == 0)
-            caches.append(cache)
-            records = rec if i == 0 else records
-        return EnsembleCache(caches), records
+        """Every member's cache, and the first member's encoder records."""
+        first, records = self.members[0].encode(src, need_weights)
+        return EnsembleCache([first] + [m.encode(src)[0] for m in self.members[1:]]), records
 
     def decode(self, tgt: torch.Tensor, cache: EnsembleCache, need_weights: bool = False,
                keep: torch.Tensor | None = None) -> tuple[torch.Tensor, list, list]:
         """The mean of the members' log-probabilities, (batch, new_len, vocab) float32 (or
         (n_keep, vocab) with keep), and the first member's attention records."""
-        total, first = None, ([], [])
-        for i, (m, c) in enumerate(zip(self.members, cache.members)):
-            logits, self_rec, cross_rec = m.decode(tgt, c, need_weights and i == 0, keep)
-            logp = F.log_softmax(logits.float(), dim=-1)
-            total = logp if total is None else total + logp
-            if i == 0:
-                first = (self_rec, cross_rec)
-        return total / len(self.members), *first
+        logits, self_records, cross_records = self.members[0].decode(tgt, cache.members[0], need_weights, keep)
+        total = F.log_softmax(logits.float(), dim=-1)
+        for m, c in zip(self.members[1:], cache.members[1:]):
+            total = total + F.log_softmax(m.decode(tgt, c, False, keep)[0].float(), dim=-1)
+        return total / len(self.members), self_records, cross_records
 
     def forward(self, src: torch.Tensor, tgt_in: torch.Tensor, return_attention: bool = False,
                 keep: torch.Tensor | None = None) -> tuple[torch.Tensor, AttentionMaps | None]:

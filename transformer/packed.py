@@ -37,7 +37,7 @@ class PackedLinear(nn.Linear):
 
     packing = False  # set per layer by pack_linears(); the class default keeps nn.Linear's path
     int8 = False  # set per layer by pack_linears(int8=...): dynamic int8 instead of float32 packing
-    _packed_key: tuple | None = None  # (storage address, version, dtype) of the weight last packed
+    _packed_key: tuple | None = None  # (storage address, version, dtype, int8) of the weight last packed
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self._parameters["weight"]  # self.weight without nn.Module's __getattr__ (a hot path)

@@ -5,7 +5,7 @@ One rule, applied at every step by greedy search, sampling and beam search alike
 sentence has not yet produced its whole prefix may produce only the prefix's next token, which keeps
 its log-probability under the model (before any ban), every other token getting -inf. The scores
 therefore stay the model's log P of the whole output, prefix included, and a sentence's output limit
-is at least its prefix plus one token.
+is at least its prefix plus one token (decoding.output_limits).
 """
 
 from __future__ import annotations
@@ -51,10 +51,6 @@ class Prefix:
             return torch.full((n,), FREE, dtype=torch.long, device=self.tokens.device)
         column = self.tokens.gather(1, steps.clamp(max=width - 1)[:, None]).squeeze(1)
         return torch.where(steps < width, column, FREE)
-
-    def limits(self, limits: torch.Tensor, ceiling: int) -> torch.Tensor:
-        """Output length limits raised so that each prefix and one more token fit (at most ceiling)."""
-        return torch.maximum(limits, self.lengths.to(limits.device) + 1).clamp(max=ceiling)
 
     def select(self, index: torch.Tensor) -> "Prefix":
         return Prefix(self.tokens.index_select(0, index))

@@ -200,11 +200,13 @@ def score_files(translator: Translator, inputs: list[Path], references: Path, ou
     return FileReport(stats)
 
 
-def check_score_args(options: SearchOptions) -> None:
-    """Scoring a given target searches nothing: the options that change a search are refused."""
+def check_score_args(options: SearchOptions, scores: bool = False, reference: Path | None = None,
+                     prefix_file: Path | None = None) -> None:
+    """Scoring a given target searches nothing: the options that change or report on a search are refused."""
     search_only = {"n_best": options.n_best != 1, "sampling_topk": options.sampling_topk != 1,
                    "sampling_topp": options.sampling_topp < 1.0, "no_repeat_ngram_size": options.no_repeat_ngram_size,
-                   "repetition_penalty": options.repetition_penalty != 1.0, "replace_unk": options.replace_unk}
+                   "repetition_penalty": options.repetition_penalty != 1.0, "replace_unk": options.replace_unk,
+                   "scores": scores, "reference": reference, "prefix_file": prefix_file}
     for name, given in search_only.items():
         if given:
             raise RunError(f"{named('score_reference')} scores the given lines and searches nothing: drop "

@@ -237,9 +237,10 @@ class Translator:
         """Source rows as one padded batch: (batch, longest + 1) ids, </s>, <pad>..."""
         return pad_rows(rows, None, EOS_ID).to(self.device)
 
-    def prefix(self, rows: list[list[int]]) -> Prefix:
-        """Target prefixes (output ids, possibly none) as the searches take them (transformer/prefix.py)."""
-        return Prefix.of(rows, self.device)
+    def prefix(self, rows: list[list[int]] | None) -> Prefix | None:
+        """Target prefixes (output ids, possibly none) as the searches take them (transformer/prefix.py);
+        None when no row has one."""
+        return Prefix.of(rows, self.device) if rows and any(rows) else None
 
     @torch.inference_mode()
     def search(self, rows: list[list[int]], options: SearchOptions = SearchOptions(),
@@ -250,7 +251,7 @@ class Translator:
         o, out = options, [[] for _ in rows]
         for group in self.batches(rows, o.batch_tokens):
             src = self.tensor([rows[g] for g in group])
-            prefix = self.prefix([prefixes[g] for g in group]) if prefixes else None
+            prefix = self.prefix([prefixes[g] for g in group] if prefixes else None)
             common = dict(length_style=o.length_style, banned=NEVER_OUTPUT, penalties=o.penalties, prefix=prefix)
             if o.sampling:
                 hyps = sample_search(self.model, src, BOS_ID, EOS_ID, o.sampler, o.n_best, o.max_len_a, o.max_len_b,

@@ -44,6 +44,9 @@ class Recorder:
     def tensor(self, rows):
         return rows
 
+    def prefix(self, rows):
+        return None
+
     def beam_session(self, options):
         return FakeSession(self, options)
 

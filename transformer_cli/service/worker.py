@@ -186,8 +186,7 @@ class ModelWorker:
             return
         start, t = time.monotonic(), self.translator
         try:
-            prefixes = [job.prefix for job in batch] if any(job.prefix for job in batch) else None
-            hyps = t.search([job.ids for job in batch], batch[0].options, prefixes)
+            hyps = t.search([job.ids for job in batch], batch[0].options, [job.prefix for job in batch])
             answers = [Answer(t.result(nbest, job.ids, job.truncated, job.replacing), None)
                        for job, nbest in zip(batch, hyps)]
             answers = [Answer(a.translation, t.alignment(a.translation)) if job.alignment else a
@@ -213,8 +212,8 @@ class ModelWorker:
                 joining = [job for job in batch if job.future.set_running_or_notify_cancel()]
                 if joining:
                     with torch.inference_mode():
-                        prefix = t.prefix([job.prefix for job in joining]) if any(j.prefix for j in joining) else None
-                        session.admit(t.tensor([job.ids for job in joining]), [id(job) for job in joining], prefix)
+                        session.admit(t.tensor([job.ids for job in joining]), [id(job) for job in joining],
+                                      t.prefix([job.prefix for job in joining]))
                     live.update((id(job), job) for job in joining)
                     total += len(joining)
                     src_tokens += sum(job.tokens for job in joining)
