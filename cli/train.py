@@ -65,6 +65,8 @@ def register(app: typer.Typer) -> None:
         keep_last: Optional[int] = O(None, "--keep-last", rich_help_panel="Validation"),
         patience: Optional[int] = O(None, "--patience", rich_help_panel="Validation"),
         average_last: Optional[int] = O(None, "--average-last", rich_help_panel="Validation"),
+        ema_decay: Optional[float] = O(None, "--ema-decay", help="Validate and keep a moving average of the "
+                                       "weights (e.g. 0.999; 0 = off).", rich_help_panel="Validation"),
         max_steps: Optional[int] = O(None, "--max-steps", rich_help_panel="Stopping"),
         max_epochs: Optional[int] = O(None, "--max-epochs", rich_help_panel="Stopping"),
         max_time: Optional[str] = O(None, "--max-time", help="40m, 1h30m, 90s or plain seconds.",

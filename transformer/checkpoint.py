@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file, save_model
+from torch.optim.swa_utils import AveragedModel
 
 from transformer.config import ModelConfig
 from transformer.files import atomic_directory, atomic_write
@@ -19,6 +20,7 @@ from transformer.model import Transformer
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+AVERAGE_FILE = "average.safetensors"  # a checkpoint's moving average of the weights (transformer/ema.py)
 
 
 class CheckpointError(ValueError):
@@ -137,19 +139,21 @@ def _optimizer_state(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
 
 
 def save_checkpoint(directory: Path, model: Transformer, optimizer: torch.optim.Optimizer,
-                    state: dict, run_id: str = "", scaler=None) -> None:
-    """checkpoints/step-N/: weights, optimizer, every RNG, the float16 loss scaler's state if any,
-    and `state` (JSON). Written to a hidden
+                    state: dict, run_id: str = "", scaler=None, average: AveragedModel | None = None) -> None:
+    """checkpoints/step-N/: weights, optimizer, every RNG, the float16 loss scaler's state and the
+    moving average of the weights if any, and `state` (JSON). Written to a hidden
     directory, fsynced and renamed, so a kill at any instant leaves the previous checkpoints intact; a
     failure (disk full) removes the partial directory. An existing directory of the same step is moved
     aside first and removed last, so one of the two always exists (recover_checkpoints)."""
     with atomic_directory(directory) as tmp:
-        _write_checkpoint_files(tmp, model, optimizer, state, run_id, scaler)
+        _write_checkpoint_files(tmp, model, optimizer, state, run_id, scaler, average)
 
 
 def _write_checkpoint_files(tmp: Path, model: Transformer, optimizer: torch.optim.Optimizer, state: dict,
-                            run_id: str, scaler) -> None:
+                            run_id: str, scaler, average: AveragedModel | None) -> None:
     save_model(model, str(tmp / MODEL_FILE))
+    if average is not None:
+        save_model(average.module, str(tmp / AVERAGE_FILE))
     opt_tensors, opt_meta = _optimizer_tensors(optimizer)
     rng = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -161,6 +165,8 @@ def _write_checkpoint_files(tmp: Path, model: Transformer, optimizer: torch.opti
             "python_random": [py_state[0], list(py_state[1]), py_state[2]]}
     if scaler is not None:
         meta["grad_scaler"] = scaler.state_dict()  # scale, growth tracker: plain numbers
+    if average is not None:
+        meta["averaged_updates"] = int(average.n_averaged)
     (tmp / "state.json").write_text(json.dumps(meta, indent=1))
 
 
@@ -185,10 +191,16 @@ def recover_checkpoints(checkpoints: Path) -> list[str]:
     return done
 
 
-def load_checkpoint(directory: Path, model: Transformer, optimizer: torch.optim.Optimizer, scaler=None) -> dict:
-    """Restore weights, optimizer, RNGs (and the loss scaler) from save_checkpoint's directory;
-    returns its `state`."""
+def load_checkpoint(directory: Path, model: Transformer, optimizer: torch.optim.Optimizer, scaler=None,
+                    average: AveragedModel | None = None) -> dict:
+    """Restore weights, optimizer, RNGs (and the loss scaler, the moving average) from
+    save_checkpoint's directory; returns its `state`."""
     load_weights(model, directory / MODEL_FILE)
+    if average is not None:
+        if not (directory / AVERAGE_FILE).is_file():
+            raise CheckpointError(f"{directory}: no {AVERAGE_FILE} (the checkpoint was saved without a moving "
+                                  "average of the weights)")
+        load_weights(average.module, directory / AVERAGE_FILE)
     try:
         meta = loads((directory / "state.json").read_text())
         optimizer.load_state_dict(_optimizer_state(read_tensors(directory / "optimizer.safetensors"),
@@ -204,6 +216,8 @@ def load_checkpoint(directory: Path, model: Transformer, optimizer: torch.optim.
             raise ValueError("state is not a table")
         if scaler is not None and "grad_scaler" in meta:
             scaler.load_state_dict(meta["grad_scaler"])
+        if average is not None:
+            average.n_averaged.fill_(int(meta["averaged_updates"]))
     except (OSError, KeyError, TypeError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{directory}: incomplete or corrupt checkpoint ({str(e)[:100]})") from None
     return meta["state"]

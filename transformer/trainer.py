@@ -42,6 +42,7 @@ class TrainConfig:
     metric: str = "bleu"  # bleu | chrf | loss: what selects the best checkpoint
     patience: int = 0  # stop after this many validations without improvement; 0 = never
     average_last: int = 0  # final model = mean of the last N checkpoints; 0 = the best checkpoint
+    ema_decay: float = 0.0  # > 0: validate, keep and publish a moving average of the weights (transformer/ema.py)
     max_steps: int = 100000  # stop after this many updates
     max_epochs: int = 0  # stop after this many epochs; 0 = no limit
     max_time: float = 0.0  # stop after this many seconds of training; 0 = no limit
@@ -57,6 +58,8 @@ class TrainConfig:
                      "max_time", "clip_norm"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1) (0 = off), got {self.ema_decay}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.lr <= 0 or self.lr_factor <= 0:
@@ -100,6 +103,7 @@ class Hooks(Protocol):
     def checkpoint(self, state: TrainState, is_best: bool) -> None: ...
     def log(self, event: dict) -> None: ...
     def start_step(self, step: int) -> None: ...  # before update step+1 (DDP: seeds its dropout)
+    def end_step(self, step: int) -> None: ...  # after update `step` (the moving average of the weights)
     # every rank must stop at the same update: the clock and a stop request agreed among them
     def agree(self, elapsed: float, stop: bool) -> tuple[float, bool]: ...
 
@@ -110,6 +114,9 @@ class OneProcess:
     replicas = 1
 
     def start_step(self, step: int) -> None:
+        pass
+
+    def end_step(self, step: int) -> None:
         pass
 
     def agree(self, elapsed: float, stop: bool) -> tuple[float, bool]:
@@ -201,6 +208,7 @@ def _epoch(model, optimizer, cfg: TrainConfig, state: TrainState, hooks: Hooks, 
         hooks.start_step(state.step)
         stats = train_step(model, optimizer, group, lr, cfg.label_smoothing, cfg.clip_norm, cfg.precision, scaler)
         state.step += 1
+        hooks.end_step(state.step)
         state.batch_in_epoch += len(group) * hooks.replicas
         state.tokens += stats.tokens
         clock.tick(state)

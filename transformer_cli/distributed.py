@@ -157,6 +157,10 @@ class ShardedHooks:
         the same masks without any rank's random state in the checkpoint."""
         torch.manual_seed(int(np.random.SeedSequence([self.inner.cfg.seed, step, self.world.rank]).generate_state(1)[0]))
 
+    def end_step(self, step: int) -> None:
+        """After the update (every rank keeps the same moving average: resume needs no rank 0 broadcast)."""
+        self.inner.end_step(step)
+
     def agree(self, elapsed: float, stop: bool) -> tuple[float, bool]:
         """The slowest clock and any rank's stop request (Ctrl-C reaches the ranks at different steps)."""
         t = torch.tensor([elapsed, float(stop)], dtype=torch.float64, device=self.inner.device)

@@ -14,11 +14,13 @@ import torch
 from data.batching import SplitBatches, load_split
 from data.errors import DataError
 from data.tokenizer import BOS_ID, EOS_ID, Tokenizers, decode
-from transformer.checkpoint import (CONFIG_FILE, MODEL_FILE, CheckpointError, average_weights, checkpoint_owner,
+from transformer.checkpoint import (AVERAGE_FILE, CONFIG_FILE, MODEL_FILE, CheckpointError, average_weights,
+                                    checkpoint_owner,
                                     list_checkpoints, load_checkpoint, recover_checkpoints, save_checkpoint,
                                     save_weights)
 from transformer.config import ModelConfig
 from transformer.decoding import greedy_search
+from transformer.ema import moving_average
 from transformer.files import atomic_write_text
 from transformer.model import Transformer
 from transformer.trainer import OneProcess, TrainConfig, TrainState
@@ -65,9 +67,11 @@ class RunHooks(OneProcess):
 
     def __init__(self, run_dir: Path, model: Transformer, optimizer, cfg: TrainConfig, toks: Tokenizers,
                  train: SplitBatches, valid: SplitBatches, valid_refs: list[str], valid_src: list[str],
-                 device: torch.device, on_event, tensorboard=None, run_id: str = "", scaler=None) -> None:
+                 device: torch.device, on_event, tensorboard=None, run_id: str = "", scaler=None,
+                 average=None) -> None:
         self.run_dir, self.model, self.optimizer, self.cfg, self.run_id = run_dir, model, optimizer, cfg, run_id
         self.scaler = scaler  # float16's loss scaler, saved with every checkpoint
+        self.average = average  # the moving average of the weights (cfg.ema_decay > 0), or None
         self.toks, self.train, self.valid, self.device = toks, train, valid, device
         self.on_event, self.tensorboard = on_event, tensorboard
         n = valid.size
@@ -75,6 +79,16 @@ class RunHooks(OneProcess):
         self.sample_rows = np.sort(np.random.default_rng(0).choice(n, sample, replace=False))
         self.refs = [valid_refs[i] for i in self.sample_rows]
         self.srcs = [valid_src[i] for i in self.sample_rows]
+
+    @property
+    def published(self) -> Transformer:
+        """The weights validated, kept as the best and made the final model: the moving average when
+        there is one, else the trained weights themselves."""
+        return self.model if self.average is None else self.average.module
+
+    def end_step(self, step: int) -> None:
+        if self.average is not None:
+            self.average.update_parameters(self.model)
 
     def batches(self, epoch: int, start: int, rank: int = 0, ranks: int = 1):
         """The training batches of `epoch` from batch `start` (this rank's share), on the device."""
@@ -85,7 +99,7 @@ class RunHooks(OneProcess):
         """Greedy translations of the validation sample, in its order."""
         hyps: dict[int, str] = {}
         for batch in self.valid.rows_batches(self.sample_rows):
-            out = greedy_search(self.model, batch.src.to(self.device), BOS_ID, EOS_ID)
+            out = greedy_search(self.published, batch.src.to(self.device), BOS_ID, EOS_ID)
             for row, h in zip(batch.index.tolist(), out):
                 hyps[row] = decode(self.toks.tgt, h.without_eos(EOS_ID))
         return [hyps[int(r)] for r in self.sample_rows]
@@ -94,7 +108,7 @@ class RunHooks(OneProcess):
         """Validation loss, perplexity, BLEU/chrF of the sample, three examples and the attention map."""
         from transformer_cli.scoring import score
 
-        loss, nll = evaluate_loss(self.model, (b.to(self.device) for b in self.valid.epoch(None)),
+        loss, nll = evaluate_loss(self.published, (b.to(self.device) for b in self.valid.epoch(None)),
                                   self.cfg.label_smoothing, self.cfg.precision)
         hyps = self.translate_sample()
         scores = score(hyps, self.refs)
@@ -113,7 +127,7 @@ class RunHooks(OneProcess):
         batch = next(iter(self.valid.rows_batches(self.sample_rows[:1])))
         row = batch.src[0].tolist()
         src_ids = row[: row.index(EOS_ID)] if EOS_ID in row else row  # the ids before </s> <pad>...
-        translator = Translator(self.model, self.toks, self.device)
+        translator = Translator(self.published, self.toks, self.device)
         out = translator.search([src_ids], SearchOptions(beam_size=1))[0][0].without_eos(EOS_ID)
         forced = translator.teacher_force(src_ids, out + [EOS_ID])
         weights = forced.maps.cross[-1].weights[0].float().mean(0)  # (out + 1, src)
@@ -126,8 +140,8 @@ class RunHooks(OneProcess):
         if target.exists() and checkpoint_owner(target) not in ("", self.run_id):
             raise CheckpointError(f"{target} belongs to another run; not replacing it")
         if is_best:  # before the checkpoint: a run killed between the two replays this step from the
-            save_weights(self.model, self.run_dir / MODEL_FILE)  # previous checkpoint and writes it again
-        save_checkpoint(target, self.model, self.optimizer, asdict(state), self.run_id, self.scaler)
+            save_weights(self.published, self.run_dir / MODEL_FILE)  # previous checkpoint and writes it again
+        save_checkpoint(target, self.model, self.optimizer, asdict(state), self.run_id, self.scaler, self.average)
         keep = {f"step-{state.best_step:07d}"}
         existing = own_checkpoints(self.run_dir, self.run_id)
         keep |= {p.name for p in existing[-max(self.cfg.keep_last, self.cfg.average_last, 1):]}
@@ -147,19 +161,26 @@ class RunHooks(OneProcess):
         self.on_event(event)
 
 
-def finish_model(run_dir: Path, cfg: TrainConfig, model: Transformer, run_id: str) -> str:
-    """The run's model.safetensors: the mean of the last N checkpoints, or the best one."""
+def finish_model(run_dir: Path, cfg: TrainConfig, published: Transformer, run_id: str) -> str:
+    """The run's model.safetensors: the mean of the last N checkpoints (of their moving averages when
+    the run keeps one), or the best one. published: RunHooks.published, the weights validated."""
     checkpoints = own_checkpoints(run_dir, run_id)
+    of = "the moving averages of " if cfg.ema_decay else ""
     if cfg.average_last and checkpoints:
         chosen = checkpoints[-cfg.average_last:]
-        averaged = average_weights([p / MODEL_FILE for p in chosen])
-        model.load_state_dict(averaged, strict=False)
-        save_weights(model, run_dir / MODEL_FILE)
-        return f"mean of the last {len(chosen)} checkpoints"
+        averaged = average_weights([p / (AVERAGE_FILE if cfg.ema_decay else MODEL_FILE) for p in chosen])
+        published.load_state_dict(averaged, strict=False)
+        save_weights(published, run_dir / MODEL_FILE)
+        return f"mean of {of}the last {len(chosen)} checkpoints"
     if not (run_dir / MODEL_FILE).is_file():
-        save_weights(model, run_dir / MODEL_FILE)
-        return "last weights"
-    return "best checkpoint"
+        save_weights(published, run_dir / MODEL_FILE)
+        return "moving average of the weights" if cfg.ema_decay else "last weights"
+    return "moving average at the best checkpoint" if cfg.ema_decay else "best checkpoint"
+
+
+def averaging(model: Transformer, cfg: TrainConfig):
+    """The moving average of model's weights the run keeps (an AveragedModel), None without ema_decay."""
+    return moving_average(model, cfg.ema_decay) if cfg.ema_decay else None
 
 
 def build(model_config: ModelConfig, cfg: TrainConfig, device: torch.device):
@@ -232,17 +253,18 @@ def clean_leftovers(run_dir: Path, warn) -> None:
             tmp.unlink()
 
 
-def resume_state(run_dir: Path, run_id: str, model, optimizer, warn, scaler=None, writer: bool = True
-                 ) -> TrainState:
-    """The state to continue from (a fresh one for a new run), weights, optimizer and loss scaler
-    loaded from the run's last checkpoint; the writer (rank 0) also drops metrics lines past it."""
+def resume_state(run_dir: Path, run_id: str, model, optimizer, warn, scaler=None, writer: bool = True,
+                 average=None) -> TrainState:
+    """The state to continue from (a fresh one for a new run), weights, optimizer, loss scaler and
+    moving average loaded from the run's last checkpoint; the writer (rank 0) also drops metrics lines
+    past it."""
     checkpoints = own_checkpoints(run_dir, run_id)
     if not checkpoints:
         if writer:
             truncate_metrics(run_dir, 0)  # killed before its first checkpoint: start over
         return TrainState()
     try:
-        state = TrainState(**load_checkpoint(checkpoints[-1], model, optimizer, scaler))
+        state = TrainState(**load_checkpoint(checkpoints[-1], model, optimizer, scaler, average))
     except CheckpointError as e:
         raise RunError(f"cannot resume: {e}") from None
     except TypeError as e:

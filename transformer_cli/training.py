@@ -175,7 +175,7 @@ def check_world_size(stored: dict, world_size: int, run_dir: Path) -> None:
 
 
 def _write_and_resume(run_dir: Path, plan: _Plan, world: ddp.World, device, model, optimizer, scaler,
-                      warn) -> TrainState:
+                      warn, average=None) -> TrainState:
     """Rank 0 writes config.json and the tokenizer and cleans up what a killed run left; then every
     rank loads the same last checkpoint (a fresh state for a new run)."""
     try:
@@ -186,7 +186,8 @@ def _write_and_resume(run_dir: Path, plan: _Plan, world: ddp.World, device, mode
                 plan.toks.save(run_dir)
             rd.clean_leftovers(run_dir, warn)
         ddp.barrier(world)
-        state = rd.resume_state(run_dir, plan.run_id, model, optimizer, warn, scaler, writer=world.is_main)
+        state = rd.resume_state(run_dir, plan.run_id, model, optimizer, warn, scaler, writer=world.is_main,
+                                average=average)
         ddp.check_same_start(state, world, device)
         return state
     except OSError as e:
@@ -221,13 +222,14 @@ def _start_and_fit(run_dir: Path, plan: _Plan, world: ddp.World, device, on_star
     data = rd.load_training_data(plan.data_dir, cfg)
     model, optimizer = _build(run_dir, plan, cfg, device)
     scaler = grad_scaler(device, cfg.precision)
-    state = _write_and_resume(run_dir, plan, world, device, model, optimizer, scaler, warn)
+    average = rd.averaging(model, cfg)
+    state = _write_and_resume(run_dir, plan, world, device, model, optimizer, scaler, warn, average)
     on_start(RunStart(run_dir, plan.name, model_config, cfg, str(device), sum(p.numel() for p in model.parameters()),
                       state.step, len(data[0].plan(cfg.seed, state.epoch)),
                       Path(plan.init_from["path"]) if plan.init_from else None))
     tensorboard = rd.open_tensorboard(run_dir, cfg.tensorboard, warn) if world.is_main else None
     hooks = rd.RunHooks(run_dir, model, optimizer, cfg, plan.toks, *data, device, on_event, tensorboard,
-                        plan.run_id, scaler)
+                        plan.run_id, scaler, average)
     if world.size > 1:
         hooks = ddp.ShardedHooks(hooks, world)
     if cfg.compile:
@@ -239,7 +241,8 @@ def _start_and_fit(run_dir: Path, plan: _Plan, world: ddp.World, device, on_star
             prints = ddp.replica_fingerprints(model, world)
             hooks.log({"event": "replicas", "step": state.step, "world_size": world.size,
                        "identical": len(set(prints)) == 1, "fingerprints": prints})
-        note = rd.finish_model(run_dir, cfg, model, plan.run_id) if world.is_main else ""
+        published = model if average is None else average.module
+        note = rd.finish_model(run_dir, cfg, published, plan.run_id) if world.is_main else ""
     except RuntimeError as e:
         if rd.is_out_of_memory(e):
             raise RunError(f"out of memory with {named('max_tokens')} {cfg.max_tokens}: try {named('max_tokens')} "
