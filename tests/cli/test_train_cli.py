@@ -73,7 +73,7 @@ def wait_for(path: Path, proc, timeout=120.0):
 
 @pytest.mark.slow
 def test_killed_and_resumed_run_is_bitwise_identical(demo_data, tmp_path):
-    args = ["--max-steps", "24", "--eval-every", "4", "--log-every", "4", "--keep-last", "10"]
+    args = ["--max-steps", "24", "--eval-every", "4", "--log-every", "4", "--keep-last", "10", "--ema-decay", "0.9"]
     full = run_cli(*train_args(demo_data, tmp_path / "full", *args))
     assert full.wait() == 0, full.communicate()
     killed = run_cli(*train_args(demo_data, tmp_path / "killed", *args))
@@ -84,7 +84,8 @@ def test_killed_and_resumed_run_is_bitwise_identical(demo_data, tmp_path):
     out, err = resumed.communicate()
     assert resumed.returncode == 0, err
     assert "resuming" in err
-    for name in ("checkpoints/step-0000024/model.safetensors", "model.safetensors"):
+    for name in ("checkpoints/step-0000024/model.safetensors", "checkpoints/step-0000024/average.safetensors",
+                 "model.safetensors"):
         a, b = load_file(tmp_path / "full" / name), load_file(tmp_path / "killed" / name)
         assert a.keys() == b.keys()
         assert all((a[k] == b[k]).all() for k in a), name
@@ -208,6 +209,49 @@ def test_average_last_checkpoints(cli, demo_data, tmp_path):
     assert final and set(final) <= set(expected)
     for k, v in final.items():
         assert torch.allclose(v, expected[k], atol=1e-6), k
+
+
+def test_ema_validates_and_publishes_the_moving_average(cli, demo_data, tmp_path):
+    args = ["--max-steps", "8", "--eval-every", "4", "--metric", "loss"]
+    plain, ema = tmp_path / "plain", tmp_path / "ema"
+    assert cli(*train_args(demo_data, plain, *args)).exit_code == 0
+    result = cli(*train_args(demo_data, ema, *args, "--ema-decay", "0.9"))
+    assert result.exit_code == 0, result.output
+    assert "moving average at the best checkpoint" in result.stdout
+    for step in (4, 8):  # the average changes nothing of the training itself
+        a, b = (load_file(run / "checkpoints" / f"step-{step:07d}" / "model.safetensors") for run in (plain, ema))
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    losses = [[e["loss"] for e in evals(run)] for run in (plain, ema)]
+    assert losses[0] != losses[1]  # validation scored other weights: the average's
+    best = evals(ema)[-1]["best_step"]
+    kept = ema / "checkpoints" / f"step-{best:07d}"
+    final, average, raw = (load_file(p) for p in (ema / "model.safetensors", kept / "average.safetensors",
+                                                   kept / "model.safetensors"))
+    assert all(torch.equal(final[k], average[k]) for k in final)
+    assert any(not torch.equal(average[k], raw[k]) for k in raw)
+
+
+def test_ema_with_average_last_means_the_checkpoints_averages(cli, demo_data, tmp_path):
+    from transformer.checkpoint import average_weights
+
+    run = tmp_path / "ema"
+    result = cli(*train_args(demo_data, run, "--max-steps", "6", "--eval-every", "2", "--average-last", "2",
+                             "--ema-decay", "0.9"))
+    assert result.exit_code == 0, result.output
+    cells = " ".join(result.stdout.replace("│", " ").split())  # the summary table wraps its cells
+    assert "mean of the moving averages of the last 2 checkpoints" in cells
+    expected = average_weights([run / "checkpoints" / f"step-{s:07d}" / "average.safetensors" for s in (4, 6)])
+    final = load_file(run / "model.safetensors")
+    assert all(torch.allclose(v, expected[k], atol=1e-6) for k, v in final.items())
+
+
+def test_resuming_an_ema_run_without_its_average_is_one_error(cli, demo_data, tmp_path):
+    run = tmp_path / "ema"
+    first = cli(*train_args(demo_data, run, "--max-steps", "4", "--eval-every", "4", "--ema-decay", "0.9"))
+    assert first.exit_code == 0, first.output
+    (run / "checkpoints" / "step-0000004" / "average.safetensors").unlink()
+    assert_one_line_error(cli("train", "--resume", run, "--max-steps", "8"), "cannot resume", "average.safetensors")
+    assert_one_line_error(cli(*train_args(demo_data, tmp_path / "bad", "--ema-decay", "1")), "ema_decay")
 
 
 def test_yaml_config(cli, demo_data, tmp_path):
