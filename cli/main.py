@@ -114,6 +114,7 @@ def main() -> None:
     import os
 
     from cli.errors import interruption
+    from cli.process import leave
 
     stop_on_sigterm()
     try:
@@ -138,7 +139,7 @@ def main() -> None:
         print(f"error: internal error ({type(e).__name__}: {e}); set TRANSFORMER_CLI_DEBUG=1 for the traceback",
               file=sys.stderr)
         sys.exit(2)
-    sys.exit(code if isinstance(code, int) else 0)
+    leave(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

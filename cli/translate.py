@@ -10,6 +10,7 @@ from typing import List, Optional
 import typer
 
 from cli.errors import UserError, fail, interruption
+from cli.process import skip_teardown
 
 O = typer.Option
 
@@ -120,6 +121,7 @@ def run(job: TranslateJob) -> None:
         warn(f"{report.stats.invalid_utf8} line(s) were not valid UTF-8; invalid bytes were replaced with U+FFFD")
     if report.scores:
         print(f"{report.scores.bleu_line}\n{report.scores.chrf_line}", file=sys.stderr)
+    skip_teardown()  # output complete and closed: the process may end without the interpreter's teardown
 
 
 def prompted_lines():

@@ -128,7 +128,8 @@ def test_errors(cli, model_dir, tmp_path):
 
 
 def test_pipe_startup_does_not_import_datasets(model_dir):
-    code = ("import sys; from cli.main import main; sys.argv = ['transformer-cli', 'translate', '--model', "
+    code = ("import sys, cli.process; cli.process.leave = sys.exit  # keep the interpreter for the check below\n"
+            "from cli.main import main; sys.argv = ['transformer-cli', 'translate', '--model', "
             f"{str(model_dir)!r}, '-b', '1']\ntry:\n    main()\nexcept SystemExit:\n    pass\n"
             "print('datasets' in sys.modules, 'sacrebleu' in sys.modules, file=sys.stderr)\n"
             "print([m for m in ('transformers', 'ctranslate2', 'onnx', 'onnxruntime') if m in sys.modules], "
@@ -160,6 +161,23 @@ def test_streams_each_line_as_it_arrives(model_dir):
         proc.stdin.close()
         proc.wait(timeout=60)
     assert proc.returncode == 0
+
+
+def test_the_process_ends_with_every_line_written(model_dir, tmp_path):
+    """translate ends without the interpreter's teardown (cli/process.py): nothing may be lost."""
+    lines = "".join(f"{s} {i}\n" for i in range(150) for s in ("I am a student.", "We went home."))
+    command = [sys.executable, "-m", "cli.main", "translate", "--model", str(model_dir), "-b", "1"]
+    piped = subprocess.run(command, input=lines, capture_output=True, text=True, cwd=REPO)
+    assert piped.returncode == 0 and piped.stderr == "", piped.stderr
+    assert piped.stdout.count("\n") == 300
+    with open(tmp_path / "redirected.txt", "w") as out:  # stdout a regular file (shell redirection)
+        assert subprocess.run(command, input=lines, stdout=out, text=True, cwd=REPO).returncode == 0
+    assert (tmp_path / "redirected.txt").read_text() == piped.stdout
+    named = subprocess.run([*command, "-o", str(tmp_path / "named.txt")], input=lines, text=True, cwd=REPO)
+    assert named.returncode == 0 and (tmp_path / "named.txt").read_text() == piped.stdout
+    closed = subprocess.run(f"{' '.join(command)} | head -1", shell=True, input=lines, capture_output=True,
+                            text=True, cwd=REPO)  # the reader goes away: quiet, as before
+    assert closed.stdout.count("\n") == 1 and closed.stderr == ""
 
 
 def test_read_chunks_splits_lines_and_keeps_the_last_partial_line(tmp_path):
