@@ -94,17 +94,6 @@ def scaled_dot_product_attention(
     return dropped @ v, AttentionRecord(weights=weights, scores=scores)
 
 
-def attention_dtype(x: torch.Tensor) -> torch.dtype:
-    """The dtype attention computes in for input x: float32 for bfloat16 inference on the CPU, whose
-    batched matrix products are slower in bfloat16 than in float32 for decoding's shapes (one query
-    against a few dozen keys per head: 1.1-2x, bench/RESULTS.md), else x's own. Training (gradients or
-    autocast) keeps x's dtype."""
-    if x.dtype == torch.bfloat16 and x.device.type == "cpu" and not torch.is_grad_enabled() \
-            and not torch.is_autocast_enabled("cpu"):
-        return torch.float32
-    return x.dtype
-
-
 def fused_pays(q: torch.Tensor) -> bool:
     """Whether torch's fused attention kernel beats the explicit formula on this device: on the CPU
     only for float32 training. Its backward pass took 4-5x the explicit path's time in bfloat16/float16,
@@ -134,10 +123,8 @@ class MultiHeadAttention(nn.Module):
         return x.view(batch, length, self.n_heads, self.d_k).transpose(1, 2)
 
     def project_kv(self, x: torch.Tensor) -> KeyValue:
-        """Keys and values for x: (batch, key_len, d_model) -> KeyValue of (batch, heads, key_len, d_k),
-        in float32 where attention_dtype says so (what the decoding cache then keeps)."""
-        dtype = attention_dtype(x)
-        return KeyValue(self.split_heads(self.k_proj(x).to(dtype)), self.split_heads(self.v_proj(x).to(dtype)))
+        """Keys and values for x: (batch, key_len, d_model) -> KeyValue of (batch, heads, key_len, d_k)."""
+        return KeyValue(self.split_heads(self.k_proj(x)), self.split_heads(self.v_proj(x)))
 
     def forward(
         self,
@@ -154,8 +141,7 @@ class MultiHeadAttention(nn.Module):
         kv may have fewer rows than query (beam search: the g beams of a sentence read one memory
         row): fold_queries() then attends a key row's g query rows as one row of g * q_len queries."""
         batch, rows = query.size(0), kv.k.size(0)
-        q = self.q_proj(query).to(kv.k.dtype)  # float32 where attention_dtype says so
-        q = self.split_heads(fold_queries(q, rows, causal))  # (rows, heads, g * q_len, d_k)
+        q = self.split_heads(fold_queries(self.q_proj(query), rows, causal))  # (rows, heads, g * q_len, d_k)
         p_drop = self.attention_dropout if self.training else 0.0
         causal = causal and q.size(2) > 1  # one new query position: every cached key is in its past
         if need_weights or not fused_pays(q):  # the formula itself: the maps are the ones it computes
@@ -163,7 +149,7 @@ class MultiHeadAttention(nn.Module):
         else:  # the same formula in torch's fused kernel (tested equal)
             out, record = fused_attention(q, kv, mask, causal, p_drop), None
         # (rows, heads, g * q_len, d_k) -> (batch, q_len, d_model): the heads concatenated, then W^O
-        out = self.out_proj(out.transpose(1, 2).reshape(batch, query.size(1), -1).to(query.dtype))
+        out = self.out_proj(out.transpose(1, 2).reshape(batch, query.size(1), -1))
         if not need_weights:
             return out, None
         return out, record if rows == batch else unfold_record(record, batch)

@@ -100,20 +100,3 @@ def test_reuse_freed_memory_on_glibc():
     expected = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
     assert out.strip() == str(expected)
 
-
-def test_bf16_decoding_attends_in_float32_and_answers_in_bf16():
-    from transformer.attention import attention_dtype
-
-    attn = MultiHeadAttention(32, 4).eval().to(torch.bfloat16)
-    x = torch.randn(3, 6, 32).bfloat16()
-    assert attention_dtype(x) == torch.bfloat16  # gradients on: training keeps its dtype
-    with torch.no_grad():
-        assert attention_dtype(x) == torch.float32 and attention_dtype(x.float()) == torch.float32
-        kv = attn.project_kv(x)  # what the decoding cache keeps
-        assert kv.k.dtype == kv.v.dtype == torch.float32
-        out, record = attn(x, kv, causal=True, need_weights=True)
-        assert out.dtype == torch.bfloat16 and record.weights.dtype == torch.float32
-        reference, _ = attn.float()(x.float(), attn.project_kv(x.float()), causal=True)
-    torch.testing.assert_close(out.float(), reference, atol=0.05, rtol=0.05)
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        assert attention_dtype(x) == torch.bfloat16  # autocast decides the dtypes itself
