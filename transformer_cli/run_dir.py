@@ -87,6 +87,7 @@ class RunHooks(OneProcess):
         return self.model if self.average is None else self.average.module
 
     def end_step(self, step: int) -> None:
+        """After update `step`: the moving average of the weights takes the new weights in."""
         if self.average is not None:
             self.average.update_parameters(self.model)
 
