@@ -119,6 +119,7 @@ def main() -> None:
     stop_on_sigterm()
     try:
         code = invoke()
+        leave(code if isinstance(code, int) else 0)  # its final flush may meet a broken pipe too
     except BrokenPipeError:
         sys.stderr.close()
         sys.exit(1)
@@ -139,7 +140,6 @@ def main() -> None:
         print(f"error: internal error ({type(e).__name__}: {e}); set TRANSFORMER_CLI_DEBUG=1 for the traceback",
               file=sys.stderr)
         sys.exit(2)
-    leave(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -26,12 +26,9 @@ def skip_teardown() -> None:
 
 def leave(code: int) -> NoReturn:
     """sys.exit(code), or after skip_teardown(): flush stdout and stderr, then os._exit(code). A
-    reader that went away (| head) makes the flush fail: exit 1 quietly, as main() does for a broken pipe."""
+    flush that meets a broken pipe (| head) raises BrokenPipeError for main() to handle as any other."""
     if _teardown:
         sys.exit(code)
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except (BrokenPipeError, ValueError):  # ValueError: a stream already closed
-        os._exit(1)
+    sys.stdout.flush()
+    sys.stderr.flush()
     os._exit(code)

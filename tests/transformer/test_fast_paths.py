@@ -99,4 +99,3 @@ def test_reuse_freed_memory_on_glibc():
     import platform
     expected = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
     assert out.strip() == str(expected)
-
