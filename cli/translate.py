@@ -41,6 +41,8 @@ def register(app: typer.Typer) -> None:
                                       "produced (1 = off, > 1 discourages)."),
         prefix_file: Optional[Path] = O(None, "--prefix-file", help="One target prefix per input line (empty = "
                                         "none): each translation starts with it and goes on from there."),
+        tsv: bool = O(False, "--tsv", help="Input lines are source<TAB>target prefix (Marian's --tsv): each "
+                      "translation starts with its line's prefix; a line without a TAB has none."),
         score_reference: Optional[Path] = O(None, "--score-reference", help="Search nothing: print the score of "
                                             "each line of this file as the translation of the same input line."),
         replace_unk: bool = O(False, "--replace-unk", help="An <unk> in the output becomes the source token it "
@@ -64,7 +66,7 @@ def register(app: typer.Typer) -> None:
                                    no_repeat_ngram_size=no_repeat_ngram_size,
                                    repetition_penalty=repetition_penalty, replace_unk=replace_unk)
             run(TranslateJob(tuple(models), tuple(inputs or ()), output, search, fmt, scores, reference, buffer_lines,
-                             device, threads, precision, prefix_file, score_reference))
+                             device, threads, precision, prefix_file, score_reference, tsv))
         except UserError as e:
             stopped_by = getattr(e, "interrupt", None)  # stream.Stopped by Ctrl-C (130) or SIGTERM (143)
             fail(e, interruption(stopped_by)[1] if stopped_by else 1)
@@ -87,21 +89,23 @@ class TranslateJob:
     precision: str = "fp32"  # fp32 | bf16 | int8
     prefix_file: Path | None = None  # one target prefix per input line
     score_reference: Path | None = None  # score these lines instead of searching
+    tsv: bool = False  # input lines are source<TAB>target prefix
 
 
 def run(job: TranslateJob) -> None:
     """Load the model, translate (transformer_cli.stream.translate_files) and report on stderr."""
     from transformer_cli import load_ensemble
     from transformer_cli.runtime import reuse_freed_memory, set_threads
-    from transformer_cli.stream import check_score_args, check_stream_args, score_files, translate_files
+    from transformer_cli.stream import check_score_args, check_stream_args, check_tsv, score_files, translate_files
 
     if not job.inputs and sys.stdin is None:
         raise UserError("standard input is closed: give the text on stdin or with --input FILE")
     companions = [p for p in (job.prefix_file, job.score_reference) if p]
     check_stream_args(job.search, list(job.inputs), job.output, job.fmt, job.scores, job.reference,
                       job.buffer_lines, companions)  # before the model is loaded: a wrong flag fails fast
+    check_tsv(job.tsv, job.prefix_file)
     if job.score_reference:
-        check_score_args(job.search, job.scores, job.reference, job.prefix_file)
+        check_score_args(job.search, job.scores, job.reference, job.prefix_file, job.tsv)
     set_threads(job.threads)
     reuse_freed_memory()
     translator = load_ensemble(list(job.models), job.device, job.precision)
@@ -113,7 +117,7 @@ def run(job: TranslateJob) -> None:
         interactive = not job.inputs and sys.stdin.isatty() and not job.prefix_file
         report = translate_files(translator, list(job.inputs), job.output, job.search, job.fmt, job.scores,
                                  job.reference, job.buffer_lines, stdin, prompted_lines() if interactive else None,
-                                 job.prefix_file)
+                                 job.prefix_file, job.tsv)
     warn = lambda m: print(f"warning: {m}", file=sys.stderr)  # noqa: E731
     if report.stats.truncated:
         warn(f"{report.stats.truncated} line(s) longer than {translator.max_src_tokens} tokens were truncated")

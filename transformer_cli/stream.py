@@ -8,7 +8,8 @@
 translate_lines() is the loop (raw lines -> output lines, chunk by chunk, counts back); translate_files()
 adds the inputs, the output file (written atomically: transformer.files.Output) and the scoring.
 A companion file read line by line beside the input (Companion) gives each line a target prefix
-(--prefix-file) or, for score_files() (--score-reference), the target to score instead of searching.
+(--prefix-file) or, for score_files() (--score-reference), the target to score instead of searching;
+with tsv=True (--tsv) each input line carries its own prefix: source<TAB>target prefix (split_tsv).
 """
 
 from __future__ import annotations
@@ -120,21 +121,49 @@ def decoded_chunk(chunk: list[bytes], stats: StreamStats) -> list[str]:
 
 def translate_lines(translator: Translator, chunks: Iterable[list[bytes]], options: SearchOptions = SearchOptions(),
                     fmt: str = "text", scores: bool = False, stats: StreamStats | None = None,
-                    keep: bool = False, prefixes: Companion | None = None) -> Iterator[list[str]]:
+                    keep: bool = False, prefixes: Companion | None = None, tsv: bool = False) -> Iterator[list[str]]:
     """For each chunk of raw input lines (bytes, newline optional), its output lines in order.
     Invalid UTF-8 is replaced (and counted); `stats` is updated as each chunk is done; keep: also
-    collect the translations in stats.translations; prefixes: each line's target prefix."""
+    collect the translations in stats.translations; prefixes: each line's target prefix; tsv: each
+    line is source<TAB>target prefix (split_tsv) instead."""
     check_format(options, fmt, scores)
+    check_tsv(tsv, prefixes is not None)
     stats = stats if stats is not None else StreamStats()
     for chunk in chunks:
         texts = decoded_chunk(chunk, stats)
-        results = translator.translate(texts, options, prefixes.take(len(texts)) if prefixes else None)
+        if tsv:
+            texts, given = split_tsv(texts, stats.lines - len(texts) + 1)
+        else:
+            given = prefixes.take(len(texts)) if prefixes else None
+        results = translator.translate(texts, options, given)
         stats.truncated += sum(r.truncated for r in results)
         if keep:
             stats.translations.extend(r.text for r in results)
         yield [output_line(translator, t, r, fmt, scores) for t, r in zip(texts, results)]
     if prefixes:
         prefixes.finish()
+
+
+def check_tsv(tsv: bool, prefix_file) -> None:
+    """tsv lines carry their own prefixes: a prefix file as well is refused."""
+    if tsv and prefix_file:
+        raise RunError(f"{named('tsv')} lines carry their own prefixes: drop {named('prefix_file')}", "tsv",
+                       "prefix_file")
+
+
+def split_tsv(lines: list[str], first: int = 1) -> tuple[list[str], list[str]]:
+    """source<TAB>target prefix lines -> (sources, prefixes), Marian's --tsv; a line without a TAB has
+    no prefix. A second TAB is a RunError naming the line (numbered from `first`): which field a TAB
+    inside the text belongs to cannot be told."""
+    sources, prefixes = [], []
+    for number, line in enumerate(lines, first):
+        source, _, prefix = line.partition("\t")
+        if "\t" in prefix:
+            raise RunError(f"input line {number} has {line.count(chr(9))} TABs; {named('tsv')} lines are "
+                           "source<TAB>target prefix, with one TAB at most", "tsv")
+        sources.append(source)
+        prefixes.append(prefix)
+    return sources, prefixes
 
 
 def score_lines(translator: Translator, chunks: Iterable[list[bytes]], references: Companion,
@@ -169,18 +198,19 @@ def read_inputs(inputs: list[Path], buffer_lines: int, stdin: io.BufferedIOBase 
 def translate_files(translator: Translator, inputs: list[Path], output: Path | str | None = None,
                     options: SearchOptions = SearchOptions(), fmt: str = "text", scores: bool = False,
                     reference: Path | None = None, buffer_lines: int = 256, stdin=None, chunks=None,
-                    prefix_file: Path | None = None) -> FileReport:
+                    prefix_file: Path | None = None, tsv: bool = False) -> FileReport:
     """Translate `inputs` (or `chunks` of raw lines, or `stdin`) into `output` (a path, '-' or None:
     stdout), flushed chunk by chunk; score against `reference` when given; prefix_file: one target
-    prefix per input line. An interruption or a write error is a RunError that says where the lines
-    done so far are."""
+    prefix per input line; tsv: input lines are source<TAB>target prefix. An interruption or a write
+    error is a RunError that says where the lines done so far are."""
     companions = [prefix_file] if prefix_file else []
     check_stream_args(options, inputs, output, fmt, scores, reference, buffer_lines, companions)
+    check_tsv(tsv, prefix_file)
     stats = StreamStats()
     chunks = chunks if chunks is not None else read_inputs(list(inputs), buffer_lines, stdin)
     prefixes = Companion(prefix_file, "prefix_file") if prefix_file else None
     write_blocks(translate_lines(translator, chunks, options, fmt, scores, stats, keep=reference is not None,
-                                 prefixes=prefixes), output)
+                                 prefixes=prefixes, tsv=tsv), output)
     if reference is None:
         return FileReport(stats)
     return FileReport(stats, score(stats.translations, reference_lines(reference), str(reference)))
@@ -201,12 +231,12 @@ def score_files(translator: Translator, inputs: list[Path], references: Path, ou
 
 
 def check_score_args(options: SearchOptions, scores: bool = False, reference: Path | None = None,
-                     prefix_file: Path | None = None) -> None:
+                     prefix_file: Path | None = None, tsv: bool = False) -> None:
     """Scoring a given target searches nothing: the options that change or report on a search are refused."""
     search_only = {"n_best": options.n_best != 1, "sampling_topk": options.sampling_topk != 1,
                    "sampling_topp": options.sampling_topp < 1.0, "no_repeat_ngram_size": options.no_repeat_ngram_size,
                    "repetition_penalty": options.repetition_penalty != 1.0, "replace_unk": options.replace_unk,
-                   "scores": scores, "reference": reference, "prefix_file": prefix_file}
+                   "scores": scores, "reference": reference, "prefix_file": prefix_file, "tsv": tsv}
     for name, given in search_only.items():
         if given:
             raise RunError(f"{named('score_reference')} scores the given lines and searches nothing: drop "

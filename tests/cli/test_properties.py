@@ -40,6 +40,8 @@ def test_translate_writes_one_line_per_input_line_in_order(model_dir, lines, tra
     assert out[-1] == b"", "every output line ends with a newline"
     records = [json.loads(o) for o in out[:-1]]
     expected = lines_of(data)
+    if expected:  # a byte-order mark that starts the input is dropped (read_inputs), not translated
+        expected[0] = expected[0].removeprefix(b"\xef\xbb\xbf")
     assert len(records) == len(expected)
     assert [r["source"] for r in records] == [decode_line(e)[0] for e in expected]
     for r in records:

@@ -56,6 +56,37 @@ def test_prefix_file_with_other_line_count_is_one_error_and_writes_nothing(cli, 
     assert not out.exists()
 
 
+@pytest.mark.parametrize("beam", ["1", "3"])
+def test_tsv_lines_carry_their_prefixes_as_a_prefix_file_does(cli, model_dir, tmp_path, beam):
+    prefixes = tmp_path / "prefixes.txt"
+    prefixes.write_text("\n".join(PREFIXES) + "\n", encoding="utf-8")
+    from_file = cli("translate", "--model", model_dir, "-b", beam, "--prefix-file", prefixes,
+                    input="\n".join(SOURCES) + "\n")
+    tsv_lines = [f"{s}\t{p}" if p else s for s, p in zip(SOURCES, PREFIXES)]  # no TAB: no prefix
+    from_tsv = cli("translate", "--model", model_dir, "-b", beam, "--tsv", "--format", "jsonl",
+                   input="\n".join(tsv_lines) + "\n")
+    records = jsonl(from_tsv)
+    assert [r["translation"] for r in records] == from_file.stdout.splitlines()
+    for prefix, record in zip(PREFIXES, records):
+        assert record["translation"].startswith(prefix)
+    assert [r["source"] for r in records] == SOURCES, "the prefix is not part of the source"
+
+
+def test_tsv_line_with_two_tabs_is_one_error_naming_it_and_writes_nothing(cli, model_dir, tmp_path):
+    out = tmp_path / "out.txt"
+    result = cli("translate", "--model", model_dir, "--tsv", "-o", out, input="a\tb\nc\td\te\n")
+    assert_one_line_error(result, "input line 2 has 2 TABs", "--tsv")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("other", ["--prefix-file", "--score-reference"])
+def test_tsv_with_another_source_of_targets_is_refused_before_loading(cli, tmp_path, other):
+    given = tmp_path / "targets.txt"
+    given.write_text("a\n", encoding="utf-8")
+    result = cli("translate", "--model", tmp_path / "no-such-run", "--tsv", other, given, input="a\n")
+    assert_one_line_error(result, "--tsv", other)
+
+
 @pytest.mark.parametrize("beam", ["1", "4"])
 def test_score_reference_gives_translate_its_own_log_probabilities(cli, model_dir, tmp_path, beam):
     src = "\n".join(SOURCES) + "\n"
