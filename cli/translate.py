@@ -39,6 +39,8 @@ def register(app: typer.Typer) -> None:
                                       "output (0 = off)."),
         repetition_penalty: float = O(1.0, "--repetition-penalty", help="CTRL's penalty on tokens already "
                                       "produced (1 = off, > 1 discourages)."),
+        coverage_penalty: float = O(0.0, "--coverage-penalty", help="beta of GNMT's coverage penalty: finished "
+                                    "hypotheses that left source tokens unattended rank lower (0 = off)."),
         prefix_file: Optional[Path] = O(None, "--prefix-file", help="One target prefix per input line (empty = "
                                         "none): each translation starts with it and goes on from there."),
         tsv: bool = O(False, "--tsv", help="Input lines are source<TAB>target prefix (Marian's --tsv): each "
@@ -64,7 +66,8 @@ def register(app: typer.Typer) -> None:
                                    length_style=length_style, sampling_topk=sampling_topk,
                                    sampling_topp=sampling_topp, temperature=temperature, seed=seed,
                                    no_repeat_ngram_size=no_repeat_ngram_size,
-                                   repetition_penalty=repetition_penalty, replace_unk=replace_unk)
+                                   repetition_penalty=repetition_penalty, replace_unk=replace_unk,
+                                   coverage_penalty=coverage_penalty)
             run(TranslateJob(tuple(models), tuple(inputs or ()), output, search, fmt, scores, reference, buffer_lines,
                              device, threads, precision, prefix_file, score_reference, tsv))
         except UserError as e:

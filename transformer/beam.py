@@ -1,4 +1,5 @@
-"""Batched beam search over the key/value cache, with a length penalty (GNMT or average) and n-best lists.
+"""Batched beam search over the key/value cache, with a length penalty (GNMT or average), GNMT's
+coverage penalty (optional) and n-best lists.
 
 Every live prefix of every sentence advances in one tensor step: the 2k best extensions of each
 sentence, of which a top-k one that ends (</s> or the length limit) finishes and the first k that do
@@ -24,6 +25,7 @@ import torch
 from torch.nn import functional as F
 
 from transformer.cache import DecoderCache
+from transformer.coverage import check_beta, coverage_penalty, fit_width, step_attention
 from transformer.decoding import (NO_PENALTIES, Hypothesis, check_length_style, length_penalty, next_token_logprobs,
                                  output_limits)
 from transformer.penalties import History, Penalties
@@ -36,16 +38,18 @@ def beam_search(model: Transformer, src: torch.Tensor, bos_id: int, eos_id: int,
                 n_best: int = 1, alpha: float = 0.6, max_len_a: float = 1.5, max_len_b: int = 10,
                 trace: Callable[["StepTrace"], None] | None = None, *, length_style: str = "gnmt",
                 banned: tuple[int, ...] = (), penalties: Penalties = NO_PENALTIES,
-                prefix: Prefix | None = None) -> list[list[Hypothesis]]:
+                prefix: Prefix | None = None, coverage_beta: float = 0.0) -> list[list[Hypothesis]]:
     """Keep the beam_size best prefixes of every sentence; a sentence is done once beam_size
     hypotheses have ended with </s> (or its length limit is reached). Finished sentences leave the
     batch. Ranked by sum(log p) / lp(|Y|) (length_penalty with alpha and length_style); returns the
     n_best best per sentence, best first. No hypothesis contains a `banned` id (log p = -inf);
     penalties (transformer/penalties.py) read each beam's own prefix; `prefix` forces each
-    sentence's first tokens (transformer/prefix.py).
+    sentence's first tokens (transformer/prefix.py); coverage_beta > 0 adds GNMT's coverage penalty
+    to the score of each finished hypothesis (transformer/coverage.py).
     trace, when given, sees every step's candidates (explain's beam-search trace)."""
     session = BeamSession(model, bos_id, eos_id, beam_size, n_best, alpha, max_len_a, max_len_b, trace,
-                          length_style=length_style, banned=banned, penalties=penalties)
+                          length_style=length_style, banned=banned, penalties=penalties,
+                          coverage_beta=coverage_beta)
     session.admit(src, list(range(src.size(0))), prefix)
     out: list[list[Hypothesis]] = [[] for _ in range(src.size(0))]
     while session.live:
@@ -68,14 +72,16 @@ class BeamSession:
     def __init__(self, model: Transformer, bos_id: int, eos_id: int, beam_size: int = 5, n_best: int = 1,
                  alpha: float = 0.6, max_len_a: float = 1.5, max_len_b: int = 10,
                  trace: Callable[["StepTrace"], None] | None = None, *, length_style: str = "gnmt",
-                 banned: tuple[int, ...] = (), penalties: Penalties = NO_PENALTIES) -> None:
+                 banned: tuple[int, ...] = (), penalties: Penalties = NO_PENALTIES,
+                 coverage_beta: float = 0.0) -> None:
         if not 1 <= n_best <= beam_size:
             raise ValueError(f"n_best ({n_best}) must be between 1 and beam_size ({beam_size})")
         check_length_style(length_style)
+        check_beta(coverage_beta)
         self.model, self.bos_id, self.n_best, self.banned = model, bos_id, n_best, banned
         self.penalties = penalties
         self.limits_ab = (max_len_a, max_len_b)
-        self.search = _Search(beam_size, eos_id, (alpha, length_style), trace)
+        self.search = _Search(beam_size, eos_id, (alpha, length_style), trace, coverage_beta)
         self.cache: DecoderCache | None = None
         self.last: torch.Tensor | None = None  # (rows, 1) the token each row reads next
         self.step_count = 0
@@ -108,11 +114,13 @@ class BeamSession:
     def step(self) -> list[tuple[object, list[Hypothesis]]]:
         """One decoding step of every live row; returns (key, n-best, best first) of the sentences
         that are done after it."""
-        logits, _, _ = self.model.decode(self.last, self.cache)  # (sentences * width, 1, vocab)
+        need_weights = self.search.beta > 0  # the coverage penalty reads the last layer's cross-attention
+        logits, _, cross = self.model.decode(self.last, self.cache, need_weights)  # (sentences * width, 1, vocab)
         done: dict = {}
         history = self.search.history() if self.penalties.active else None
         logp = next_token_logprobs(logits, self.banned, self.penalties, history, self.search.forced())
-        self.last = self.search.advance(logp, self.step_count, self.cache, done)
+        attention = step_attention(cross[-1]) if need_weights else None
+        self.last = self.search.advance(logp, self.step_count, self.cache, done, attention)
         self.step_count += 1
         if self.last is not None and self.cache.starts is not None:
             self.cache.compact()
@@ -136,8 +144,10 @@ class _Search:
     fewer tokens: their rows of `tokens` are left-padded, and `steps` counts each one's own."""
 
     def __init__(self, k: int, eos_id: int, penalty: tuple[float, str],
-                 trace: Callable[[StepTrace], None] | None = None) -> None:
+                 trace: Callable[[StepTrace], None] | None = None, beta: float = 0.0) -> None:
         self.k, self.eos_id, self.penalty, self.trace = k, eos_id, penalty, trace  # penalty: (alpha, style)
+        self.beta = beta  # the coverage penalty's weight (0: off)
+        self.coverage: torch.Tensor | None = None  # (rows, src_len) attention each source token has had
         self.keys: list = []  # (n,) the key of each sentence still searching
         self.width = 1
         self.limits = torch.empty(0, dtype=torch.long)  # (n,) output length limit of each sentence
@@ -150,7 +160,7 @@ class _Search:
         self.finished: dict = {}  # key -> the Hypotheses of a live sentence that have ended
 
     def restarted(self) -> "_Search":
-        return _Search(self.k, self.eos_id, self.penalty, self.trace)
+        return _Search(self.k, self.eos_id, self.penalty, self.trace, self.beta)
 
     def add(self, keys: list, limits: torch.Tensor, prefix: Prefix) -> None:
         """New sentences with `width` rows each (beam 0 alive at score 0, the others dead)."""
@@ -165,31 +175,29 @@ class _Search:
         self.scores = torch.cat([self.scores.to(device), scores])
         self.tokens = torch.cat([self.tokens.to(device), torch.zeros(rows, t, dtype=torch.long, device=device)])
         self.logps = torch.cat([self.logps.to(device), torch.zeros(rows, t, device=device)])
+        if self.coverage is not None:
+            self.coverage = torch.cat([self.coverage, self.coverage.new_zeros(rows, self.coverage.size(1))])
         self.prefix = Prefix(self.prefix.tokens.to(device)).cat(prefix)
         self.finished.update({key: [] for key in keys})
 
-    def advance(self, logp: torch.Tensor, step: int, cache: DecoderCache, done: dict) -> torch.Tensor | None:
+    def advance(self, logp: torch.Tensor, step: int, cache: DecoderCache, done: dict,
+                attention: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor | None:
         """logp: (n * width, vocab) log-probs of the next token. Records the hypotheses that finish,
         moves the sentences that are done into `done` (key -> hypotheses), keeps the k best that go
         on (reordering the cache), and returns their last tokens (n' * k, 1), or None when every
-        sentence is done."""
+        sentence is done. attention: this step's cross-attention of each row and its real source
+        tokens ((n * width, src_len) each, coverage.step_attention), given when the coverage penalty is on."""
         n, width = self.scores.shape
-        # The 2k best extensions of a sentence are among the 2k best tokens of each of its prefixes
-        # (a prefix adds one score to all its tokens), so only those are summed and ranked.
-        row_lp, row_tok = _top(logp, 2 * self.k)  # (n * width, 2k)
-        total = (self.scores.view(-1, 1) + row_lp).view(n, -1)  # (n, width * 2k)
-        top_scores, top_ids = _top(total, 2 * self.k)  # (n, 2k) best first: enough to keep k without </s>
-        beam = top_ids // row_lp.size(1)
-        tok = row_tok.view(n, -1).gather(1, top_ids)
-        tok_lp = row_lp.view(n, -1).gather(1, top_ids)  # log p of each candidate's new token
+        top_scores, beam, tok, tok_lp = self._candidates(logp)
         at_limit = self.steps + 1 >= self.limits  # (n,)
         ends = (tok == self.eos_id) | at_limit[:, None]
         alive = top_scores > float("-inf")
-        rank = torch.arange(top_ids.size(1), device=logp.device)
+        rank = torch.arange(tok.size(1), device=logp.device)
         finishing = ends & alive & (rank < self.k)  # only a top-k candidate may finish, as in fairseq
         going = ~ends & alive
+        coverage, bonus = self._covered(attention)  # (n * width, src_len), (n * width,) cp of each row
         if finishing.any():
-            self._finish(finishing, beam, tok, top_scores, tok_lp, width)
+            self._finish(finishing, beam, tok, top_scores, tok_lp, width, bonus)
         ended = (self.n_finished >= self.k) | at_limit | ~going.any(dim=1)
         picked = going & (going.cumsum(dim=1) <= self.k)  # the first k that go on
         if self.trace is not None:
@@ -214,9 +222,34 @@ class _Search:
         self.tokens = torch.cat([self.tokens.index_select(0, rows), new_tok.reshape(-1, 1)], dim=1)
         self.logps = torch.cat([self.logps.index_select(0, rows), new_lp.reshape(-1, 1)], dim=1)
         self.scores, self.width, self.steps = scores, self.k, self.steps + 1
+        if coverage is not None:
+            self.coverage = coverage.index_select(0, rows)
         self._trim()
         cache.reorder(rows, stay)
         return new_tok.reshape(-1, 1)
+
+    def _candidates(self, logp: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The 2k best extensions of each sentence, best first (enough to keep k without </s>): their
+        total scores, the beam each extends, the new token and its log p, each (n, 2k). They are among
+        the 2k best tokens of each prefix (a prefix adds one score to all its tokens), so only those
+        are summed and ranked."""
+        n = self.scores.size(0)
+        row_lp, row_tok = _top(logp, 2 * self.k)  # (n * width, 2k)
+        total = (self.scores.view(-1, 1) + row_lp).view(n, -1)  # (n, width * 2k)
+        top_scores, top_ids = _top(total, 2 * self.k)  # (n, 2k)
+        beam = top_ids // row_lp.size(1)
+        return top_scores, beam, row_tok.view(n, -1).gather(1, top_ids), row_lp.view(n, -1).gather(1, top_ids)
+
+    def _covered(self, attention: tuple[torch.Tensor, torch.Tensor] | None
+                 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Each row's coverage with this step's attention added, and its coverage penalty (the cp of
+        the candidates that extend it); (None, None) when the penalty is off."""
+        if attention is None:
+            return None, None
+        weights, real = attention
+        past = self.coverage if self.coverage is not None else torch.zeros_like(weights)
+        coverage = fit_width(past, weights.size(1)) + weights
+        return coverage, coverage_penalty(coverage, real, self.beta)
 
     def forced(self) -> torch.Tensor | None:
         """(rows,) the token each row must produce next (its sentence's prefix), None when no
@@ -242,20 +275,21 @@ class _Search:
         self.trace(StepTrace(step, list(self.keys), self.tokens.view(len(rows), width, -1).tolist(), rows))
 
     def _finish(self, finishing: torch.Tensor, beam: torch.Tensor, tok: torch.Tensor, scores: torch.Tensor,
-                tok_lp: torch.Tensor, width: int) -> None:
+                tok_lp: torch.Tensor, width: int, bonus: torch.Tensor | None) -> None:
         """Record the candidates in `finishing` ((n, 2k) bool) as hypotheses of their sentence's
-        length (its steps + 1)."""
+        length (its steps + 1); bonus: (n * width,) the coverage penalty of each row, None when off."""
         self.n_finished += finishing.sum(dim=1)
         where = finishing.nonzero()  # (m, 2) (sentence row, rank), sentence by sentence, best first
         rows = where[:, 0] * width + beam[finishing]
         prefixes, prefix_lps = self.tokens[rows].tolist(), self.logps[rows].tolist()
         t = self.tokens.size(1)
-        for s, prefix, prefix_lp, token, t_lp, score in zip(
+        cps = bonus[rows].tolist() if bonus is not None else [0.0] * len(prefixes)
+        for s, prefix, prefix_lp, token, t_lp, score, cp in zip(
                 where[:, 0].tolist(), prefixes, prefix_lps, tok[finishing].tolist(), tok_lp[finishing].tolist(),
-                scores[finishing].tolist()):
+                scores[finishing].tolist(), cps):
             length = int(self.steps[s])  # this sentence's own tokens are the last `length` of its row
             hypothesis = Hypothesis(prefix[t - length:] + [token], prefix_lp[t - length:] + [t_lp],
-                                    score / length_penalty(length + 1, *self.penalty))
+                                    score / length_penalty(length + 1, *self.penalty) + cp)
             self.finished[self.keys[s]].append(hypothesis)
 
 

@@ -22,7 +22,7 @@ class Hypothesis:
 
     tokens: list[int]
     token_logprobs: list[float]
-    score: float  # sum of log-probs, or the length-normalised score beam search ranked by
+    score: float  # sum of log-probs, or the length-normalised score (+ coverage penalty) beam search ranked by
 
     def without_eos(self, eos_id: int) -> list[int]:
         """The output ids with the final </s> removed (when it finished)."""

@@ -236,6 +236,7 @@ def check_score_args(options: SearchOptions, scores: bool = False, reference: Pa
     search_only = {"n_best": options.n_best != 1, "sampling_topk": options.sampling_topk != 1,
                    "sampling_topp": options.sampling_topp < 1.0, "no_repeat_ngram_size": options.no_repeat_ngram_size,
                    "repetition_penalty": options.repetition_penalty != 1.0, "replace_unk": options.replace_unk,
+                   "coverage_penalty": options.coverage_penalty != 0.0,
                    "scores": scores, "reference": reference, "prefix_file": prefix_file, "tsv": tsv}
     for name, given in search_only.items():
         if given:

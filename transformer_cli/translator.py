@@ -21,6 +21,7 @@ from data.errors import DataError
 from data.tokenizer import BOS_ID, EOS_ID, PAD_ID, SPECIALS, UNK_ID, Tokenizers, decode, encode_batch
 from transformer.beam import BeamSession, beam_search
 from transformer.checkpoint import MODEL_FILE, CheckpointError, list_checkpoints, load_model, read_config
+from transformer.coverage import check_beta
 from transformer.decoding import Hypothesis, check_length_style, greedy_search, sample_search, score_targets
 from transformer.ensemble import Ensemble
 from transformer.model import AttentionMaps, Transformer
@@ -75,6 +76,8 @@ class SearchOptions:
     no_repeat_ngram_size: int = field(default=0, kw_only=True)  # 0: off (transformer/penalties.py)
     repetition_penalty: float = field(default=1.0, kw_only=True)  # 1: off; CTRL's, on the logits
     replace_unk: bool = field(default=False, kw_only=True)  # an output <unk> -> the source token it attends to most
+    coverage_penalty: float = field(default=0.0, kw_only=True)  # beta of GNMT's coverage penalty on the
+    # finished hypotheses of a beam search (transformer/coverage.py); 0: off
 
     def __post_init__(self) -> None:
         check_decoding(self.beam_size, self.length_penalty, self.max_len_a, self.max_len_b,
@@ -82,6 +85,7 @@ class SearchOptions:
         check_range("batch_tokens", self.batch_tokens, 1, 10_000_000)
         try:
             check_length_style(self.length_style)
+            check_beta(self.coverage_penalty)
             self.penalties, self.sampler  # noqa: B018 (each checks its values)
         except ParamError as e:
             raise RunError.wrap(e) from None
@@ -90,6 +94,9 @@ class SearchOptions:
                 raise RunError(f"{named('sampling_topk')}/{named('sampling_topp')} draw one token per step: "
                                f"use {named('beam_size')} 1 (got {self.beam_size})", "beam_size")
             check_range("n_best", self.n_best, 1, MAX_SAMPLES)
+        if self.coverage_penalty and self.beam_size == 1:
+            raise RunError(f"{named('coverage_penalty')} ranks the finished hypotheses of a beam search: use "
+                           f"{named('beam_size')} 2 or more (got 1)", "coverage_penalty", "beam_size")
 
     @property
     def sampling(self) -> bool:
@@ -261,7 +268,7 @@ class Translator:
                                                     o.length_penalty, **common)]
             else:
                 hyps = beam_search(self.model, src, BOS_ID, EOS_ID, o.beam_size, o.n_best, o.length_penalty,
-                                   o.max_len_a, o.max_len_b, **common)
+                                   o.max_len_a, o.max_len_b, coverage_beta=o.coverage_penalty, **common)
             for g, nbest in zip(group, hyps):
                 out[g] = nbest
         return out
@@ -289,7 +296,8 @@ class Translator:
         Each sentence gets what search() gives it (transformer/beam.py, tested)."""
         o = options
         return BeamSession(self.model, BOS_ID, EOS_ID, o.beam_size, o.n_best, o.length_penalty, o.max_len_a,
-                           o.max_len_b, length_style=o.length_style, banned=NEVER_OUTPUT, penalties=o.penalties)
+                           o.max_len_b, length_style=o.length_style, banned=NEVER_OUTPUT, penalties=o.penalties,
+                           coverage_beta=o.coverage_penalty)
 
     def translate(self, texts: list[str], options: SearchOptions = SearchOptions(),
                   prefixes: list[str] | None = None) -> list[Translation]:

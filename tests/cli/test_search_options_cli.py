@@ -167,3 +167,34 @@ def test_replace_unk_copies_the_most_attended_source_token(model_dir):
         if i == UNK_ID:
             assert piece == src[source_of[pos]]
             assert piece.lstrip("▁") in fixed.text
+
+
+def test_coverage_penalty_only_lowers_scores_and_reranks(cli, model_dir):
+    """cp <= 0: every hypothesis both n-best lists hold scores no higher with the penalty, and each
+    list stays sorted; --coverage-penalty 0 is the default search."""
+    src = "\n".join(SOURCES) + "\n"
+    args = ("translate", "--model", model_dir, "-b", "4", "--n-best", "4", "--format", "jsonl")
+    plain, covered = jsonl(cli(*args, input=src)), jsonl(cli(*args, "--coverage-penalty", "0.4", input=src))
+    assert len(covered) == len(SOURCES)
+    lowered = 0
+    for a, b in zip(plain, covered):
+        scores = [h["score"] for h in b["nbest"]]
+        assert scores == sorted(scores, reverse=True)
+        before = {h["translation"]: h["score"] for h in a["nbest"]}
+        for h in b["nbest"]:
+            if h["translation"] in before:
+                assert h["score"] <= before[h["translation"]] + 1e-6
+                lowered += h["score"] < before[h["translation"]] - 1e-6
+    assert lowered, "some source token of these sentences is under-attended"
+    assert cli(*args, "--coverage-penalty", "0", input=src).stdout == cli(*args, input=src).stdout
+
+
+def test_coverage_penalty_refusals_name_the_flags(cli, model_dir, tmp_path):
+    assert_one_line_error(cli("translate", "--model", model_dir, "-b", "1", "--coverage-penalty", "0.2",
+                              input="a\n"), "--coverage-penalty", "--beam-size")
+    assert_one_line_error(cli("translate", "--model", model_dir, "--coverage-penalty", "-1", input="a\n"),
+                          "--coverage-penalty")
+    refs = tmp_path / "refs.txt"
+    refs.write_text("하나\n", encoding="utf-8")
+    assert_one_line_error(cli("translate", "--model", model_dir, "--score-reference", refs, "--coverage-penalty",
+                              "0.2", input="a\n"), "--score-reference", "--coverage-penalty")

@@ -88,16 +88,9 @@ def test_batch_invariance_with_random_batches(tiny_model, beam_size):
             assert out[j][0].score == pytest.approx(full[i][0].score, abs=1e-4)
 
 
-@pytest.mark.parametrize("beam_size,style", [(1, "gnmt"), (3, "gnmt"), (4, "average")])
-def test_sentences_that_join_a_running_search_get_the_search_they_get_alone(tiny_model, beam_size, style):
-    """Continuous batching: sentences admitted between steps (and those already searching) end with
-    the hypotheses a search of their own gives, whatever joined or left around them; the cache
-    and token tables stay bounded by what is live (compaction)."""
-    src = sources(12, 9)
-    alone = [beam_search(tiny_model, src[i:i + 1], BOS, EOS, beam_size=beam_size, n_best=beam_size, alpha=0.6,
-                         max_len_b=6, length_style=style)[0] for i in range(12)]
-    session = BeamSession(tiny_model, BOS, EOS, beam_size, beam_size, 0.6, max_len_b=6, length_style=style)
-    joins = {0: [0, 1], 1: [2], 2: [3, 4, 5], 4: [6], 5: [7, 8], 9: [9], 12: [10, 11]}
+def run_session(session: BeamSession, src: torch.Tensor, joins: dict[int, list[int]]) -> tuple[dict, int]:
+    """Step `session` to the end, admitting the rows joins[step] of `src` (cut to their width) before
+    that step -> (row -> hypotheses, the longest the cache grew)."""
     got, step, longest = {}, 0, 0
     while session.live or any(s >= step for s in joins):
         if step in joins:
@@ -108,6 +101,20 @@ def test_sentences_that_join_a_running_search_get_the_search_they_get_alone(tiny
             got.update(session.step())
             longest = max(longest, session.cache.length if session.live else 0)
         step += 1
+    return got, longest
+
+
+@pytest.mark.parametrize("beam_size,style", [(1, "gnmt"), (3, "gnmt"), (4, "average")])
+def test_sentences_that_join_a_running_search_get_the_search_they_get_alone(tiny_model, beam_size, style):
+    """Continuous batching: sentences admitted between steps (and those already searching) end with
+    the hypotheses a search of their own gives, whatever joined or left around them; the cache
+    and token tables stay bounded by what is live (compaction)."""
+    src = sources(12, 9)
+    alone = [beam_search(tiny_model, src[i:i + 1], BOS, EOS, beam_size=beam_size, n_best=beam_size, alpha=0.6,
+                         max_len_b=6, length_style=style)[0] for i in range(12)]
+    session = BeamSession(tiny_model, BOS, EOS, beam_size, beam_size, 0.6, max_len_b=6, length_style=style)
+    got, longest = run_session(session, src, {0: [0, 1], 1: [2], 2: [3, 4, 5], 4: [6], 5: [7, 8], 9: [9],
+                                              12: [10, 11]})
     assert sorted(got) == list(range(12))
     for i in range(12):
         assert [h.tokens for h in got[i]] == [h.tokens for h in alone[i]], i

@@ -54,6 +54,7 @@ def test_one_request_of_many_lines_equals_translate(server, translator):
 @pytest.mark.parametrize("extra", [
     {"beam_size": 1, "sampling_topk": 0, "temperature": 1.3, "seed": 5, "n_best": 3},
     {"beam_size": 3, "no_repeat_ngram_size": 2, "repetition_penalty": 1.4},
+    {"beam_size": 3, "n_best": 2, "coverage_penalty": 0.4},
 ])
 def test_sampling_and_repetition_options_equal_translate(server, translator, extra):
     """Sampling is keyed by the sentence, not its batch: one sentence per request (so other batches
@@ -136,6 +137,8 @@ BAD = [
     (b'{"text": "a", "length_penalty": -1}', 422, "length_penalty", "length_penalty"),
     (b'{"text": "a", "length_style": "x"}', 422, "length_style", "gnmt"),
     (b'{"text": "a", "scores": "yes"}', 422, "scores", "boolean"),
+    (b'{"text": "a", "coverage_penalty": 20}', 422, "coverage_penalty", "between 0"),
+    (b'{"text": "a", "beam_size": 1, "coverage_penalty": 0.2}', 422, "coverage_penalty", "beam search"),
     (json.dumps({"text": ["a"] * 33}).encode(), 422, "text", "max_sentences"),
     (json.dumps({"text": ["a", "b" * 301]}).encode(), 422, "text[1]", "max_chars"),
     (json.dumps({"text": "b" * 301}).encode(), 422, "text", "max_chars"),

@@ -44,7 +44,7 @@ class _Strict(BaseModel):
 
 
 EXTRA_SEARCH = ("sampling_topk", "sampling_topp", "temperature", "seed", "no_repeat_ngram_size",
-                "repetition_penalty", "replace_unk")
+                "repetition_penalty", "replace_unk", "coverage_penalty")
 
 
 class TranslateRequest(_Strict):
@@ -64,6 +64,7 @@ class TranslateRequest(_Strict):
     no_repeat_ngram_size: int = 0
     repetition_penalty: float = 1.0
     replace_unk: bool = False
+    coverage_penalty: float = 0.0
     target_prefix: str | list[str] | None = None  # what each translation starts with (one per text)
 
     def extra_search(self) -> dict:
