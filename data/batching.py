@@ -6,6 +6,7 @@ sees exactly the batches an uninterrupted run would have seen.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Sequence
@@ -100,15 +101,26 @@ class SplitBatches:
     """Token-bounded batches over one prepared split."""
 
     def __init__(self, ds: datasets.Dataset, max_tokens: int) -> None:
-        self.src = TokenIds(ds, "src_ids")
-        self.tgt = TokenIds(ds, "tgt_ids")
         self.max_tokens = max_tokens
+        self._use(TokenIds(ds, "src_ids"), TokenIds(ds, "tgt_ids"))
+
+    def with_ids(self, src, tgt) -> "SplitBatches":
+        """The same rows in another segmentation (src and tgt read like TokenIds: `lengths`, `row`)."""
+        other = copy.copy(self)
+        other._use(src, tgt)
+        return other
+
+    def ready(self, epoch: int) -> None:
+        """Nothing to make before an epoch: the prepared segmentation serves every epoch."""
+
+    def _use(self, src, tgt) -> None:
+        self.src, self.tgt = src, tgt
         self.size = len(self.src.lengths)
         # the padded width a sentence needs: the longer side, + </s> (source) or <s>/</s> (target)
         self.widths = np.maximum(self.src.lengths, self.tgt.lengths) + 1
         longest = int(self.widths.max()) if self.size else 0
-        if longest > max_tokens:
-            raise DataError(f"{named('max_tokens')} {max_tokens} is smaller than the longest pair "
+        if longest > self.max_tokens:
+            raise DataError(f"{named('max_tokens')} {self.max_tokens} is smaller than the longest pair "
                             f"({longest} tokens with specials): use at least {longest}", "max_tokens")
 
     def plan(self, seed: int | None, epoch: int = 0) -> list[np.ndarray]:

@@ -232,6 +232,15 @@ def checkpoint_owner(directory: Path) -> str:
     return meta.get("run_id", "") if isinstance(meta, dict) else ""
 
 
+def checkpoint_epoch(directory: Path) -> int:
+    """The epoch a checkpoint was saved in (0 when it cannot be read: the earliest there is)."""
+    try:
+        epoch = loads((directory / "state.json").read_text())["state"]["epoch"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+    return epoch if isinstance(epoch, int) else 0
+
+
 def list_checkpoints(checkpoints: Path) -> list[Path]:
     """Complete checkpoints, oldest first (hidden temporary directories are ignored)."""
     if not checkpoints.is_dir():

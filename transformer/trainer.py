@@ -21,6 +21,8 @@ class TrainConfig:
     max_tokens: int = 4096  # tokens per batch (padded size of the wider side)
     accumulate: int = 1  # batches per optimizer step
     label_smoothing: float = 0.1  # epsilon_ls
+    bpe_dropout: float = 0.0  # > 0: every epoch re-segments the training pairs, skipping each BPE merge with
+    # this probability (Provilkov et al., 2020; data/subwords.py); 0 = the prepared segmentation
     schedule: str = "noam"  # noam | inverse_sqrt | constant
     lr_factor: float = 1.0  # noam: factor * d_model^-0.5 * min(step^-0.5, step * warmup^-1.5)
     lr: float = 5e-4  # peak rate for inverse_sqrt and constant
@@ -60,6 +62,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1) (0 = off), got {self.ema_decay}")
+        if not 0.0 <= self.bpe_dropout < 1.0:
+            raise ValueError(f"bpe_dropout must be in [0, 1) (0 = off), got {self.bpe_dropout}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.lr <= 0 or self.lr_factor <= 0:

@@ -132,7 +132,11 @@ class ShardedHooks:
         self.replicas = world.size
 
     def batches(self, epoch: int, start: int):
-        """This rank's batches of `epoch` from batch `start` on: every world-size-th of the global order."""
+        """This rank's batches of `epoch` from batch `start` on: every world-size-th of the global order
+        (an epoch that must be made first, BPE-dropout's segmentation, is made by rank 0)."""
+        if self.world.is_main:
+            self.inner.train.ready(epoch)
+        barrier(self.world)
         return self.inner.batches(epoch, start, self.world.rank, self.world.size)
 
     def evaluate(self, state) -> dict:

@@ -13,9 +13,10 @@ import torch
 
 from data.batching import SplitBatches, load_split
 from data.errors import DataError
+from data.subwords import DropoutSplit, Segmenter
 from data.tokenizer import BOS_ID, EOS_ID, Tokenizers, decode
 from transformer.checkpoint import (AVERAGE_FILE, CONFIG_FILE, MODEL_FILE, CheckpointError, average_weights,
-                                    checkpoint_owner,
+                                    checkpoint_epoch, checkpoint_owner,
                                     list_checkpoints, load_checkpoint, recover_checkpoints, save_checkpoint,
                                     save_weights)
 from transformer.config import ModelConfig
@@ -28,6 +29,8 @@ from transformer.training import adam, evaluate_loss, perplexity
 
 from transformer_cli.errors import RunError, named
 from transformer_cli.metrics import METRICS_FILE, truncate_metrics
+
+SUBWORDS_DIR = "subwords"  # each epoch's BPE-dropout segmentation of the training pairs (data/subwords.py)
 
 
 def check_prepared(data_dir: Path) -> dict:
@@ -93,6 +96,8 @@ class RunHooks(OneProcess):
 
     def batches(self, epoch: int, start: int, rank: int = 0, ranks: int = 1):
         """The training batches of `epoch` from batch `start` (this rank's share), on the device."""
+        if ranks == 1:
+            self.train.ready(epoch)  # several ranks: rank 0 made it, ShardedHooks.batches
         for b in self.train.epoch(self.cfg.seed, epoch, start, rank, ranks):
             yield b.to(self.device)
 
@@ -149,6 +154,8 @@ class RunHooks(OneProcess):
         for p in existing:
             if p.name not in keep:
                 shutil.rmtree(p)
+        if isinstance(self.train, DropoutSplit):  # the segmentations no kept checkpoint resumes in
+            self.train.segmenter.prune(min(checkpoint_epoch(p) for p in own_checkpoints(self.run_dir, self.run_id)))
 
     def log(self, event: dict) -> None:
         """Append an event to metrics.jsonl (and TensorBoard), then pass it to the caller's callback."""
@@ -286,6 +293,19 @@ def load_training_data(data_dir: Path, cfg: TrainConfig) -> tuple[SplitBatches, 
     except DataError as e:
         raise RunError.wrap(e) from None
     return train, valid, list(valid_ds["tgt"]), list(valid_ds["src"])
+
+
+def training_batches(run_dir: Path, train: SplitBatches, toks: Tokenizers, cfg: TrainConfig,
+                     model_config: ModelConfig) -> SplitBatches | DropoutSplit:
+    """The training split as its epochs are batched: with BPE-dropout, each epoch re-segmented
+    (RUN/subwords/), no side of a pair longer than the batches and the positions allow."""
+    if cfg.bpe_dropout == 0:
+        return train
+    longest = min(cfg.max_tokens, model_config.max_len) - 1
+    try:
+        return DropoutSplit(Segmenter(train, toks, cfg.bpe_dropout, longest, run_dir / SUBWORDS_DIR))
+    except DataError as e:
+        raise RunError.wrap(e) from None
 
 
 def open_tensorboard(run_dir: Path, enabled: bool, warn):

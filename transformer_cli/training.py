@@ -203,6 +203,19 @@ def _say_surprises(cfg: TrainConfig, device, warn, plan: _Plan) -> None:
             warn(note)
 
 
+def _epoch_batches(run_dir: Path, train, plan: _Plan, cfg: TrainConfig, world: ddp.World, epoch: int):
+    """The training split as epochs batch it (BPE-dropout: re-segmented each epoch, the first one
+    made here by rank 0 before any rank plans it)."""
+    train = rd.training_batches(run_dir, train, plan.toks, cfg, plan.model_config)
+    try:
+        if world.is_main:
+            train.ready(epoch)
+    except OSError as e:
+        raise RunError(os_error_message(e)) from None
+    ddp.barrier(world)
+    return train
+
+
 def _build(run_dir: Path, plan: _Plan, cfg: TrainConfig, device):
     """The model and optimizer; a run that starts from another model and has no checkpoint of its own
     yet gets that model's weights (on every rank: they all start alike). Before anything is written."""
@@ -224,6 +237,7 @@ def _start_and_fit(run_dir: Path, plan: _Plan, world: ddp.World, device, on_star
     scaler = grad_scaler(device, cfg.precision)
     average = rd.averaging(model, cfg)
     state = _write_and_resume(run_dir, plan, world, device, model, optimizer, scaler, warn, average)
+    data = (_epoch_batches(run_dir, data[0], plan, cfg, world, state.epoch), *data[1:])
     on_start(RunStart(run_dir, plan.name, model_config, cfg, str(device), sum(p.numel() for p in model.parameters()),
                       state.step, len(data[0].plan(cfg.seed, state.epoch)),
                       Path(plan.init_from["path"]) if plan.init_from else None))

@@ -154,3 +154,25 @@ def test_ranks_take_interleaved_shares_of_the_global_order():
     assert [len(shard(r, 3, 11)) for r in range(3)] == [3, 3, 3]
     # resuming at global batch 4 of the epoch
     assert shard(0, 2, 10, start=4) == [4, 6, 8] and shard(1, 2, 10, start=4) == [5, 7, 9]
+
+
+@pytest.mark.slow
+def test_bpe_dropout_ranks_share_rank_0s_segmentation(demo_data, tmp_path):
+    """Rank 0 draws each epoch's BPE-dropout segmentation and every rank batches from it: the
+    global tokens of the 10 updates are those of the first 20 batches of that segmentation's plan
+    (a rank that drew its own would plan other batches)."""
+    from data.batching import load_split
+    from data.subwords import DropoutSplit, Segmenter
+    from data.tokenizer import Tokenizers
+
+    run = tmp_path / "ddp"
+    ddp = launch(*train_args(demo_data, run, "--max-steps", "10", "--bpe-dropout", "0.2"))
+    _, err = ddp.communicate(timeout=600)
+    assert ddp.returncode == 0, err
+    plain = SplitBatches(load_split(demo_data, "train"), 400)
+    split = DropoutSplit(Segmenter(plain, Tokenizers.load(demo_data), 0.2, 255, run / "subwords"))
+    expected = sum(int(split.of_epoch(0).tgt.lengths[rows].sum()) + len(rows) for rows in split.plan(1, 0)[:20])
+    state = json.loads((run / "checkpoints" / "step-0000010" / "state.json").read_text())["state"]
+    assert state["tokens"] == expected
+    plain_tokens = sum(int(plain.tgt.lengths[rows].sum()) + len(rows) for rows in plain.plan(1, 0)[:20])
+    assert expected != plain_tokens

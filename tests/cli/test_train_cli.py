@@ -94,6 +94,32 @@ def test_killed_and_resumed_run_is_bitwise_identical(demo_data, tmp_path):
     assert steps == [4, 8, 12, 16, 20, 24]
 
 
+def test_bpe_dropout_run_resumed_from_a_checkpoint_is_bitwise_identical(cli, demo_data, tmp_path):
+    """tokenizers draws BPE-dropout from an unseeded source, so a run records each epoch's
+    segmentation (RUN/subwords/) and a resumed run must read it back: a run cut back to its step-8
+    checkpoint and resumed ends with the weights of the run that went through."""
+    import shutil
+
+    args = ["--max-steps", "16", "--eval-every", "4", "--keep-last", "10", "--bpe-dropout", "0.2"]
+    full = tmp_path / "full"
+    assert cli(*train_args(demo_data, full, *args)).exit_code == 0
+    assert (full / "subwords" / "epoch-000000" / "src.ids").is_file()
+    cut = tmp_path / "cut"
+    shutil.copytree(full, cut)
+    for step in (12, 16):
+        shutil.rmtree(cut / "checkpoints" / f"step-{step:07d}")
+    result = cli("train", "--resume", cut)
+    assert result.exit_code == 0, result.output
+    a, b = load_file(full / "checkpoints/step-0000016/model.safetensors"), load_file(
+        cut / "checkpoints/step-0000016/model.safetensors")
+    assert all((a[k] == b[k]).all() for k in a)
+    shutil.rmtree(cut / "checkpoints" / "step-0000016")
+    shutil.rmtree(cut / "subwords")  # drawn again: another segmentation, other weights
+    assert cli("train", "--resume", cut).exit_code == 0
+    c = load_file(cut / "checkpoints/step-0000016/model.safetensors")
+    assert not all((a[k] == c[k]).all() for k in a)
+
+
 @pytest.mark.slow
 def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(demo_data, tmp_path):
     proc = run_cli(*train_args(demo_data, tmp_path / "run", "--max-steps", "100000", "--eval-every", "5"))
