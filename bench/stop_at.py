@@ -1,0 +1,88 @@
+"""A trained run as it would be had it stopped at an earlier step (issue 26's "more time never hurts").
+
+  python bench/stop_at.py --run work/quality/de-en-80m --step 3400 --out work/quality/de-en-80m-at3400
+  python bench/stop_at.py --run work/quality/de-en-80m --minutes 40     # the last validation within 40 min
+
+Training is deterministic for a seed and its schedule depends on the step only, so a run stopped at
+step S (a validation step) is the longer run's first S steps: the same validations, the same moving
+average at the same best one. This writes that run's directory (config, tokenizer, metrics cut at S,
+and model.safetensors = the moving average saved in the checkpoint of the best validation up to S, as
+`train` publishes it), so `bench/quality.sh` scores it as any run. Needs the run's checkpoints up to S
+(`train --keep-last` large enough). Checked on the run itself: stopping at its last validation gives
+its own model.safetensors, tensor for tensor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from transformer.checkpoint import AVERAGE_FILE, MODEL_FILE  # noqa: E402
+
+COPIED = ("config.json", "tokenizer.json")
+
+
+def events(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+def step_at_minutes(evs: list[dict], minutes: float) -> int:
+    """The last validation step whose training reached it within `minutes` (the train events' elapsed)."""
+    reached = {e["step"]: e["elapsed"] for e in evs if e["event"] == "train"}
+    evals = [e["step"] for e in evs if e["event"] == "eval"]
+    within = [s for s in evals if max((t for st, t in reached.items() if st <= s), default=0.0) <= minutes * 60]
+    return within[-1]
+
+
+def published_at(run: Path, evs: list[dict], step: int) -> tuple[dict, int]:
+    """The weights train publishes when it stops at `step`: the moving average of the best validation."""
+    best = [e for e in evs if e["event"] == "eval" and e["step"] <= step and e.get("is_best")][-1]
+    checkpoint = run / "checkpoints" / f"step-{best['step']:07d}"
+    if not (checkpoint / AVERAGE_FILE).is_file():
+        sys.exit(f"error: {checkpoint / AVERAGE_FILE} is missing (train with a larger --keep-last)")
+    return load_file(checkpoint / AVERAGE_FILE), best["step"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", type=Path, required=True)
+    ap.add_argument("--out", type=Path)
+    group = ap.add_mutually_exclusive_group(required=True)
+    group.add_argument("--step", type=int)
+    group.add_argument("--minutes", type=float)
+    args = ap.parse_args()
+    evs = events(args.run)
+    last_eval = [e for e in evs if e["event"] == "eval"][-1]["step"]
+    step = args.step if args.step is not None else step_at_minutes(evs, args.minutes)
+    if step not in {e["step"] for e in evs if e["event"] == "eval"}:
+        sys.exit(f"error: no validation at step {step} in {args.run}")
+    if step == last_eval:  # the check: the run's own published weights
+        weights, _ = published_at(args.run, evs, step)
+        own = load_file(args.run / MODEL_FILE)
+        same = own.keys() == weights.keys() and all(torch.equal(own[k], weights[k]) for k in own)
+        print(f"stopping at the last validation ({step}) gives the run's own {MODEL_FILE}: {same}")
+    if args.out is None:
+        print(step)
+        return
+    weights, best = published_at(args.run, evs, step)
+    args.out.mkdir(parents=True, exist_ok=False)
+    for name in COPIED:
+        shutil.copy2(args.run / name, args.out / name)
+    kept = [e for e in evs if e.get("step", 0) <= step and e["event"] in ("train", "eval")]
+    (args.out / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in kept))
+    save_file(weights, args.out / MODEL_FILE)
+    elapsed = max(e["elapsed"] for e in kept if e["event"] == "train")
+    print(f"{args.out}: stopped at step {step} ({elapsed / 60:.1f} min), published the moving average of "
+          f"step {best}")
+
+
+if __name__ == "__main__":
+    main()
