@@ -203,10 +203,9 @@ def _say_surprises(cfg: TrainConfig, device, warn, plan: _Plan) -> None:
             warn(note)
 
 
-def _epoch_batches(run_dir: Path, train, plan: _Plan, cfg: TrainConfig, world: ddp.World, epoch: int):
-    """The training split as epochs batch it (BPE-dropout: re-segmented each epoch, the first one
-    made here by rank 0 before any rank plans it)."""
-    train = rd.training_batches(run_dir, train, plan.toks, cfg, plan.model_config)
+def _first_epoch(train, world: ddp.World, epoch: int):
+    """The training batches with the epoch a run starts in made (BPE-dropout's segmentation: by rank
+    0, before any rank plans it)."""
     try:
         if world.is_main:
             train.ready(epoch)
@@ -233,11 +232,12 @@ def _start_and_fit(run_dir: Path, plan: _Plan, world: ddp.World, device, on_star
     model_config = plan.model_config
     set_threads(cfg.threads)
     data = rd.load_training_data(plan.data_dir, cfg)
+    train = rd.training_batches(run_dir, data[0], plan.toks, cfg, model_config)  # refused before any write
     model, optimizer = _build(run_dir, plan, cfg, device)
     scaler = grad_scaler(device, cfg.precision)
     average = rd.averaging(model, cfg)
     state = _write_and_resume(run_dir, plan, world, device, model, optimizer, scaler, warn, average)
-    data = (_epoch_batches(run_dir, data[0], plan, cfg, world, state.epoch), *data[1:])
+    data = (_first_epoch(train, world, state.epoch), *data[1:])
     on_start(RunStart(run_dir, plan.name, model_config, cfg, str(device), sum(p.numel() for p in model.parameters()),
                       state.step, len(data[0].plan(cfg.seed, state.epoch)),
                       Path(plan.init_from["path"]) if plan.init_from else None))

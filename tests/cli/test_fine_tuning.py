@@ -228,6 +228,9 @@ def test_fine_tuning_an_imported_opus_mt_model(cli, imported_run, tmp_path):
                  imported_run, "--valid-size", "40", "--out", data)
     assert result.exit_code == 0, result.output
     tuned = tmp_path / "tuned"
+    refused = fine_tune(cli, data, tuned, imported_run, "--max-steps", "3", "--bpe-dropout", "0.1")
+    assert refused.exit_code != 0 and "--bpe-dropout needs a BPE tokenizer; this run's is Unigram" in refused.output
+    assert not (tuned / "config.json").exists(), "refused before anything was written"
     result = fine_tune(cli, data, tuned, imported_run, "--max-steps", "3")
     assert result.exit_code == 0, result.output
     losses = [e["loss"] for e in events(tuned, "train")]
