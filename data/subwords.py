@@ -39,8 +39,7 @@ def check_dropout(p: float) -> None:
 
 def dropout_tokenizer(tok: Tokenizer, p: float) -> Tokenizer:
     """A copy of a BPE tokenizer that skips each merge with probability p."""
-    model = tok.to_str()
-    copy = Tokenizer.from_str(model)
+    copy = Tokenizer.from_str(tok.to_str())
     if type(copy.model).__name__ != "BPE":
         raise DataError(f"{named('bpe_dropout')} needs a BPE tokenizer; this run's is "
                         f"{type(copy.model).__name__} (an imported model's): train without it", "bpe_dropout")
@@ -99,17 +98,13 @@ class Segmenter:
                 shutil.rmtree(d, ignore_errors=True)
 
     def _write_side(self, side: str, tmp: Path) -> None:
-        offsets = [np.zeros(1, np.int64)]
+        lengths = []
         with open(tmp / f"{side}.ids", "wb") as out:
-            end = 0
             for start in range(0, self.plain.size, CHUNK):
-                stop = min(start + CHUNK, self.plain.size)
-                rows = self._segment(side, start, stop)
-                for r in rows:
+                for r in self._segment(side, start, min(start + CHUNK, self.plain.size)):
                     np.asarray(r, dtype=np.int32).tofile(out)
-                offsets.append(end + np.cumsum([len(r) for r in rows], dtype=np.int64))
-                end = int(offsets[-1][-1]) if len(rows) else end
-        np.concatenate(offsets).tofile(tmp / f"{side}.offsets")
+                    lengths.append(len(r))
+        np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(np.int64).tofile(tmp / f"{side}.offsets")
 
     def _segment(self, side: str, start: int, stop: int) -> list[list[int]]:
         """Rows start..stop of one side in a new segmentation (a row that cannot be re-segmented or
@@ -142,7 +137,6 @@ class DropoutSplit:
 
     def __init__(self, segmenter: Segmenter) -> None:
         self.segmenter = segmenter
-        self.size = segmenter.plain.size
         self._epoch: tuple[int, SplitBatches] | None = None
 
     def ready(self, epoch: int) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Callable
 
 import numpy as np
 import torch
@@ -97,6 +98,13 @@ def stop(world: World) -> None:
         dist.destroy_process_group()
 
 
+def made_by_rank0(world: World, make: Callable[[], None]) -> None:
+    """make() on rank 0 (files every rank then reads), the other ranks waiting until it is done."""
+    if world.is_main:
+        make()
+    barrier(world)
+
+
 def barrier(world: World) -> None:
     """Wait until every rank gets here (nothing to wait for in one process)."""
     if world.size > 1:
@@ -134,9 +142,7 @@ class ShardedHooks:
     def batches(self, epoch: int, start: int):
         """This rank's batches of `epoch` from batch `start` on: every world-size-th of the global order
         (an epoch that must be made first, BPE-dropout's segmentation, is made by rank 0)."""
-        if self.world.is_main:
-            self.inner.train.ready(epoch)
-        barrier(self.world)
+        made_by_rank0(self.world, lambda: self.inner.train.ready(epoch))
         return self.inner.batches(epoch, start, self.world.rank, self.world.size)
 
     def evaluate(self, state) -> dict:

@@ -207,11 +207,9 @@ def _first_epoch(train, world: ddp.World, epoch: int):
     """The training batches with the epoch a run starts in made (BPE-dropout's segmentation: by rank
     0, before any rank plans it)."""
     try:
-        if world.is_main:
-            train.ready(epoch)
+        ddp.made_by_rank0(world, lambda: train.ready(epoch))
     except OSError as e:
         raise RunError(os_error_message(e)) from None
-    ddp.barrier(world)
     return train
 
 
