@@ -100,7 +100,7 @@ def register(app: typer.Typer) -> None:
 def run(data: Path | None, out: Path | None, resume: Path | None, preset: str | None, config: Path | None,
         model_flags: dict, train_flags: dict, init_from: Path | None = None) -> None:
     from transformer_cli.distributed import world_from_env
-    from transformer_cli.runtime import reuse_freed_memory
+    from transformer_cli.runtime import TRAIN_KERNEL_CACHE, bound_kernel_cache, reuse_freed_memory
     from transformer_cli.training import TrainRequest, train
 
     from cli.train_display import TrainView, summary_table
@@ -114,6 +114,7 @@ def run(data: Path | None, out: Path | None, resume: Path | None, preset: str | 
                            model=model_flags, training=train_flags, init_from=init_from)
     err = console.err
     reuse_freed_memory()
+    bound_kernel_cache(TRAIN_KERNEL_CACHE)
     if not world_from_env().is_main:  # torchrun: rank 0 shows the run, the others train quietly
         with StopFlag() as stop:
             train(request, should_stop=stop)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 from transformer_cli.errors import RunError, named
 
@@ -84,6 +85,18 @@ def check_decoding(beam_size: int, alpha: float = 0.6, max_len_a: float = 1.5, m
 
 
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # mallopt parameters (glibc's malloc.h)
+KERNEL_CACHE = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
+TRAIN_KERNEL_CACHE = 16  # kernels kept by a training process (oneDNN's own default: 1,024)
+
+
+def bound_kernel_cache(capacity: int) -> None:
+    """Keep at most `capacity` of oneDNN's compiled kernels (primitives), unless the user set
+    ONEDNN_PRIMITIVE_CACHE_CAPACITY. oneDNN keeps one per distinct shape, each with its own work
+    buffer (up to tens of MB for a bf16 product), and training batches come in hundreds of shapes:
+    with the default 1,024 a 40-minute `small` run held 15 GB, and still ~2.5 GB with 16, at the same
+    speed (bench/bench_train_rss.py). oneDNN reads the variable when it makes its first kernel, so call
+    this before any tensor work; process-wide, so the commands call it, not the library."""
+    os.environ.setdefault(KERNEL_CACHE, str(capacity))
 
 
 def reuse_freed_memory() -> bool:

@@ -1,5 +1,6 @@
 """The training-speed levers compute the same thing as the plain path (bench/RESULTS.md measures them)."""
 
+import os
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -99,3 +100,30 @@ def test_reuse_freed_memory_on_glibc():
     import platform
     expected = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
     assert out.strip() == str(expected)
+
+
+def test_kernel_cache_bound_unless_the_user_set_one(monkeypatch):
+    from transformer_cli.runtime import KERNEL_CACHE, bound_kernel_cache
+
+    monkeypatch.delenv(KERNEL_CACHE, raising=False)
+    bound_kernel_cache(16)
+    assert os.environ[KERNEL_CACHE] == "16"
+    monkeypatch.setenv(KERNEL_CACHE, "512")
+    bound_kernel_cache(16)
+    assert os.environ[KERNEL_CACHE] == "512"
+
+
+def test_train_bounds_the_kernel_cache_before_training(monkeypatch, tmp_path):
+    """oneDNN reads the bound when it makes its first kernel: train sets it before training starts."""
+    import cli.train as train_cli
+    from transformer_cli import runtime
+
+    seen = []
+    monkeypatch.delenv(runtime.KERNEL_CACHE, raising=False)
+    monkeypatch.setattr("transformer_cli.training.train",
+                        lambda *a, **k: seen.append(os.environ.get(runtime.KERNEL_CACHE)) or None)
+    try:
+        train_cli.run(tmp_path / "data", tmp_path / "run", None, None, None, {}, {})
+    except Exception:  # noqa: BLE001 - the fake train returns nothing to show; only what it saw matters
+        pass
+    assert seen == [str(runtime.TRAIN_KERNEL_CACHE)]
