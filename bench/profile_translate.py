@@ -2,7 +2,11 @@
 file (CPU time by operator, self time, share of the total), plus the Python left outside operators.
 
     python bench/profile_translate.py --model work/m30k-small [--beam 5] [--sentences 1000]
-        [--precision fp32|bf16] [--threads 2] [--rows 15] [--code DIR]
+        [--precision fp32|bf16] [--threads 2] [--rows 15] [--code DIR] [--live N]
+
+--live N profiles serve's continuous beam search instead of translate's batches: one BeamSession
+kept at N live sentences (a new one joins the step after one ends, as serve's model worker admits
+single-sentence requests), without HTTP.
 
 --code DIR profiles the packages in DIR instead (an older revision's worktree: `git worktree add
 /tmp/old 87bb699`), for a before/after table.
@@ -32,6 +36,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rows", type=int, default=15)
     p.add_argument("--code", type=Path, help="import transformer_cli from this directory")
+    p.add_argument("--live", type=int, default=0, help="profile a session kept at N live sentences")
     args = p.parse_args()
     if args.code:
         sys.path.insert(0, str(args.code.resolve()))
@@ -44,20 +49,37 @@ def main() -> None:
     with gzip.open(TEST_DE, "rt", encoding="utf-8") as f:
         lines = [next(f).strip() for _ in range(args.sentences)]
     options = SearchOptions(beam_size=args.beam)
-    translator.translate(lines[:16], options)  # warm-up
+    run = (lambda texts: live_session(translator, texts, options, args.live)) if args.live else \
+        (lambda texts: translator.translate(texts, options))
+    run(lines[:16])  # warm-up
     t0 = time.perf_counter()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        translator.translate(lines, options)
+        run(lines)
     wall = time.perf_counter() - t0
     events = prof.key_averages()
     ops = sum(e.self_cpu_time_total for e in events) / 1e6
-    print(f"{args.model} beam {args.beam} {args.precision}, {len(lines)} sentences, {args.threads} threads: "
+    mode = f"{args.live} live" if args.live else "translate's batches"
+    print(f"{args.model} beam {args.beam} {args.precision}, {mode}, {len(lines)} sentences, {args.threads} threads: "
           f"{wall:.2f} s under the profiler, {ops:.2f} s inside torch operators, "
           f"{max(wall - ops, 0):.2f} s ({max(wall - ops, 0) / wall:.0%}) Python and the rest")
     print(f"{'operator':40s} {'calls':>8s} {'self s':>8s} {'share':>7s}")
     for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[: args.rows]:
         print(f"{e.key[:40]:40s} {e.count:8d} {e.self_cpu_time_total / 1e6:8.2f} "
               f"{e.self_cpu_time_total / 1e6 / wall:7.1%}")
+
+
+def live_session(translator, lines: list[str], options, live: int) -> None:
+    """serve's continuous beam search over `lines`: `live` sentences searched at once, each one that
+    ends replaced by the next line (one admit per sentence, as single-sentence requests join)."""
+    rows = translator.encode(lines).ids
+    session = translator.beam_session(options)
+    waiting = list(range(len(rows)))[::-1]
+    with torch.inference_mode():
+        while waiting or session.live:
+            while waiting and session.live < live:
+                i = waiting.pop()
+                session.admit(translator.tensor([rows[i]]), [i])
+            session.step()
 
 
 if __name__ == "__main__":
