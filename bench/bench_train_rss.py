@@ -9,9 +9,10 @@ cost in speed is seen beside its memory.
     python bench/bench_train_rss.py --data work/quality/m30k-de-en [--seconds 300] \\
         [--variant "name:ENV=VALUE,ENV=VALUE"]...
 
-Variants set environment variables of the child (none: the commands' defaults). oneDNN keeps one
-compiled kernel per distinct shape (ONEDNN_PRIMITIVE_CACHE_CAPACITY, 1,024 by default) and training
-batches come in many shapes.
+Variants set environment variables of the child (none: the commands' defaults); the word
+`no-mallopt` among them instead runs train without its malloc settings (runtime.reuse_freed_memory:
+freed memory goes back to the kernel). oneDNN keeps one compiled kernel per distinct shape
+(ONEDNN_PRIMITIVE_CACHE_CAPACITY, 1,024 by default) and training batches come in many shapes.
 """
 
 from __future__ import annotations
@@ -26,30 +27,26 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_prepare import status_kib  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
+# the CLI with reuse_freed_memory() turned into a no-op (the `no-mallopt` variant)
+NO_MALLOPT = ("import sys, runpy, transformer_cli.runtime as r; r.reuse_freed_memory = lambda: False; "
+              "sys.argv[0] = 'transformer-cli'; runpy.run_module('cli.main', run_name='__main__')")
 
 
-def heap_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("RssAnon:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def run(data: Path, seconds: int, env: dict[str, str], out: Path) -> tuple[list[tuple[float, float]], float]:
+def run(data: Path, seconds: int, env: dict[str, str], no_mallopt: bool, out: Path
+        ) -> tuple[list[tuple[float, float]], float]:
     """[(seconds since start, heap MB)] sampled every 5 s, and the median target tokens/s."""
-    entry = [env["TRAIN_ENTRY"]] if "TRAIN_ENTRY" in env else ["-m", "cli.main"]
+    entry = ["-c", NO_MALLOPT] if no_mallopt else ["-m", "cli.main"]
     cmd = [sys.executable, *entry, "train", "--data", str(data), "--out", str(out), "--preset", "small",
            "--max-time", str(seconds), "--threads", "2"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env}, stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     t0, samples = time.monotonic(), []
     while proc.poll() is None:
-        try:
-            mb = heap_mb(proc.pid)
-        except (FileNotFoundError, ProcessLookupError):
-            break
-        if mb:  # 0 once the process has exited (a zombie has no memory)
+        if mb := status_kib(proc.pid, "RssAnon") / 1024:  # 0 once it has exited (a zombie has no memory)
             samples.append((time.monotonic() - t0, mb))
         time.sleep(5)
     if proc.wait():
@@ -59,10 +56,11 @@ def run(data: Path, seconds: int, env: dict[str, str], out: Path) -> tuple[list[
     return samples, statistics.median(speeds)
 
 
-def parse_variant(text: str) -> tuple[str, dict[str, str]]:
-    name, _, assignments = text.partition(":")
-    env = dict(a.split("=", 1) for a in assignments.split(",") if a)
-    return name, env
+def parse_variant(text: str) -> tuple[str, dict[str, str], bool]:
+    """"name:ENV=VALUE,...[,no-mallopt]" -> (name, environment, without train's malloc settings)."""
+    name, _, items = text.partition(":")
+    words = [a for a in items.split(",") if a]
+    return name, dict(a.split("=", 1) for a in words if a != "no-mallopt"), "no-mallopt" in words
 
 
 def main() -> None:
@@ -71,12 +69,12 @@ def main() -> None:
     p.add_argument("--seconds", type=int, default=300)
     p.add_argument("--variant", action="append", default=[], help='"name:ENV=VALUE,..." (repeatable)')
     args = p.parse_args()
-    variants = [parse_variant(v) for v in args.variant] or [("defaults", {})]
+    variants = [parse_variant(v) for v in args.variant] or [("defaults", {}, False)]
     print(f"| variant | heap MB at 1/5 ... 5/5 of {args.seconds} s | growth, 2nd half (MB/min) | target tokens/s |")
     print("|---|---|---|---|")
-    for name, env in variants:
+    for name, env, no_mallopt in variants:
         with tempfile.TemporaryDirectory() as d:
-            samples, speed = run(args.data.resolve(), args.seconds, env, Path(d) / "run")
+            samples, speed = run(args.data.resolve(), args.seconds, env, no_mallopt, Path(d) / "run")
         end = samples[-1][0]
         marks = [min(samples, key=lambda s: abs(s[0] - end * k / 5))[1] for k in range(1, 6)]
         half = [s for s in samples if s[0] >= end / 2]

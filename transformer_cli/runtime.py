@@ -93,8 +93,8 @@ def bound_kernel_cache(capacity: int) -> None:
     """Keep at most `capacity` of oneDNN's compiled kernels (primitives), unless the user set
     ONEDNN_PRIMITIVE_CACHE_CAPACITY. oneDNN keeps one per distinct shape, each with its own work
     buffer (up to tens of MB for a bf16 product), and training batches come in hundreds of shapes:
-    with the default 1,024 a 40-minute `small` run held 15 GB, and still ~2.5 GB with 16, at the same
-    speed (bench/bench_train_rss.py). oneDNN reads the variable when it makes its first kernel, so call
+    with the default 1,024 a 40-minute `small` run held 15 GB and was still growing; with 16, 4 GB,
+    flat from its 12th minute, at the same speed (bench/bench_train_rss.py). oneDNN reads the variable when it makes its first kernel, so call
     this before any tensor work; process-wide, so the commands call it, not the library."""
     os.environ.setdefault(KERNEL_CACHE, str(capacity))
 
