@@ -43,6 +43,8 @@ def register(app: typer.Typer) -> None:
         max_tokens: Optional[int] = O(None, "--max-tokens", help="Tokens per batch.", rich_help_panel="Training"),
         accumulate: Optional[int] = O(None, "--accumulate", help="Batches per update.", rich_help_panel="Training"),
         label_smoothing: Optional[float] = O(None, "--label-smoothing", rich_help_panel="Training"),
+        weight_decay: Optional[float] = O(None, "--weight-decay", help="AdamW's decoupled decay of the weight "
+                                          "matrices, e.g. 0.01 (0 = Adam, the paper's).", rich_help_panel="Training"),
         bpe_dropout: Optional[float] = O(None, "--bpe-dropout", help="Re-segment the training pairs every epoch, "
                                          "skipping each BPE merge with this probability (e.g. 0.1; 0 = off).",
                                          rich_help_panel="Training"),

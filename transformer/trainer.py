@@ -30,6 +30,7 @@ class TrainConfig:
     beta1: float = 0.9  # Adam beta_1
     beta2: float = 0.98  # Adam beta_2
     adam_eps: float = 1e-9  # Adam epsilon
+    weight_decay: float = 0.0  # > 0: AdamW's decoupled decay of the weight matrices (not biases, norms)
     clip_norm: float = 1.0  # gradient clipping by global norm; 0 = off
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 with a gradient scaler) | auto (bf16
     # where the hardware computes it natively, else fp32: resolved by each process at start)
@@ -64,6 +65,8 @@ class TrainConfig:
             raise ValueError(f"ema_decay must be in [0, 1) (0 = off), got {self.ema_decay}")
         if not 0.0 <= self.bpe_dropout < 1.0:
             raise ValueError(f"bpe_dropout must be in [0, 1) (0 = off), got {self.bpe_dropout}")
+        if not 0.0 <= self.weight_decay < 1.0:
+            raise ValueError(f"weight_decay must be in [0, 1) (0 = off), got {self.weight_decay}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.lr <= 0 or self.lr_factor <= 0:

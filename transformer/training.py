@@ -73,11 +73,18 @@ def learning_rate(step: int, schedule: str, d_model: int, warmup: int, factor: f
     raise ValueError(f"unknown schedule {schedule!r} (noam, inverse_sqrt, constant)")
 
 
-def adam(params, betas: tuple[float, float], eps: float) -> torch.optim.Adam:
+def adam(params, betas: tuple[float, float], eps: float, weight_decay: float = 0.0) -> torch.optim.Adam:
     """Adam (paper 5.3) through torch's fused kernel: one pass over all parameters instead of a
     dozen small operations per tensor (the same update; a resumed run keeps the implementation
-    its checkpoint recorded)."""
-    return torch.optim.Adam(params, lr=0.0, betas=betas, eps=eps, fused=True)
+    its checkpoint recorded). weight_decay > 0: AdamW (Loshchilov and Hutter, 2019), every step
+    w <- w - lr * weight_decay * w besides Adam's update, for the weight matrices and embeddings
+    only (biases and layer-norm gains and shifts are not decayed)."""
+    if not weight_decay:
+        return torch.optim.Adam(params, lr=0.0, betas=betas, eps=eps, fused=True)
+    params = list(params)
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=0.0, betas=betas, eps=eps, fused=True)
 
 
 @dataclass(frozen=True)

@@ -198,7 +198,7 @@ def build(model_config: ModelConfig, cfg: TrainConfig, device: torch.device):
     torch.manual_seed(cfg.seed)
     try:
         model = Transformer(model_config).to(device)
-        optimizer = adam(model.parameters(), (cfg.beta1, cfg.beta2), cfg.adam_eps)
+        optimizer = adam(model.parameters(), (cfg.beta1, cfg.beta2), cfg.adam_eps, cfg.weight_decay)
     except (RuntimeError, MemoryError) as e:
         if isinstance(e, MemoryError) or is_out_of_memory(e):
             raise RunError(f"out of memory building a model of {model_config.parameter_count():,} "

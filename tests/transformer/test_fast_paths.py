@@ -11,6 +11,7 @@ import torch
 from transformer import Transformer
 from transformer.attention import MultiHeadAttention, fused_pays
 from transformer.dropout import Dropout
+from transformer.trainer import TrainConfig
 from transformer.training import adam, batch_loss, label_smoothed_nll, train_step
 
 PAD = 0
@@ -92,6 +93,25 @@ def test_fused_adam_takes_the_same_steps_as_plain_adam(tiny_config):
             train_step(model, opt, [b], 1e-3, 0.1, 1.0)
     for p, q in zip(models[0].parameters(), models[1].parameters()):
         torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-5)
+
+
+def test_weight_decay_shrinks_the_matrices_and_leaves_biases_and_norms(tiny_config):
+    """AdamW's decoupled decay: with zero gradients Adam's own update is 0, so one step multiplies
+    every weight matrix (and embedding) by 1 - lr * weight_decay and leaves the 1-D parameters."""
+    model = Transformer(tiny_config)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = adam(model.parameters(), (0.9, 0.98), 1e-9, weight_decay=0.1)
+    for group in opt.param_groups:
+        group["lr"] = 0.5
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    for name, p in model.named_parameters():
+        expected = before[name] * 0.95 if p.dim() >= 2 else before[name]
+        torch.testing.assert_close(p.detach(), expected, msg=name)
+    assert type(adam(model.parameters(), (0.9, 0.98), 1e-9)) is torch.optim.Adam  # 0: the paper's Adam
+    with pytest.raises(ValueError, match="weight_decay must be in"):
+        TrainConfig(weight_decay=-0.1)
 
 
 def test_reuse_freed_memory_on_glibc():
