@@ -39,8 +39,10 @@ def read(path: Path, n: int | None = None) -> list[str]:
     return lines[:n] if n else lines
 
 
-def dice_table(src_rows: list[list[int]], tgt_rows: list[list[int]], vocab: int, k: int) -> list[np.ndarray]:
-    """For each source token, its k target tokens of highest Dice coefficient over the pairs."""
+def dice_table(src_rows: list[list[int]], tgt_rows: list[list[int]], vocab: int, k: int
+               ) -> tuple[list[np.ndarray], np.ndarray]:
+    """For each source token, its k target tokens of highest Dice coefficient over the pairs; and
+    c(t), the number of pairs each target token occurs in."""
     keys, c_src, c_tgt = [], np.zeros(vocab, np.int64), np.zeros(vocab, np.int64)
     for s, t in zip(src_rows, tgt_rows):
         s, t = np.unique(s), np.unique(t)
@@ -53,7 +55,7 @@ def dice_table(src_rows: list[list[int]], tgt_rows: list[list[int]], vocab: int,
     order = np.lexsort((-dice, s_of))  # by source token, then best first
     s_sorted, t_sorted = s_of[order], t_of[order]
     starts = np.searchsorted(s_sorted, np.arange(vocab + 1))
-    return [t_sorted[starts[s]:min(starts[s] + k, starts[s + 1])] for s in range(vocab)]
+    return [t_sorted[starts[s]:min(starts[s] + k, starts[s + 1])] for s in range(vocab)], c_tgt
 
 
 class Shortlisted(nn.Module):
@@ -138,9 +140,8 @@ def main() -> None:
     start = time.perf_counter()
     train_src = encode_batch(translator.toks.src, read(DATA / f"train.{args.src}.gz"))
     train_tgt = encode_batch(translator.toks.tgt, read(DATA / f"train.{args.tgt}.gz"))
-    counts = np.bincount(np.concatenate([np.unique(t) for t in train_tgt]), minlength=vocab)
     k_max = max(int(k) for k in args.k.split(","))
-    table = dice_table(train_src, train_tgt, vocab, k_max)
+    table, counts = dice_table(train_src, train_tgt, vocab, k_max)
     print(f"table from {len(train_src):,} training pairs in {time.perf_counter() - start:.1f} s")
 
     test = read(DATA / f"test_2016_flickr.{args.src}.gz", args.sentences)
