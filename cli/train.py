@@ -45,6 +45,9 @@ def register(app: typer.Typer) -> None:
         label_smoothing: Optional[float] = O(None, "--label-smoothing", rich_help_panel="Training"),
         weight_decay: Optional[float] = O(None, "--weight-decay", help="AdamW's decoupled decay of the weight "
                                           "matrices, e.g. 0.01 (0 = Adam, the paper's).", rich_help_panel="Training"),
+        r_drop: Optional[float] = O(None, "--r-drop", help="R-Drop's alpha: each batch runs twice and alpha x the KL "
+                                    "between the two predictions joins the loss, e.g. 5 (0 = off; twice the compute "
+                                    "per update).", rich_help_panel="Training"),
         bpe_dropout: Optional[float] = O(None, "--bpe-dropout", help="Re-segment the training pairs every epoch, "
                                          "skipping each BPE merge with this probability (e.g. 0.1; 0 = off).",
                                          rich_help_panel="Training"),

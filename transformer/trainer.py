@@ -31,6 +31,8 @@ class TrainConfig:
     beta2: float = 0.98  # Adam beta_2
     adam_eps: float = 1e-9  # Adam epsilon
     weight_decay: float = 0.0  # > 0: AdamW's decoupled decay of the weight matrices (not biases, norms)
+    r_drop: float = 0.0  # alpha > 0: R-Drop (Liang et al., 2021), each batch run twice and alpha times the
+    # symmetric KL between the two predictions added to the loss (twice the compute per update)
     clip_norm: float = 1.0  # gradient clipping by global norm; 0 = off
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 with a gradient scaler) | auto (bf16
     # where the hardware computes it natively, else fp32: resolved by each process at start)
@@ -67,6 +69,8 @@ class TrainConfig:
             raise ValueError(f"bpe_dropout must be in [0, 1) (0 = off), got {self.bpe_dropout}")
         if not 0.0 <= self.weight_decay < 1.0:
             raise ValueError(f"weight_decay must be in [0, 1) (0 = off), got {self.weight_decay}")
+        if self.r_drop < 0:
+            raise ValueError(f"r_drop must be >= 0 (0 = off), got {self.r_drop}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.lr <= 0 or self.lr_factor <= 0:
@@ -213,7 +217,8 @@ def _epoch(model, optimizer, cfg: TrainConfig, state: TrainState, hooks: Hooks, 
             continue
         lr = learning_rate(state.step + 1, cfg.schedule, d_model, cfg.warmup, cfg.lr_factor, cfg.lr)
         hooks.start_step(state.step)
-        stats = train_step(model, optimizer, group, lr, cfg.label_smoothing, cfg.clip_norm, cfg.precision, scaler)
+        stats = train_step(model, optimizer, group, lr, cfg.label_smoothing, cfg.clip_norm, cfg.precision, scaler,
+                           cfg.r_drop)
         state.step += 1
         hooks.end_step(state.step)
         state.batch_in_epoch += len(group) * hooks.replicas

@@ -42,13 +42,32 @@ def label_smoothed_nll(logits: torch.Tensor, target: torch.Tensor, epsilon: floa
     return loss[keep].sum(), nll[keep].sum()
 
 
-def batch_loss(model, b: BatchLike, epsilon: float, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def symmetric_kl(logits: torch.Tensor) -> torch.Tensor:
+    """R-Drop's consistency term (Liang et al., 2021): the two halves of `logits` (2n, V) are the same
+    n rows under two dropout masks, P1 and P2. Returns the summed (KL(P1||P2) + KL(P2||P1)) / 2, i.e.
+    sum (p1 - p2)(log p1 - log p2) / 2 over rows and classes (a class with log p = -inf in both adds 0)."""
+    logp1, logp2 = F.log_softmax(logits.float(), dim=-1).chunk(2)  # (n, V) each
+    gap = (logp1 - logp2).nan_to_num(nan=0.0)
+    return 0.5 * ((logp1.exp() - logp2.exp()) * gap).sum()
+
+
+def batch_loss(model, b: BatchLike, epsilon: float, pad_id: int, r_drop: float = 0.0
+               ) -> tuple[torch.Tensor, torch.Tensor]:
     """label_smoothed_nll of one batch; logits only for the non-pad target positions (the output
     projection and softmax over padding would be thrown away). model: a Transformer, or one wrapped
-    in DistributedDataParallel (its forward is the one that synchronises gradients)."""
+    in DistributedDataParallel (its forward is the one that synchronises gradients).
+
+    r_drop = alpha > 0: R-Drop. The batch goes through the model twice in one call (the two copies
+    draw different dropout masks) and the loss is R-Drop's CE_1 + CE_2 + alpha * symmetric_kl,
+    halved so its cross-entropy part is on a plain step's scale; the NLL is the mean of the copies."""
     keep = b.tgt_out != pad_id  # (batch, tgt_len)
-    logits, _ = model(b.src, b.tgt_in, keep=keep)  # (n_keep, V)
-    return label_smoothed_nll(logits, b.tgt_out[keep], epsilon, pad_id)
+    if not r_drop:
+        logits, _ = model(b.src, b.tgt_in, keep=keep)  # (n_keep, V)
+        return label_smoothed_nll(logits, b.tgt_out[keep], epsilon, pad_id)
+    twice = lambda t: torch.cat([t, t])  # noqa: E731 - (2 batch, ...): the first copy's rows first
+    logits, _ = model(twice(b.src), twice(b.tgt_in), keep=twice(keep))  # (2 n_keep, V)
+    loss, nll = label_smoothed_nll(logits, twice(b.tgt_out[keep]), epsilon, pad_id)
+    return (loss + r_drop * symmetric_kl(logits)) / 2, nll / 2
 
 
 def noam_lr(step: int, d_model: int, warmup: int, factor: float = 1.0) -> float:
@@ -126,13 +145,14 @@ def _all_sum(values: list[float], device: torch.device) -> list[float]:
 
 def train_step(model, optimizer: torch.optim.Optimizer, batches: Sequence[BatchLike], lr: float,
                label_smoothing: float, clip_norm: float, precision: str = "fp32",
-               scaler: "torch.amp.GradScaler | None" = None) -> StepStats:
+               scaler: "torch.amp.GradScaler | None" = None, r_drop: float = 0.0) -> StepStats:
     """One optimizer update over `batches` (gradient accumulation), normalised by their target tokens.
 
     model: the Transformer, or the Transformer in DistributedDataParallel; then `batches` are this
     rank's share of the update, the token count is summed over ranks first and each rank's loss is
     scaled so the averaged gradient equals one process's over all the ranks' batches. Gradients are
-    synchronised once, on the last batch (no_sync before). Reported loss and tokens are global."""
+    synchronised once, on the last batch (no_sync before). Reported loss and tokens are global.
+    r_drop > 0: R-Drop's loss (batch_loss), each batch computed twice."""
     net, distributed = unwrap(model)
     net.train()
     device = next(net.parameters()).device
@@ -147,7 +167,7 @@ def train_step(model, optimizer: torch.optim.Optimizer, batches: Sequence[BatchL
         sync = model.no_sync() if distributed and i < len(batches) - 1 else nullcontext()
         with sync:
             with autocast(device, precision):
-                loss, nll = batch_loss(model, b, label_smoothing, net.config.pad_id)
+                loss, nll = batch_loss(model, b, label_smoothing, net.config.pad_id, r_drop)
             scaled = loss * ranks / tokens  # DDP averages gradients over ranks: x ranks makes it a sum
             (scaler.scale(scaled) if scaler is not None else scaled).backward()
         total_loss += loss.item()

@@ -200,6 +200,19 @@ def test_bf16_training_runs(cli, demo_data, tmp_path):
     assert json.loads((tmp_path / "r" / "config.json").read_text())["training"]["precision"] == "bf16"
 
 
+def test_r_drop_and_weight_decay_train_from_the_command_line(cli, demo_data, tmp_path):
+    result = cli(*train_args(demo_data, tmp_path / "r", "--max-steps", "20", "--eval-every", "20", "--log-every", "5",
+                             "--r-drop", "5", "--weight-decay", "0.01"))
+    assert result.exit_code == 0, result.output
+    training = json.loads((tmp_path / "r" / "config.json").read_text())["training"]
+    assert training["r_drop"] == 5.0 and training["weight_decay"] == 0.01
+    losses = [e["loss"] for e in map(json.loads, (tmp_path / "r" / "metrics.jsonl").read_text().splitlines())
+              if e["event"] == "train"]
+    assert losses[-1] < losses[0]
+    refused = cli(*train_args(demo_data, tmp_path / "s", "--r-drop", "-1"))
+    assert refused.exit_code != 0 and "r_drop must be >= 0" in refused.output
+
+
 def evals(run):
     return [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if '"eval"' in l]
 

@@ -4,7 +4,10 @@ import torch
 
 from transformer import ModelConfig, Transformer
 from transformer.trainer import OneProcess, TrainConfig
-from transformer.training import (inverse_sqrt_lr, label_smoothed_nll, learning_rate, noam_lr, train_step)
+from torch.nn import functional as F
+
+from transformer.training import (batch_loss, inverse_sqrt_lr, label_smoothed_nll, learning_rate, noam_lr,
+                                  symmetric_kl, train_step)
 
 
 def test_noam_schedule_formula():
@@ -79,6 +82,7 @@ def test_accumulation_equals_one_big_batch():
 @pytest.mark.parametrize("kwargs, words", [
     ({"max_tokens": 0}, "max_tokens"), ({"schedule": "cosine"}, "schedule"), ({"metric": "ter"}, "metric"),
     ({"label_smoothing": 1.0}, "label_smoothing"), ({"precision": "fp8"}, "precision"),
+    ({"r_drop": -1.0}, "r_drop"),
 ])
 def test_train_config_rejects_impossible_values(kwargs, words):
     with pytest.raises(ValueError, match=words):
@@ -143,3 +147,64 @@ def test_label_smoothing_skips_a_class_the_model_never_produces():
     assert torch.isfinite(loss) and loss.item() == pytest.approx(-(q * p.log()).sum().item(), rel=1e-6)
     loss.backward()
     assert torch.isfinite(logits.grad).all() and (logits.grad[:, 2] == 0).all()
+
+
+def test_symmetric_kl_is_the_mean_of_both_kl_directions():
+    torch.manual_seed(0)
+    p1, p2 = torch.randn(5, 7, dtype=torch.float64), torch.randn(5, 7, dtype=torch.float64)
+    l1, l2 = F.log_softmax(p1, -1), F.log_softmax(p2, -1)
+    both = F.kl_div(l2, l1, log_target=True, reduction="sum") + F.kl_div(l1, l2, log_target=True, reduction="sum")
+    torch.testing.assert_close(symmetric_kl(torch.cat([p1, p2])).double(), both / 2)  # computed in float32
+    assert symmetric_kl(torch.cat([p1, p1])) == 0
+    masked = torch.cat([p1, p2]).index_fill(1, torch.tensor([3]), float("-inf"))  # a class neither produces
+    assert torch.isfinite(symmetric_kl(masked)) and symmetric_kl(masked) > 0
+
+
+def _dropout_model_and_batch():
+    torch.manual_seed(0)
+    cfg = ModelConfig(src_vocab_size=20, tgt_vocab_size=20, d_model=16, n_heads=2, d_ff=32,
+                      n_encoder_layers=1, n_decoder_layers=1, dropout=0.3)
+    src, tgt = torch.randint(1, 20, (4, 6)), torch.randint(1, 20, (4, 6))
+    tgt[2, 4:] = 0
+    return Transformer(cfg).double(), B(src, tgt, tgt)
+
+
+def test_r_drop_without_dropout_is_the_plain_loss():
+    """In eval mode the two copies agree: the KL term is 0 and R-Drop's loss is the plain one."""
+    model, b = _dropout_model_and_batch()
+    model.eval()
+    plain = batch_loss(model, b, 0.1, 0)
+    for got, want in zip(batch_loss(model, b, 0.1, 0, r_drop=5.0), plain):
+        torch.testing.assert_close(got, want)
+
+
+def test_r_drop_adds_alpha_times_a_positive_consistency_term_under_dropout():
+    """With dropout the copies differ: the loss grows linearly in alpha, by the two predictions' KL/2."""
+    model, b = _dropout_model_and_batch()
+    model.train()
+    losses = []
+    for alpha in (1.0, 2.0, 3.0):
+        torch.manual_seed(7)  # the same dropout masks for each alpha
+        losses.append(batch_loss(model, b, 0.1, 0, r_drop=alpha)[0].item())
+    assert losses[1] - losses[0] > 0
+    assert losses[2] - losses[0] == pytest.approx(2 * (losses[1] - losses[0]), rel=1e-4)  # float32 loss
+
+
+def test_r_drop_step_pulls_the_two_predictions_together():
+    """Steps on the consistency term alone (alpha large, plain SGD) lower the KL between two dropout
+    passes of the same batch."""
+    model, b = _dropout_model_and_batch()
+
+    def kl() -> float:
+        model.train()
+        torch.manual_seed(3)
+        keep = b.tgt_out != 0
+        twice = lambda t: torch.cat([t, t])  # noqa: E731
+        with torch.no_grad():
+            return symmetric_kl(model(twice(b.src), twice(b.tgt_in), keep=twice(keep))[0]).item()
+
+    before = kl()
+    opt = torch.optim.SGD(model.parameters(), lr=0.02)
+    for _ in range(20):
+        train_step(model, opt, [b], 0.02, 0.0, 0.0, r_drop=50.0)
+    assert kl() < before
