@@ -110,8 +110,11 @@ def bleu(translator, outputs: list[list[int]], refs: list[str]) -> float:
     return score([decode(translator.toks.tgt, o) for o in outputs], refs).bleu
 
 
-ENGINES = ("ours float32", "ours bfloat16", "ours int8", "CTranslate2 float32", "CTranslate2 int8", "HF Marian")
-PRECISION = {"ours bfloat16": "bf16", "ours int8": "int8"}  # load_run's precision of each of ours (else fp32)
+ENGINES = ("ours float32", "ours bfloat16", "ours int8", "ours float32 shortlist", "ours bfloat16 shortlist",
+           "CTranslate2 float32", "CTranslate2 int8", "HF Marian")
+# load_run's precision of each of ours (else fp32); "shortlist": the model's shortlist.safetensors (translate
+# --shortlist; make it first with `transformer-cli shortlist --model MODEL --data PREPARED`)
+PRECISION = {"ours bfloat16": "bf16", "ours int8": "int8", "ours bfloat16 shortlist": "bf16"}
 A, B, ALPHA = 1.5, 10, 0.6  # length limit a * source + b, GNMT length penalty
 
 
@@ -126,7 +129,8 @@ def one_pass(args) -> None:
     from transformer_cli.runtime import reuse_freed_memory
 
     reuse_freed_memory()  # as `translate` does
-    translator = load_run(args.model, precision=PRECISION.get(args.engine, "fp32"))
+    translator = load_run(args.model, precision=PRECISION.get(args.engine, "fp32"),
+                          shortlist=args.engine.endswith("shortlist"))
     lines = read(TEST_DE, args.sentences)
     ids = translator.encode(lines).ids
     if args.engine.startswith("ours"):
@@ -175,6 +179,9 @@ def main() -> None:
     unknown = [e for e in args.engines.split(",") if e not in ENGINES]
     if unknown:
         p.error(f"unknown engine(s) {unknown}: choose from {', '.join(ENGINES)}")
+    if any(e.endswith("shortlist") for e in engines) and not (args.model / "shortlist.safetensors").is_file():
+        p.error(f"{args.model} has no shortlist.safetensors: make it with transformer-cli shortlist --model "
+                f"{args.model} --data PREPARED")
     import ctranslate2
     from transformers import MarianMTModel
 

@@ -51,9 +51,9 @@ def root(
 
 
 def _register() -> None:
-    from cli import explain, export, import_model, inspect_attention, prepare, serve, train, translate
+    from cli import explain, export, import_model, inspect_attention, prepare, serve, shortlist, train, translate
 
-    for module in (prepare, train, translate, inspect_attention, explain, export, import_model, serve):
+    for module in (prepare, train, translate, shortlist, inspect_attention, explain, export, import_model, serve):
         module.register(app)
 
 

@@ -57,6 +57,8 @@ def register(app: typer.Typer) -> None:
         device: str = O("cpu", "--device", help="cpu | cuda | auto"),
         threads: int = O(0, "--threads", help="Torch threads (0 = default)."),
         precision: str = O("fp32", "--precision", help="fp32 | bf16 | int8 (CPU: int8 linear layers)"),
+        shortlist: bool = O(False, "--shortlist", help="Score only each batch's likely target tokens (the run's "
+                            "shortlist.safetensors, made by 'transformer-cli shortlist'): faster, outputs may change."),
     ) -> None:
         """Translate lines from stdin (or --input files) to stdout, one output line per input line."""
         from transformer_cli import SearchOptions
@@ -69,7 +71,7 @@ def register(app: typer.Typer) -> None:
                                    repetition_penalty=repetition_penalty, replace_unk=replace_unk,
                                    coverage_penalty=coverage_penalty)
             run(TranslateJob(tuple(models), tuple(inputs or ()), output, search, fmt, scores, reference, buffer_lines,
-                             device, threads, precision, prefix_file, score_reference, tsv))
+                             device, threads, precision, prefix_file, score_reference, tsv, shortlist))
         except UserError as e:
             stopped_by = getattr(e, "interrupt", None)  # stream.Stopped by Ctrl-C (130) or SIGTERM (143)
             fail(e, interruption(stopped_by)[1] if stopped_by else 1)
@@ -93,6 +95,7 @@ class TranslateJob:
     prefix_file: Path | None = None  # one target prefix per input line
     score_reference: Path | None = None  # score these lines instead of searching
     tsv: bool = False  # input lines are source<TAB>target prefix
+    shortlist: bool = False  # decode over the run's vocabulary shortlist
 
 
 def run(job: TranslateJob) -> None:
@@ -111,7 +114,9 @@ def run(job: TranslateJob) -> None:
         check_score_args(job.search, job.scores, job.reference, job.prefix_file, job.tsv)
     set_threads(job.threads)
     reuse_freed_memory()
-    translator = load_ensemble(list(job.models), job.device, job.precision)
+    if job.shortlist:
+        check_shortlist(job)
+    translator = load_ensemble(list(job.models), job.device, job.precision, shortlist=job.shortlist)
     stdin = sys.stdin.buffer if not job.inputs else None
     if job.score_reference:
         report = score_files(translator, list(job.inputs), job.score_reference, job.output, job.search, job.fmt,
@@ -129,6 +134,14 @@ def run(job: TranslateJob) -> None:
     if report.scores:
         print(f"{report.scores.bleu_line}\n{report.scores.chrf_line}", file=sys.stderr)
     skip_teardown()  # output complete and closed: the process may end without the interpreter's teardown
+
+
+def check_shortlist(job: TranslateJob) -> None:
+    """--shortlist is for a search over one model's own vocabulary; refused before the model loads."""
+    if job.score_reference:
+        raise UserError("--score-reference scores the given lines over the whole vocabulary: drop --shortlist")
+    if job.search.sampling:
+        raise UserError("sampling draws from the whole vocabulary: drop --shortlist (or --sampling-topk/-topp)")
 
 
 def prompted_lines():

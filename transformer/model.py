@@ -113,11 +113,17 @@ class Transformer(nn.Module):
         """tgt: (batch, new_len) ids that follow the cache.length positions already decoded.
         Returns logits (batch, new_len, tgt_vocab) and updates the cache in place. keep: a
         (batch, new_len) bool mask; then only those positions are projected, logits (n_keep, tgt_vocab)."""
-        y = self.positions(self.tgt_embed(tgt), offset=cache.positions())  # (batch, new_len, d_model)
-        h, self_records, cross_records = self.decoder(y, cache, need_weights)  # advances the cache
+        h, self_records, cross_records = self.decode_hidden(tgt, cache, need_weights)  # advances the cache
         if keep is not None:
             h = h[keep]  # (n_keep, d_model): the pre-softmax projection skips padding
         return self.generator(h), self_records, cross_records
+
+    def decode_hidden(self, tgt: torch.Tensor, cache: DecoderCache, need_weights: bool = False
+                      ) -> tuple[torch.Tensor, list[AttentionRecord], list[AttentionRecord]]:
+        """decode() before the pre-softmax projection: the decoder's output (batch, new_len, d_model)
+        for tgt (batch, new_len) ids, and the attention records; advances the cache."""
+        y = self.positions(self.tgt_embed(tgt), offset=cache.positions())  # (batch, new_len, d_model)
+        return self.decoder(y, cache, need_weights)
 
     def forward(self, src: torch.Tensor, tgt_in: torch.Tensor, return_attention: bool = False,
                 keep: torch.Tensor | None = None) -> tuple[torch.Tensor, AttentionMaps | None]:

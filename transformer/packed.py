@@ -75,6 +75,22 @@ class PackedLinear(nn.Linear):
             self._packed_key = key
         return self._packed
 
+    def rows(self, ids: torch.Tensor) -> "PackedLinear":
+        """A layer computing only the output features `ids` (in that order): their rows of the weight
+        and bias, copied, with this layer's dtype, packing and int8 setting (a vocabulary shortlist's
+        projection, transformer/shortlist.py)."""
+        w = self.weight
+        with torch.inference_mode(False), torch.no_grad():  # a plain tensor even inside a search: packing
+            ids = ids.clone()  # reads its version counter
+            out = nn.utils.skip_init(PackedLinear, self.in_features, ids.numel(), bias=self.bias is not None,
+                                     device=w.device, dtype=w.dtype)
+            out.weight.copy_(w[ids])
+            if self.bias is not None:
+                out.bias.copy_(self.bias[ids])
+        out.requires_grad_(False)
+        out.packing, out.int8 = self.packing, self.int8
+        return out
+
     def __getstate__(self) -> dict:
         """Copies and pickles leave the packed copy out (opaque to them); the next call packs again."""
         return {k: v for k, v in super().__getstate__().items() if not k.startswith("_packed")}

@@ -21,7 +21,7 @@ _EXPORTS = {
     "load_run": "transformer_cli.translator", "load_ensemble": "transformer_cli.translator",
     "RunStart": "transformer_cli.training", "TrainRequest": "transformer_cli.training",
     "TrainResult": "transformer_cli.training", "train": "transformer_cli.training",
-    "export": "transformer_cli.exporters",
+    "export": "transformer_cli.exporters", "make_shortlist": "transformer_cli.shortlist",
     "translate_files": "transformer_cli.stream", "translate_lines": "transformer_cli.stream",
     "score_files": "transformer_cli.stream",
     "score": "transformer_cli.scoring",

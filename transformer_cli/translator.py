@@ -29,9 +29,11 @@ from transformer.packed import pack_linears
 from transformer.penalties import Penalties
 from transformer.prefix import Prefix
 from transformer.sampling import Sampling
+from transformer.shortlist import Shortlist, Shortlisted
 
 from transformer_cli.errors import ParamError, RunError, named
 from transformer_cli.runtime import check_decoding, check_range, pick_device
+from transformer_cli.shortlist import load_shortlist
 from transformer_cli.unknowns import pieces_text, replaced_pieces, source_pieces
 
 PRECISIONS = ("fp32", "bf16", "int8")  # int8: dynamic int8 linear layers on the CPU (transformer/packed.py)
@@ -154,12 +156,14 @@ def resolve_checkpoint(run_dir: Path, name: str) -> Path:
 
 
 def load_run(run_dir: str | Path, device: str = "cpu", precision: str = "fp32", pack: bool = True,
-             checkpoint: str | None = None) -> "Translator":
+             checkpoint: str | None = None, shortlist: bool = False) -> "Translator":
     """A run directory from `train`, checked and loaded for translation; every problem is a RunError.
     device: cpu | cuda | auto; precision: fp32 | bf16 | int8 (CPU only: every linear layer in
     dynamic int8, transformer/packed.py); pack: on the CPU, linear layers with their weights packed
     once for oneDNN (transformer.packed; faster decoding, same parameters);
-    checkpoint: the weights of one of the run's checkpoints ('step-N') instead of its final model."""
+    checkpoint: the weights of one of the run's checkpoints ('step-N') instead of its final model;
+    shortlist: beam search and greedy decoding score only each batch's shortlist of target tokens
+    (RUN/shortlist.safetensors, made by transformer_cli.shortlist.make_shortlist)."""
     run_dir = Path(run_dir)
     check_precision(precision)
     device = str(pick_device(device))
@@ -176,7 +180,9 @@ def load_run(run_dir: str | Path, device: str = "cpu", precision: str = "fp32", 
         model.to(torch.bfloat16)
     if pack:
         pack_linears(model, int8=(lambda name, layer: True) if precision == "int8" else None)
-    return Translator(model, toks, torch.device(device), precision)
+    table = load_shortlist(run_dir, toks, model.config.src_vocab_size, model.config.tgt_vocab_size) \
+        if shortlist else None
+    return Translator(model, toks, torch.device(device), precision, table)
 
 
 def check_precision(precision: str) -> None:
@@ -187,11 +193,15 @@ def check_precision(precision: str) -> None:
 
 
 def load_ensemble(run_dirs: list[str | Path], device: str = "cpu", precision: str = "fp32",
-                  pack: bool = True) -> "Translator":
+                  pack: bool = True, shortlist: bool = False) -> "Translator":
     """Several run directories searched as one model (transformer/ensemble.py: the mean of their
     log-probabilities at every step). They must have the same target vocabulary and read the
-    source the same way (RunError naming the two runs otherwise); one directory is load_run's."""
-    translators = [load_run(d, device, precision, pack) for d in run_dirs]
+    source the same way (RunError naming the two runs otherwise); one directory is load_run's
+    (shortlist: only for one directory)."""
+    if shortlist and len(run_dirs) > 1:
+        raise RunError(f"an ensemble searches its models' whole vocabulary: {named('shortlist')} takes one model",
+                       "shortlist")
+    translators = [load_run(d, device, precision, pack, shortlist=shortlist) for d in run_dirs]
     first = translators[0]
     for d, t in zip(run_dirs[1:], translators[1:]):
         if first.toks.tgt.get_vocab() != t.toks.tgt.get_vocab():
@@ -226,8 +236,10 @@ class Translator:
     """A model and its tokenizers: text -> translations (search) and -> attention maps (teacher
     forcing). Stateless between calls; safe to share between requests that take turns."""
 
-    def __init__(self, model: Transformer, toks: Tokenizers, device: torch.device, precision: str = "fp32") -> None:
+    def __init__(self, model: Transformer, toks: Tokenizers, device: torch.device, precision: str = "fp32",
+                 shortlist: Shortlist | None = None) -> None:
         self.model, self.toks, self.device, self.precision = model, toks, device, precision
+        self.shortlist = shortlist  # decode over each batch's shortlist of target tokens (search only)
         self.max_src_tokens = model.config.max_len - 1  # room for </s>
 
     def encode(self, texts: list[str]) -> Encoded:
@@ -254,24 +266,41 @@ class Translator:
                prefixes: list[list[int]] | None = None) -> list[list[Hypothesis]]:
         """The n-best hypotheses of each source row (ids without </s>), in order, batched by length;
         prefixes: each row's forced first output ids (transformer/prefix.py). No hypothesis contains
-        <pad> or <s> (NEVER_OUTPUT) beyond its prefix."""
+        <pad> or <s> (NEVER_OUTPUT) beyond its prefix. With a shortlist, each batch decodes over the
+        target tokens of its rows' shortlist and prefixes only (log p renormalised over them), so a
+        row's output may depend on the other rows of its batch; sampling is refused."""
         o, out = options, [[] for _ in rows]
+        if self.shortlist is not None and o.sampling:
+            raise RunError("sampling draws from the whole vocabulary: it does not take a shortlist", "shortlist")
         for group in self.batches(rows, o.batch_tokens):
             src = self.tensor([rows[g] for g in group])
-            prefix = self.prefix([prefixes[g] for g in group] if prefixes else None)
-            common = dict(length_style=o.length_style, banned=NEVER_OUTPUT, penalties=o.penalties, prefix=prefix)
+            forced = [prefixes[g] for g in group] if prefixes else None
+            model = self.model if self.shortlist is None else self._shortlisted(src, forced)
+            to = model.position if self.shortlist is not None else int  # target id -> the model's token number
+            prefix = self.prefix([[to(t) for t in r] for r in forced] if forced else None)
+            bos, eos = to(BOS_ID), to(EOS_ID)
+            common = dict(length_style=o.length_style, banned=tuple(map(to, NEVER_OUTPUT)), penalties=o.penalties,
+                          prefix=prefix)
             if o.sampling:
-                hyps = sample_search(self.model, src, BOS_ID, EOS_ID, o.sampler, o.n_best, o.max_len_a, o.max_len_b,
+                hyps = sample_search(model, src, bos, eos, o.sampler, o.n_best, o.max_len_a, o.max_len_b,
                                      o.length_penalty, **common)
             elif o.beam_size == 1:
-                hyps = [[h] for h in greedy_search(self.model, src, BOS_ID, EOS_ID, o.max_len_a, o.max_len_b,
+                hyps = [[h] for h in greedy_search(model, src, bos, eos, o.max_len_a, o.max_len_b,
                                                     o.length_penalty, **common)]
             else:
-                hyps = beam_search(self.model, src, BOS_ID, EOS_ID, o.beam_size, o.n_best, o.length_penalty,
+                hyps = beam_search(model, src, bos, eos, o.beam_size, o.n_best, o.length_penalty,
                                    o.max_len_a, o.max_len_b, coverage_beta=o.coverage_penalty, **common)
             for g, nbest in zip(group, hyps):
-                out[g] = nbest
+                out[g] = nbest if self.shortlist is None else \
+                    [Hypothesis(model.tokens(h.tokens), h.token_logprobs, h.score) for h in nbest]
         return out
+
+    def _shortlisted(self, src: torch.Tensor, forced: list[list[int]] | None) -> Shortlisted:
+        """The model over this batch's shortlist, widened by the tokens of its target prefixes."""
+        ids = self.shortlist.ids(src)
+        if forced and any(forced):
+            ids = torch.unique(torch.cat([ids, torch.tensor([t for r in forced for t in r], dtype=ids.dtype)]))
+        return Shortlisted(self.model, ids)
 
     @torch.inference_mode()
     def score_rows(self, rows: list[list[int]], targets: list[list[int]], options: SearchOptions = SearchOptions()
