@@ -439,9 +439,9 @@ def test_auto_precision_is_bf16_only_where_the_hardware_has_it(cli, demo_data, t
 
 
 def _recording(seen, train_step):
-    def step(model, optimizer, group, lr, label_smoothing, clip_norm, precision, scaler=None):
+    def step(model, optimizer, group, lr, label_smoothing, clip_norm, precision, *rest, **options):
         seen.append(precision)
-        return train_step(model, optimizer, group, lr, label_smoothing, clip_norm, precision, scaler)
+        return train_step(model, optimizer, group, lr, label_smoothing, clip_norm, precision, *rest, **options)
     return step
 
 
