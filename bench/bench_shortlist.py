@@ -40,17 +40,13 @@ def read(path: Path, n: int | None = None) -> list[str]:
 
 def table(candidates, k: int, frequent: int):
     """A Shortlist of each source token's first k candidates (of those counted) and the `frequent`
-    most frequent target tokens with the special ones."""
-    from data.shortlist import most_frequent
-    from data.tokenizer import SPECIALS
+    most frequent target tokens with the special ones (what `transformer-cli shortlist` writes)."""
+    from data.shortlist import always_allowed
     from transformer.shortlist import Shortlist
 
-    offsets = candidates.offsets
-    keep = [candidates.targets[offsets[s]:min(offsets[s] + k, offsets[s + 1])] for s in range(len(offsets) - 1)]
-    lengths = np.array([len(t) for t in keep], np.int64)
-    always = np.union1d(most_frequent(candidates.target_counts, frequent), np.arange(len(SPECIALS)))
-    return Shortlist(torch.from_numpy(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)),
-                     torch.from_numpy(np.concatenate(keep).astype(np.int64)), torch.from_numpy(always))
+    offsets, targets = candidates.first(k)
+    return Shortlist(*(torch.from_numpy(a.astype(np.int64)) for a in
+                       (offsets, targets, always_allowed(candidates.target_counts, frequent))))
 
 
 def search(translator, ids, shortlist, alpha: float, batch_tokens: int):

@@ -138,10 +138,11 @@ def run(job: TranslateJob) -> None:
 
 def check_shortlist(job: TranslateJob) -> None:
     """--shortlist is for a search over one model's own vocabulary; refused before the model loads."""
+    from transformer_cli.shortlist import check_shortlist_search
+
     if job.score_reference:
         raise UserError("--score-reference scores the given lines over the whole vocabulary: drop --shortlist")
-    if job.search.sampling:
-        raise UserError("sampling draws from the whole vocabulary: drop --shortlist (or --sampling-topk/-topp)")
+    check_shortlist_search(job.search)
 
 
 def prompted_lines():

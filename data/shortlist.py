@@ -14,6 +14,8 @@ from typing import Iterable
 
 import numpy as np
 
+from data.tokenizer import SPECIALS
+
 CHUNK = 10_000  # pairs counted at a time: memory grows with the distinct (s, t) pairs, not the corpus
 
 
@@ -25,6 +27,12 @@ class Candidates:
     targets: np.ndarray  # (n,) int64 target ids, best first within each source token
     target_counts: np.ndarray  # (tgt_vocab,) int64: c(t), the pairs each target token occurs in
     pairs: int  # sentence pairs counted
+
+    def first(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(offsets, targets) keeping each source token's k best candidates only."""
+        lengths = np.minimum(np.diff(self.offsets), k)
+        rank = np.arange(len(self.targets)) - np.repeat(self.offsets[:-1], np.diff(self.offsets))
+        return np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64), self.targets[rank < k]
 
 
 def dice_candidates(pairs: Iterable[tuple[np.ndarray, np.ndarray]], src_vocab: int, tgt_vocab: int, k: int
@@ -46,12 +54,9 @@ def dice_candidates(pairs: Iterable[tuple[np.ndarray, np.ndarray]], src_vocab: i
     s_of, t_of = keys // tgt_vocab, keys % tgt_vocab
     dice = 2.0 * counts / (c_src[s_of] + c_tgt[t_of])
     order = np.lexsort((t_of, -dice, s_of))  # by source token, then best first, then lower id
-    s_sorted, t_sorted = s_of[order], t_of[order]
-    starts = np.searchsorted(s_sorted, np.arange(src_vocab + 1))
-    lengths = np.minimum(np.diff(starts), k)
-    rank = np.arange(len(s_sorted)) - starts[s_sorted]  # place of each pair within its source token
-    targets = t_sorted[rank < k]
-    return Candidates(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64), targets, c_tgt, n)
+    starts = np.searchsorted(s_of[order], np.arange(src_vocab + 1)).astype(np.int64)
+    offsets, targets = Candidates(starts, t_of[order], c_tgt, n).first(k)
+    return Candidates(offsets, targets, c_tgt, n)
 
 
 def _merge(keys: np.ndarray, counts: np.ndarray, chunk: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -62,6 +67,11 @@ def _merge(keys: np.ndarray, counts: np.ndarray, chunk: list[np.ndarray]) -> tup
     merged, inverse = np.unique(np.concatenate([keys, new]), return_inverse=True)
     return merged, np.bincount(inverse, weights=np.concatenate([counts, new_counts]),
                                minlength=len(merged)).astype(np.int64)
+
+
+def always_allowed(target_counts: np.ndarray, frequent: int) -> np.ndarray:
+    """The target ids every batch keeps: the `frequent` most frequent and the special tokens."""
+    return np.union1d(most_frequent(target_counts, frequent), np.arange(len(SPECIALS))).astype(np.int64)
 
 
 def most_frequent(target_counts: np.ndarray, n: int) -> np.ndarray:

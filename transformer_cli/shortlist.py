@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from data.errors import DataError
-from data.shortlist import dice_candidates, most_frequent
+from data.shortlist import always_allowed, dice_candidates
 from data.tokenizer import SPECIALS, Tokenizers
 from transformer.checkpoint import CheckpointError, read_tensors
 from transformer.files import atomic_write
@@ -69,9 +69,8 @@ def make_shortlist(run_dir: str | Path, data: str | Path | None = None, src_file
         raise RunError.wrap(e) from None
     if counted.pairs == 0:
         raise RunError(f"{data or src_file}: no sentence pairs to count", "data" if data else "src_file")
-    always = np.union1d(most_frequent(counted.target_counts, frequent), np.arange(len(SPECIALS)))
     tensors = {"offsets": torch.from_numpy(counted.offsets), "targets": torch.from_numpy(counted.targets),
-               "always": torch.from_numpy(always.astype(np.int64))}
+               "always": torch.from_numpy(always_allowed(counted.target_counts, frequent))}
     meta = {"format": str(FORMAT), "k": str(k), "frequent": str(frequent), "pairs": str(counted.pairs),
             "tokenizer_fingerprint": translator.toks.fingerprint(),
             "source": json.dumps(str(data) if data is not None else [str(src_file), str(tgt_file)])}
@@ -118,6 +117,15 @@ def _text_pairs(translator, src_file: Path, tgt_file: Path, chunk: int = 10_000
                             f"{done + sum(1 for pair in block if None not in pair)})")
         done += len(block)
         yield from zip(translator.encode([s for s, _ in block]).ids, translator.target_ids([t for _, t in block]))
+
+
+def check_shortlist_search(options) -> None:
+    """A shortlist serves beam search and greedy decoding; sampling draws from the whole vocabulary
+    (its draws are keyed by vocabulary position), so it is refused (RunError)."""
+    if options.sampling:
+        raise RunError("sampling draws from the whole vocabulary: it does not take a shortlist (drop "
+                       f"{named('shortlist')} or {named('sampling_topk')}/{named('sampling_topp')})",
+                       "shortlist", "sampling_topk", "sampling_topp")
 
 
 def load_shortlist(run_dir: Path, toks: Tokenizers, src_vocab: int, tgt_vocab: int) -> Shortlist:

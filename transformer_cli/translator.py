@@ -33,7 +33,7 @@ from transformer.shortlist import Shortlist, Shortlisted
 
 from transformer_cli.errors import ParamError, RunError, named
 from transformer_cli.runtime import check_decoding, check_range, pick_device
-from transformer_cli.shortlist import load_shortlist
+from transformer_cli.shortlist import check_shortlist_search, load_shortlist
 from transformer_cli.unknowns import pieces_text, replaced_pieces, source_pieces
 
 PRECISIONS = ("fp32", "bf16", "int8")  # int8: dynamic int8 linear layers on the CPU (transformer/packed.py)
@@ -270,8 +270,8 @@ class Translator:
         target tokens of its rows' shortlist and prefixes only (log p renormalised over them), so a
         row's output may depend on the other rows of its batch; sampling is refused."""
         o, out = options, [[] for _ in rows]
-        if self.shortlist is not None and o.sampling:
-            raise RunError("sampling draws from the whole vocabulary: it does not take a shortlist", "shortlist")
+        if self.shortlist is not None:
+            check_shortlist_search(o)
         for group in self.batches(rows, o.batch_tokens):
             src = self.tensor([rows[g] for g in group])
             forced = [prefixes[g] for g in group] if prefixes else None
