@@ -11,6 +11,7 @@ import typer
 from cli.errors import UserError, fail
 
 O = typer.Option
+TRIM_SECONDS = 5.0  # how often serve's model worker hands freed heap memory back (runtime.FreedMemoryReturn)
 
 
 def register(app: typer.Typer) -> None:
@@ -37,7 +38,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Serve translations (POST /v1/translate), attention maps (POST /v1/attention) and the attention
         explorer (GET /), batching sentences across requests."""
-        from transformer_cli.runtime import reuse_freed_memory, set_threads
+        from transformer_cli.runtime import (SERVE_KERNEL_CACHE, FreedMemoryReturn, bound_kernel_cache,
+                                             reuse_freed_memory, set_threads)
         from transformer_cli.service import BatchLimits, RequestLimits, ServeOptions, serve
 
         try:
@@ -47,7 +49,9 @@ def register(app: typer.Typer) -> None:
                                    max_len_a, max_len_b, shutdown_timeout, access_log, ensemble=tuple(models[1:]))
             set_threads(threads)
             reuse_freed_memory()
-            serve(options, announce=lambda line: print(line, file=sys.stderr, flush=True))
+            bound_kernel_cache(SERVE_KERNEL_CACHE)
+            serve(options, announce=lambda line: print(line, file=sys.stderr, flush=True),
+                  between=FreedMemoryReturn(TRIM_SECONDS))
         except UserError as e:
             fail(e)
         print("stopped", file=sys.stderr)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import os
+import time
+from typing import Callable
 
 from transformer_cli.errors import RunError, named
 
@@ -87,6 +89,7 @@ def check_decoding(beam_size: int, alpha: float = 0.6, max_len_a: float = 1.5, m
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # mallopt parameters (glibc's malloc.h)
 KERNEL_CACHE = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
 TRAIN_KERNEL_CACHE = 16  # kernels kept by a training process (oneDNN's own default: 1,024)
+SERVE_KERNEL_CACHE = 64  # kernels kept by serve: RSS flat over 20,000 requests, same speed (bench/RESULTS.md)
 
 
 def bound_kernel_cache(capacity: int) -> None:
@@ -99,19 +102,47 @@ def bound_kernel_cache(capacity: int) -> None:
     os.environ.setdefault(KERNEL_CACHE, str(capacity))
 
 
+def _glibc():
+    """glibc's C library (ctypes), or None off Linux/glibc."""
+    import ctypes
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+
+
+class FreedMemoryReturn:
+    """Hands the heap's free pages back to the kernel (glibc's malloc_trim(0)) when called, at most
+    once every `seconds`. A long-lived process that keeps freed memory for reuse (reuse_freed_memory)
+    holds on to the high-water mark of every batch it ever ran; serve's model worker calls this
+    between batches so its RSS follows what it holds (bench/bench_serve.py --parts rss). A no-op off
+    glibc. Returns whether it trimmed."""
+
+    def __init__(self, seconds: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds, self.clock = seconds, clock
+        self.last = clock()
+        self.libc = _glibc()
+
+    def __call__(self) -> bool:
+        now = self.clock()
+        if self.libc is None or now - self.last < self.seconds:
+            return False
+        self.libc.malloc_trim(0)
+        self.last = self.clock()  # after the trim: its own time does not count towards the next
+        return True
+
+
 def reuse_freed_memory() -> bool:
     """Make glibc's malloc keep freed memory for the next allocation instead of handing large blocks
     back to the kernel. A training step allocates and frees tensors of tens of MB (the logits, their
     softmax and gradient); by default each one is a fresh mmap whose pages the kernel faults in and
     zeroes again: a softmax over 1,229 x 8,000 logits took 18.5 ms, 4.9 ms with this (bench/RESULTS.md).
     Process-wide, so the commands call it, not the library; False (nothing done) off glibc."""
-    import ctypes
-    import platform
-
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
+    libc = _glibc()
+    if libc is None:
         return False
     return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))

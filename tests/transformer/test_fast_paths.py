@@ -147,3 +147,72 @@ def test_train_bounds_the_kernel_cache_before_training(monkeypatch, tmp_path):
     except Exception:  # noqa: BLE001 - the fake train returns nothing to show; only what it saw matters
         pass
     assert seen == [str(runtime.TRAIN_KERNEL_CACHE)]
+
+
+def test_freed_memory_return_trims_at_most_every_interval(monkeypatch):
+    from transformer_cli.runtime import FreedMemoryReturn
+
+    now, trims = [100.0], []
+    ret = FreedMemoryReturn(5.0, clock=lambda: now[0])
+    ret.libc = SimpleNamespace(malloc_trim=trims.append)
+    assert not ret() and trims == []  # too soon after it was made
+    now[0] = 105.0
+    assert ret() and trims == [0]
+    now[0] = 109.0
+    assert not ret() and trims == [0]
+    now[0] = 110.5
+    assert ret() and trims == [0, 0]
+    ret.libc = None  # off glibc: nothing to call
+    now[0] = 200.0
+    assert not ret()
+
+
+TRIMMED = """
+import ctypes, sys
+from transformer_cli.runtime import FreedMemoryReturn, reuse_freed_memory
+def rss():
+    return int(next(l for l in open("/proc/self/status") if l.startswith("VmRSS")).split()[1]) // 1024
+reuse_freed_memory()  # freed memory is kept (train and serve run so)
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+blocks = [libc.malloc(1 << 20) for _ in range(300)]
+for b in blocks:
+    ctypes.memset(b, 1, 1 << 20)
+before = rss()
+for b in blocks:
+    libc.free(ctypes.c_void_p(b))
+kept = rss()
+FreedMemoryReturn(0.0)()
+print(before, kept, rss())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
+def test_freed_memory_return_gives_kept_pages_back():
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("glibc's malloc_trim")
+    before, kept, after = map(int, subprocess.run([sys.executable, "-c", TRIMMED], capture_output=True, text=True,
+                                                  check=True).stdout.split())
+    assert kept > before - 50  # 300 MB freed but kept by malloc
+    assert after < kept - 250  # and handed back by the trim
+
+
+def test_serve_bounds_the_kernel_cache_and_trims_between_batches(monkeypatch):
+    """oneDNN reads the bound at its first kernel: serve sets it before the model loads, and gives
+    the model worker the memory return to run between batches."""
+    from typer.testing import CliRunner
+
+    from cli.main import app
+    from transformer_cli import runtime
+
+    seen = []
+    monkeypatch.setenv(runtime.KERNEL_CACHE, "-")  # so that the test's end takes away what serve sets
+    monkeypatch.delenv(runtime.KERNEL_CACHE)
+    monkeypatch.setattr("transformer_cli.service.serve",
+                        lambda options, announce, between: seen.append((os.environ.get(runtime.KERNEL_CACHE), between)))
+    result = CliRunner().invoke(app, ["serve", "--model", "."])
+    assert result.exit_code == 0, result.output
+    [(bound, between)] = seen
+    assert bound == str(runtime.SERVE_KERNEL_CACHE) and isinstance(between, runtime.FreedMemoryReturn)

@@ -219,3 +219,19 @@ def test_a_failed_load_is_reported_and_nothing_is_accepted():
     assert [str(r) for r in reasons] == ["run: no model.safetensors"] and not worker.ready.is_set()
     with pytest.raises(NotReady):
         worker.submit(["a"], GREEDY)
+
+
+def test_between_runs_after_every_batch_call_and_search_step():
+    """serve hands freed memory back there (runtime.FreedMemoryReturn): it must run while the worker
+    is busy, not only when the queue runs dry."""
+    recorder, seen = Recorder(), []
+    recorder.gate.clear()
+    worker = started(recorder, BatchLimits(batch_tokens=4, max_wait_ms=0), between=lambda: seen.append(1))
+    greedy = worker.submit(["a", "b", "c"], GREEDY)  # 2 tokens each: two batches
+    beam = worker.submit(["a b c"], BEAM)  # 3 steps
+    call = worker.call(lambda t: None)
+    recorder.gate.set()
+    [f.result(10) for f in greedy + beam + [call]]
+    worker.stop(10)
+    assert len(recorder.batches) == 2 and recorder.sessions[0] == [(0, [3])]
+    assert len(seen) == 2 + 3 + 1 + 1  # the batches, the steps and the search's end, the call

@@ -56,8 +56,10 @@ class ServeOptions:
         SearchOptions(min(5, self.limits.max_beam), 1, 1.0, self.max_len_a, self.max_len_b, self.batch.batch_tokens)
 
 
-def serve(options: ServeOptions, announce: Callable[[str], None] = print) -> None:
-    """Serve until SIGTERM / Ctrl-C (then drain and return) or until the model fails to load (raised)."""
+def serve(options: ServeOptions, announce: Callable[[str], None] = print,
+          between: Callable[[], object] | None = None) -> None:
+    """Serve until SIGTERM / Ctrl-C (then drain and return) or until the model fails to load (raised).
+    between: what the model worker runs between batches and steps (ModelWorker)."""
     import uvicorn
 
     runs = [options.model, *options.ensemble]
@@ -74,7 +76,7 @@ def serve(options: ServeOptions, announce: Callable[[str], None] = print) -> Non
 
     metrics = ServiceMetrics()
     worker = ModelWorker(lambda: load_ensemble(runs, options.device, options.precision), options.batch,
-                         metrics, on_fatal=stop,
+                         metrics, on_fatal=stop, between=between,
                          on_ready=lambda: announce(f"serving {name} at {url} (explorer {url}/, "
                                                    f"API {url}/docs, metrics {url}/metrics)"))
     search = SearchOptions(1, 1, 1.0, options.max_len_a, options.max_len_b, options.batch.batch_tokens)

@@ -14,7 +14,8 @@ with the same options join the running search (up to batch_tokens source tokens 
 sentence is answered the step it ends, so the batch stays full instead of waiting for its longest
 sentence (Translator.beam_session). Greedy requests are decoded batch by batch.
 The queue is bounded (QueueFull at once, never a wait); a Future cancelled before its batch starts
-(its client went away) is skipped; stop() finishes what is queued, then ends the thread.
+(its client went away) is skipped; stop() finishes what is queued, then ends the thread. `between`
+runs after every batch, call and step of a continuous search (serve hands freed memory back there).
 """
 
 from __future__ import annotations
@@ -38,8 +39,10 @@ class ModelWorker:
 
     def __init__(self, load: Callable[[], Translator], limits: BatchLimits = BatchLimits(),
                  observer: Observer | None = None, on_ready: Callable[[], None] | None = None,
-                 on_fatal: Callable[[RunError], None] | None = None) -> None:
+                 on_fatal: Callable[[RunError], None] | None = None,
+                 between: Callable[[], object] | None = None) -> None:
         self.load, self.limits, self.observer = load, limits, observer or Observer()
+        self.between = between or (lambda: None)  # run between batches and steps (serve: memory back to the OS)
         self.on_ready, self.on_fatal = on_ready or (lambda: None), on_fatal or (lambda error: None)
         self.ready = threading.Event()  # set once the model is loaded
         self.error: RunError | None = None  # why loading failed
@@ -130,6 +133,7 @@ class ModelWorker:
                 self._decode(work)
             else:
                 self._stream(work)
+            self.between()
 
     def _next(self) -> Call | list[Sentence] | None:
         """The next call, or batch of sentences with equal options (FIFO); None when stopped and empty."""
@@ -222,6 +226,7 @@ class ModelWorker:
                 with torch.inference_mode():
                     ended = session.step()
                 self.observer.live(session.live)
+                self.between()
                 for key, nbest in ended:
                     job = live.pop(key)
                     out_tokens += len(nbest[0].tokens)
