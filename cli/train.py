@@ -48,6 +48,8 @@ def register(app: typer.Typer) -> None:
         r_drop: Optional[float] = O(None, "--r-drop", help="R-Drop's alpha: each batch runs twice and alpha x the KL "
                                     "between the two predictions joins the loss, e.g. 5 (0 = off; twice the compute "
                                     "per update).", rich_help_panel="Training"),
+        r_drop_from: Optional[int] = O(None, "--r-drop-from", help="Plain updates before --r-drop starts "
+                                       "(default 0: from the first).", rich_help_panel="Training"),
         bpe_dropout: Optional[float] = O(None, "--bpe-dropout", help="Re-segment the training pairs every epoch, "
                                          "skipping each BPE merge with this probability (e.g. 0.1; 0 = off).",
                                          rich_help_panel="Training"),

@@ -33,6 +33,7 @@ class TrainConfig:
     weight_decay: float = 0.0  # > 0: AdamW's decoupled decay of the weight matrices (not biases, norms)
     r_drop: float = 0.0  # alpha > 0: R-Drop (Liang et al., 2021), each batch run twice and alpha times the
     # symmetric KL between the two predictions added to the loss (twice the compute per update)
+    r_drop_from: int = 0  # plain updates before R-Drop starts (early on the model does not over-fit yet)
     clip_norm: float = 1.0  # gradient clipping by global norm; 0 = off
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 with a gradient scaler) | auto (bf16
     # where the hardware computes it natively, else fp32: resolved by each process at start)
@@ -60,7 +61,7 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("threads", "eval_samples", "keep_last", "patience", "average_last", "max_epochs",
-                     "max_time", "clip_norm"):
+                     "max_time", "clip_norm", "r_drop_from"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.ema_decay < 1.0:
@@ -217,8 +218,9 @@ def _epoch(model, optimizer, cfg: TrainConfig, state: TrainState, hooks: Hooks, 
             continue
         lr = learning_rate(state.step + 1, cfg.schedule, d_model, cfg.warmup, cfg.lr_factor, cfg.lr)
         hooks.start_step(state.step)
+        r_drop = cfg.r_drop if state.step >= cfg.r_drop_from else 0.0
         stats = train_step(model, optimizer, group, lr, cfg.label_smoothing, cfg.clip_norm, cfg.precision, scaler,
-                           cfg.r_drop)
+                           r_drop)
         state.step += 1
         hooks.end_step(state.step)
         state.batch_in_epoch += len(group) * hooks.replicas

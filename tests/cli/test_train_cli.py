@@ -213,6 +213,29 @@ def test_r_drop_and_weight_decay_train_from_the_command_line(cli, demo_data, tmp
     assert refused.exit_code != 0 and "r_drop must be >= 0" in refused.output
 
 
+def test_r_drop_from_leaves_the_first_updates_plain(cli, demo_data, tmp_path, monkeypatch):
+    """--r-drop-from N: updates 1..N are plain steps, R-Drop from update N + 1 (the step count N
+    reached), and a resume goes on with the same rule."""
+    from transformer import trainer
+
+    seen = []
+    real = trainer.train_step
+
+    def step(model, optimizer, group, lr, label_smoothing, clip_norm, precision, scaler=None, r_drop=0.0):
+        seen.append(r_drop)
+        return real(model, optimizer, group, lr, label_smoothing, clip_norm, precision, scaler, r_drop)
+
+    monkeypatch.setattr(trainer, "train_step", step)
+    run = tmp_path / "r"
+    flags = ("--eval-every", "3", "--log-every", "1", "--r-drop", "5", "--r-drop-from", "4")
+    assert cli(*train_args(demo_data, run, "--max-steps", "3", *flags)).exit_code == 0
+    assert cli("train", "--resume", str(run), "--max-steps", "6").exit_code == 0
+    assert seen == [0.0, 0.0, 0.0, 0.0, 5.0, 5.0]
+    assert json.loads((run / "config.json").read_text())["training"]["r_drop_from"] == 4
+    refused = cli(*train_args(demo_data, tmp_path / "s", "--r-drop-from", "-1"))
+    assert refused.exit_code != 0 and "r_drop_from must be >= 0" in refused.output
+
+
 def evals(run):
     return [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if '"eval"' in l]
 
