@@ -69,8 +69,16 @@ def config_summary(model, training) -> str:
             f"d_ff {m.d_ff}, {m.norm}-norm, dropout {m.dropout:g}, {vocab}\n"
             f"training: {t.max_tokens:,} tokens x {t.accumulate} per update, {t.schedule} schedule "
             f"({'factor ' + format(t.lr_factor, 'g') if t.schedule == 'noam' else 'peak lr ' + format(t.lr, 'g')}), "
-            f"{t.warmup:,} warm-up steps, label smoothing {t.label_smoothing:g}, {t.precision}, validation every {t.eval_every:,}; "
+            f"{t.warmup:,} warm-up steps, label smoothing {t.label_smoothing:g}, {r_drop(t)}{t.precision}, "
+            f"validation every {t.eval_every:,}; "
             f"stops at {' or '.join(stops)}")
+
+
+def r_drop(t) -> str:
+    """'R-Drop 5 after 2,000 updates, ' ('R-Drop 5, ' from the first), '' when off."""
+    if not t.r_drop:
+        return ""
+    return f"R-Drop {t.r_drop:g}" + (f" after {t.r_drop_from:,} updates, " if t.r_drop_from else ", ")
 
 
 class Eta:

@@ -228,7 +228,8 @@ def test_r_drop_from_leaves_the_first_updates_plain(cli, demo_data, tmp_path, mo
     monkeypatch.setattr(trainer, "train_step", step)
     run = tmp_path / "r"
     flags = ("--eval-every", "3", "--log-every", "1", "--r-drop", "5", "--r-drop-from", "4")
-    assert cli(*train_args(demo_data, run, "--max-steps", "3", *flags)).exit_code == 0
+    first = cli(*train_args(demo_data, run, "--max-steps", "3", *flags))
+    assert first.exit_code == 0 and "R-Drop 5 after 4 updates" in " ".join(first.output.split())
     assert cli("train", "--resume", str(run), "--max-steps", "6").exit_code == 0
     assert seen == [0.0, 0.0, 0.0, 0.0, 5.0, 5.0]
     assert json.loads((run / "config.json").read_text())["training"]["r_drop_from"] == 4
@@ -504,3 +505,14 @@ def test_tensorboard_without_the_package_warns_and_trains(cli, demo_data, tmp_pa
     assert result.exit_code == 0, result.output
     assert "--tensorboard needs the tensorboard package" in result.stderr
     assert (run / "model.safetensors").is_file() and not (run / "tensorboard").exists()
+
+
+def test_small_preset_turns_r_drop_on_after_its_plain_phase():
+    """The Multi30k recipe (issue 26): plain updates first, R-Drop once the model starts to over-fit,
+    well after the warm-up; --r-drop 0 turns it off."""
+    from transformer_cli.train_config import resolve
+
+    _, cfg, _ = resolve("small", None, {}, {}, 8000, 8000, True)
+    assert cfg.r_drop == 5.0 and cfg.r_drop_from > cfg.warmup
+    _, off, _ = resolve("small", None, {}, {"r_drop": 0.0}, 8000, 8000, True)
+    assert off.r_drop == 0.0
