@@ -219,13 +219,7 @@ def test_r_drop_from_leaves_the_first_updates_plain(cli, demo_data, tmp_path, mo
     from transformer import trainer
 
     seen = []
-    real = trainer.train_step
-
-    def step(model, optimizer, group, lr, label_smoothing, clip_norm, precision, scaler=None, r_drop=0.0):
-        seen.append(r_drop)
-        return real(model, optimizer, group, lr, label_smoothing, clip_norm, precision, scaler, r_drop)
-
-    monkeypatch.setattr(trainer, "train_step", step)
+    monkeypatch.setattr(trainer, "train_step", _recording(seen, trainer.train_step, lambda args: args[8]))
     run = tmp_path / "r"
     flags = ("--eval-every", "3", "--log-every", "1", "--r-drop", "5", "--r-drop-from", "4")
     first = cli(*train_args(demo_data, run, "--max-steps", "3", *flags))
@@ -462,10 +456,12 @@ def test_auto_precision_is_bf16_only_where_the_hardware_has_it(cli, demo_data, t
     assert ("bf16" if native else "fp32") in " ".join(result.output.split())
 
 
-def _recording(seen, train_step):
-    def step(model, optimizer, group, lr, label_smoothing, clip_norm, precision, *rest, **options):
-        seen.append(precision)
-        return train_step(model, optimizer, group, lr, label_smoothing, clip_norm, precision, *rest, **options)
+def _recording(seen, train_step, pick=lambda args: args[6]):
+    """train_step that first records pick(its positional arguments): the precision by default, as
+    the trainer passes every argument by position (args[8]: R-Drop's alpha)."""
+    def step(*args, **options):
+        seen.append(pick(args))
+        return train_step(*args, **options)
     return step
 
 
