@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from typing import Protocol, Sequence
 
 import torch
-from torch.nn import functional as F
 
+from transformer.fused_loss import log_softmax32, smoothed_ce_and_kl
 from transformer.model import Transformer
 
 
@@ -31,7 +31,7 @@ def label_smoothed_nll(logits: torch.Tensor, target: torch.Tensor, epsilon: floa
     the non-pad positions only. Returns (summed loss, summed plain NLL); divide by the number of
     non-pad tokens for a mean.
     """
-    return _smoothed_nll(F.log_softmax(logits.float(), dim=-1), target, epsilon, pad_id)
+    return _smoothed_nll(log_softmax32(logits), target, epsilon, pad_id)
 
 
 def _smoothed_nll(logp: torch.Tensor, target: torch.Tensor, epsilon: float, pad_id: int
@@ -51,12 +51,7 @@ def symmetric_kl(logits: torch.Tensor) -> torch.Tensor:
     """R-Drop's consistency term (Liang et al., 2021): the two halves of `logits` (2n, V) are the same
     n rows under two dropout masks, P1 and P2. Returns the summed (KL(P1||P2) + KL(P2||P1)) / 2, i.e.
     sum (p1 - p2)(log p1 - log p2) / 2 over rows and classes (a class with log p = -inf in both adds 0)."""
-    return _symmetric_kl(F.log_softmax(logits.float(), dim=-1))
-
-
-def _symmetric_kl(logp: torch.Tensor) -> torch.Tensor:
-    """symmetric_kl from the log-probabilities logp (2n, V)."""
-    logp1, logp2 = logp.chunk(2)  # (n, V) each
+    logp1, logp2 = log_softmax32(logits).chunk(2)  # (n, V) each
     gap = (logp1 - logp2).nan_to_num(nan=0.0)
     return 0.5 * ((logp1.exp() - logp2.exp()) * gap).sum()
 
@@ -73,12 +68,11 @@ def batch_loss(model, b: BatchLike, epsilon: float, pad_id: int, r_drop: float =
     keep = b.tgt_out != pad_id  # (batch, tgt_len)
     if not r_drop:
         logits, _ = model(b.src, b.tgt_in, keep=keep)  # (n_keep, V)
-        return label_smoothed_nll(logits, b.tgt_out[keep], epsilon, pad_id)
+        return smoothed_ce_and_kl(logits, b.tgt_out[keep], epsilon)
     twice = lambda t: torch.cat([t, t])  # noqa: E731 - (2 batch, ...): the first copy's rows first
     logits, _ = model(twice(b.src), twice(b.tgt_in), keep=twice(keep))  # (2 n_keep, V)
-    logp = F.log_softmax(logits.float(), dim=-1)  # once, for both terms
-    loss, nll = _smoothed_nll(logp, twice(b.tgt_out[keep]), epsilon, pad_id)
-    return (loss + r_drop * _symmetric_kl(logp)) / 2, nll / 2
+    loss, nll = smoothed_ce_and_kl(logits, twice(b.tgt_out[keep]), epsilon, r_drop)
+    return loss / 2, nll / 2
 
 
 def noam_lr(step: int, d_model: int, warmup: int, factor: float = 1.0) -> float:

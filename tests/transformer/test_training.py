@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from transformer import ModelConfig, Transformer
+from transformer.fused_loss import smoothed_ce_and_kl
 from transformer.trainer import OneProcess, TrainConfig
 from torch.nn import functional as F
 
@@ -158,6 +159,45 @@ def test_symmetric_kl_is_the_mean_of_both_kl_directions():
     assert symmetric_kl(torch.cat([p1, p1])) == 0
     masked = torch.cat([p1, p2]).index_fill(1, torch.tensor([3]), float("-inf"))  # a class neither produces
     assert torch.isfinite(symmetric_kl(masked)) and symmetric_kl(masked) > 0
+
+
+@pytest.mark.parametrize("alpha", [0.0, 5.0])
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+@pytest.mark.parametrize("never", [False, True], ids=["all-classes", "a-class-never-produced"])
+def test_fused_loss_and_its_gradient_are_autograds_through_the_formulas(alpha, eps, never):
+    """smoothed_ce_and_kl (the gradient written out) == label_smoothed_nll + alpha * symmetric_kl
+    through autograd, value and gradient, in float64; also with a class whose logit is -inf."""
+    torch.manual_seed(0)
+    logits = 3 * torch.randn(12, 9, dtype=torch.float64)
+    target = torch.randint(1, 9, (12,))
+    if never:
+        logits[:, 2] = float("-inf")
+        target[target == 2] = 3
+    fused, reference = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+    loss, nll = smoothed_ce_and_kl(fused, target, eps, alpha)
+    want, want_nll = label_smoothed_nll(reference, target, eps, pad_id=0)
+    want = want + alpha * symmetric_kl(reference) if alpha else want
+    torch.testing.assert_close(loss, want)
+    torch.testing.assert_close(nll, want_nll)
+    assert not nll.requires_grad
+    loss.backward()
+    want.backward()
+    torch.testing.assert_close(fused.grad, reference.grad.nan_to_num(0.0))
+
+
+def test_fused_loss_gives_bf16_logits_a_bf16_gradient_scaled_by_the_upstream_one():
+    torch.manual_seed(0)
+    logits = torch.randn(8, 11)
+    target = torch.randint(0, 11, (8,))
+    grads = []
+    for scale in (1.0, 4.0):
+        z = logits.bfloat16().requires_grad_()
+        loss, _ = smoothed_ce_and_kl(z, target, 0.1, 5.0)
+        assert loss.dtype == torch.float32
+        (scale * loss).backward()
+        assert z.grad.dtype == torch.bfloat16
+        grads.append(z.grad.float())
+    torch.testing.assert_close(grads[1], 4 * grads[0])
 
 
 def _dropout_model_and_batch():
