@@ -15,12 +15,24 @@ logit, y the target:
 from __future__ import annotations
 
 import torch
+from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
 
 def log_softmax32(logits: torch.Tensor) -> torch.Tensor:
     """log softmax over the last dimension in float32 at least (bf16/fp16 logits), float64 kept."""
     return F.log_softmax(logits, dim=-1, dtype=torch.promote_types(logits.dtype, torch.float32))
+
+
+def smoothing_term(logp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(-mean log p over the classes, (..., V) -> (...)): the cross-entropy against the uniform
+    distribution u; and None, or where a class is never produced (log p = -inf: an imported Marian
+    model's <s>) the mask of the finite classes, u then being uniform over those."""
+    smooth = -logp.mean(dim=-1)
+    if bool(torch.isfinite(smooth).all()):
+        return smooth, None
+    finite = torch.isfinite(logp)
+    return -logp.masked_fill(~finite, 0.0).sum(dim=-1) / finite.sum(dim=-1), finite
 
 
 def smoothed_ce_and_kl(logits: torch.Tensor, target: torch.Tensor, epsilon: float,
@@ -37,11 +49,7 @@ class _SmoothedCEWithKL(torch.autograd.Function):
     def forward(ctx, logits, target, epsilon, alpha):
         logp = log_softmax32(logits)  # (rows, V)
         nll = -logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)  # (rows,)
-        smooth = -logp.mean(dim=-1)  # (rows,): cross-entropy against the uniform distribution
-        finite = None
-        if not bool(torch.isfinite(smooth).all()):  # a class the model never produces (log p = -inf:
-            finite = torch.isfinite(logp)  # an imported Marian model's <s>): uniform over the others
-            smooth = -logp.masked_fill(~finite, 0.0).sum(dim=-1) / finite.sum(dim=-1)
+        smooth, finite = smoothing_term(logp)  # (rows,), None or (rows, V)
         loss = ((1.0 - epsilon) * nll + epsilon * smooth).sum()
         nll = nll.sum()
         ctx.mark_non_differentiable(nll)
@@ -64,10 +72,14 @@ class _SmoothedCEWithKL(torch.autograd.Function):
         return loss, nll
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_loss, _grad_nll):
         p, target, gap, e1, e2, finite = ctx.saved_tensors
         eps, c = ctx.epsilon, ctx.alpha * 0.5
-        uniform = eps / p.shape[-1] if finite is None else finite.to(p.dtype) * (eps / finite.sum(-1, keepdim=True))
+        if finite is None:
+            uniform = eps / p.shape[-1]
+        else:  # u over the finite classes only
+            uniform = finite.to(p.dtype) * (eps / finite.sum(-1, keepdim=True).to(p.dtype))
         if not ctx.alpha:
             grad = p - uniform
         else:

@@ -9,7 +9,7 @@ from typing import Protocol, Sequence
 
 import torch
 
-from transformer.fused_loss import log_softmax32, smoothed_ce_and_kl
+from transformer.fused_loss import log_softmax32, smoothed_ce_and_kl, smoothing_term
 from transformer.model import Transformer
 
 
@@ -39,10 +39,7 @@ def _smoothed_nll(logp: torch.Tensor, target: torch.Tensor, epsilon: float, pad_
     """label_smoothed_nll from the log-probabilities logp (..., V)."""
     keep = target != pad_id  # (...)
     nll = -logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)  # (...)
-    smooth = -logp.mean(dim=-1)  # (...): cross-entropy against the uniform distribution
-    if not bool(torch.isfinite(smooth).all()):  # a class the model never produces (log p = -inf: an
-        finite = torch.isfinite(logp)  # imported Marian model's <s>): uniform over the classes it has
-        smooth = -logp.masked_fill(~finite, 0.0).sum(dim=-1) / finite.sum(dim=-1)
+    smooth, _ = smoothing_term(logp)  # (...)
     loss = (1.0 - epsilon) * nll + epsilon * smooth
     return loss[keep].sum(), nll[keep].sum()
 
@@ -51,16 +48,22 @@ def symmetric_kl(logits: torch.Tensor) -> torch.Tensor:
     """R-Drop's consistency term (Liang et al., 2021): the two halves of `logits` (2n, V) are the same
     n rows under two dropout masks, P1 and P2. Returns the summed (KL(P1||P2) + KL(P2||P1)) / 2, i.e.
     sum (p1 - p2)(log p1 - log p2) / 2 over rows and classes (a class with log p = -inf in both adds 0)."""
-    logp1, logp2 = log_softmax32(logits).chunk(2)  # (n, V) each
+    return _symmetric_kl(log_softmax32(logits))
+
+
+def _symmetric_kl(logp: torch.Tensor) -> torch.Tensor:
+    """symmetric_kl from the log-probabilities logp (2n, V)."""
+    logp1, logp2 = logp.chunk(2)  # (n, V) each
     gap = (logp1 - logp2).nan_to_num(nan=0.0)
     return 0.5 * ((logp1.exp() - logp2.exp()) * gap).sum()
 
 
 def batch_loss(model, b: BatchLike, epsilon: float, pad_id: int, r_drop: float = 0.0
                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """label_smoothed_nll of one batch; logits only for the non-pad target positions (the output
-    projection and softmax over padding would be thrown away). model: a Transformer, or one wrapped
-    in DistributedDataParallel (its forward is the one that synchronises gradients).
+    """label_smoothed_nll of one batch (through fused_loss, its gradient written out); logits only for
+    the non-pad target positions (the output projection and softmax over padding would be thrown
+    away). model: a Transformer, or one wrapped in DistributedDataParallel (its forward is the one
+    that synchronises gradients).
 
     r_drop = alpha > 0: R-Drop. The batch goes through the model twice in one call (the two copies
     draw different dropout masks) and the loss is R-Drop's CE_1 + CE_2 + alpha * symmetric_kl,
@@ -198,12 +201,12 @@ def _update(net: Transformer, optimizer: torch.optim.Optimizer, clip_norm: float
     return float(norm)
 
 
-@torch.no_grad()
 def perplexity(nll: float) -> float:
     """exp(NLL per token), capped so a diverged model reads as a large number, not an overflow."""
     return math.exp(min(nll, 50.0))
 
 
+@torch.no_grad()
 def evaluate_loss(model: Transformer, batches, label_smoothing: float, precision: str = "fp32"
                   ) -> tuple[float, float]:
     """(label-smoothed loss, NLL) per target token over `batches`; exp(NLL) is the perplexity."""

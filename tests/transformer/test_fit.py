@@ -111,3 +111,12 @@ def test_evaluate_loss_is_the_token_weighted_mean():
                                                        ignore_index=0, reduction="sum") for b in batches]
     expected = float(sum(per_batch)) / sum(int((b.tgt_out != 0).sum()) for b in batches)
     assert nll == pytest.approx(expected, rel=1e-5)
+
+
+def test_evaluate_loss_builds_no_autograd_graph():
+    """Validation needs no gradients: the model runs with grad mode off (no graph, no saved tensors)."""
+    m = model().eval()
+    modes = []
+    m.register_forward_hook(lambda *_: modes.append(torch.is_grad_enabled()))
+    evaluate_loss(m, [Batch(1), Batch(2)], label_smoothing=0.1)
+    assert modes == [False, False]
