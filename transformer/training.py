@@ -69,13 +69,11 @@ def batch_loss(model, b: BatchLike, epsilon: float, pad_id: int, r_drop: float =
     draw different dropout masks) and the loss is R-Drop's CE_1 + CE_2 + alpha * symmetric_kl,
     halved so its cross-entropy part is on a plain step's scale; the NLL is the mean of the copies."""
     keep = b.tgt_out != pad_id  # (batch, tgt_len)
-    if not r_drop:
-        logits, _ = model(b.src, b.tgt_in, keep=keep)  # (n_keep, V)
-        return smoothed_ce_and_kl(logits, b.tgt_out[keep], epsilon)
-    twice = lambda t: torch.cat([t, t])  # noqa: E731 - (2 batch, ...): the first copy's rows first
-    logits, _ = model(twice(b.src), twice(b.tgt_in), keep=twice(keep))  # (2 n_keep, V)
-    loss, nll = smoothed_ce_and_kl(logits, twice(b.tgt_out[keep]), epsilon, r_drop)
-    return loss / 2, nll / 2
+    copies = 2 if r_drop else 1
+    stack = (lambda t: torch.cat([t, t])) if r_drop else (lambda t: t)  # noqa: E731 - first copy first
+    logits, _ = model(stack(b.src), stack(b.tgt_in), keep=stack(keep))  # (copies * n_keep, V)
+    loss, nll = smoothed_ce_and_kl(logits, stack(b.tgt_out[keep]), epsilon, r_drop)
+    return loss / copies, nll / copies
 
 
 def noam_lr(step: int, d_model: int, warmup: int, factor: float = 1.0) -> float:
