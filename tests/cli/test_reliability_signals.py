@@ -89,25 +89,25 @@ def test_sigterm_to_torchrun_stops_every_rank_at_one_checkpoint(demo_data, tmp_p
     stop at one update, rank 0 saves it, and a resume under torchrun ends with the uninterrupted weights."""
     torchrun = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m",
                 "cli.main")
-    args = ["--max-steps", "30", "--eval-every", "10", "--log-every", "5", "--keep-last", "10", "--device", "cpu"]
+    args = ["--max-steps", "200", "--eval-every", "20", "--log-every", "5", "--keep-last", "10", "--device", "cpu"]
     full = run_cli(*train_args(demo_data, tmp_path / "full", *args), launcher=torchrun)
     assert full.wait(timeout=300) == 0, full.communicate()
     run = tmp_path / "stopped"
     proc = run_cli(*train_args(demo_data, run, *args), launcher=torchrun)
-    wait_for((run / "checkpoints" / "step-0000010").exists, proc)
+    wait_for((run / "checkpoints" / "step-0000020").exists, proc)  # 180 updates left: > the 0.3 s below
     time.sleep(random.uniform(0.0, 0.3))
     proc.send_signal(signal.SIGTERM)  # to torchrun alone, as a scheduler does
     _, err = proc.communicate(timeout=120)
     assert proc.returncode != 0
     assert "terminated: checkpoint saved" in err, err
     stopped_at = max(int(p.name.split("-")[1]) for p in (run / "checkpoints").iterdir())
-    assert 10 <= stopped_at < 30, stopped_at
+    assert 20 <= stopped_at < 200, stopped_at
     assert hidden_leftovers(run) == []
     resumed = run_cli("train", "--resume", run, launcher=torchrun)
     _, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
-    same_weights(tmp_path / "full", run, 30)
-    assert eval_steps(run) == [10, 20, 30]
+    same_weights(tmp_path / "full", run, 200)
+    assert eval_steps(run) == list(range(20, 201, 20))
 
 
 def test_sigterm_during_prepare_leaves_nothing_half_written(tmp_path):
