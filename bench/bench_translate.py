@@ -111,10 +111,11 @@ def bleu(translator, outputs: list[list[int]], refs: list[str]) -> float:
 
 
 ENGINES = ("ours float32", "ours bfloat16", "ours int8", "ours float32 shortlist", "ours bfloat16 shortlist",
-           "CTranslate2 float32", "CTranslate2 int8", "HF Marian")
+           "ours int8 shortlist", "CTranslate2 float32", "CTranslate2 int8", "HF Marian")
 # load_run's precision of each of ours (else fp32); "shortlist": the model's shortlist.safetensors (translate
 # --shortlist; make it first with `transformer-cli shortlist --model MODEL --data PREPARED`)
-PRECISION = {"ours bfloat16": "bf16", "ours int8": "int8", "ours bfloat16 shortlist": "bf16"}
+PRECISION = {"ours bfloat16": "bf16", "ours int8": "int8", "ours bfloat16 shortlist": "bf16",
+             "ours int8 shortlist": "int8"}
 A, B, ALPHA = 1.5, 10, 0.6  # length limit a * source + b, GNMT length penalty
 
 

@@ -15,15 +15,20 @@ gradients, run elsewhere than the CPU, in a dtype oneDNN cannot pack on this CPU
 take nn.Linear's own path.
 
 int8 (pack_linears(model, int8=...)): the chosen layers keep their weight as int8, one scale per
-output row (symmetric), packed once for oneDNN's quantised linear, and quantise each call's input to
-7 bits with one scale and zero point for the whole call (dynamic quantisation). 7 bits, not 8: on a
-CPU without AVX-512 VNNI the u8 x s8 product sums pairs into 16 bits (vpmaddubsw), which saturates
-with full-range inputs (fbgemm's reduce_range for the same reason). The output is float32.
+output row (symmetric), packed once, and quantise each call's input with one scale and zero point
+for the whole call (dynamic quantisation). Layers up to FBGEMM_MAX_OUT outputs wide (every layer of
+the model but a vocabulary projection) run fbgemm's dynamic linear, which quantises, multiplies and
+dequantises in one call (1.5-3x the time of the same steps as separate operators, bench/RESULTS.md);
+wider ones run oneDNN's quantised linear, faster there. The input has 8 bits where the CPU has VNNI
+(or AMX), 7 elsewhere: without VNNI the u8 x s8 product sums pairs into 16 bits (vpmaddubsw), which
+saturates with full-range inputs (fbgemm's reduce_range for the same reason). The output is float32.
 """
 
 from __future__ import annotations
 
 import functools
+import warnings
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -37,7 +42,7 @@ class PackedLinear(nn.Linear):
 
     packing = False  # set per layer by pack_linears(); the class default keeps nn.Linear's path
     int8 = False  # set per layer by pack_linears(int8=...): dynamic int8 instead of float32 packing
-    _packed_key: tuple | None = None  # (storage address, version, dtype, int8) of the weight last packed
+    _packed_key: tuple | None = None  # what the packed copy was made from (_packed_weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self._parameters["weight"]  # self.weight without nn.Module's __getattr__ (a hot path)
@@ -65,10 +70,11 @@ class PackedLinear(nn.Linear):
         return self._packed_weight(self.weight)
 
     def _packed_weight(self, w: torch.Tensor) -> torch.Tensor | tuple | None:
-        key = (w.data_ptr(), w._version, w.dtype, self.int8)
+        b = self._parameters["bias"]  # fbgemm's int8 packing holds the bias too
+        key = (w.data_ptr(), w._version, w.dtype, self.int8, None if b is None else (b.data_ptr(), b._version))
         if self._packed_key != key:
             if self.int8 and w.dtype == torch.float32:
-                self._packed = _int8_weight(w.detach())
+                self._packed = _int8_weight(w.detach(), None if b is None else b.detach())
             else:
                 self._packed = torch.ops.mkldnn._reorder_linear_weight(w.detach()) if _packs(w.dtype) else None
             self._packed_from = w.detach()  # keeps that storage alive, so no other weight gets its address
@@ -125,20 +131,57 @@ def pack_linears(model: nn.Module, int8: Callable[[str, PackedLinear], bool] | N
     return len(layers)
 
 
-def _int8_weight(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """w (out, in) float32 -> (oneDNN-packed int8 weight, scale per output row, zero points)."""
+FBGEMM_MAX_OUT = 2048  # int8 layers up to this many outputs run fbgemm's one-call dynamic linear: 1.6-2.5x
+# oneDNN's path at 256-1,024 outputs, even at 1,500, behind at 4,000-8,000 (a vocabulary projection)
+
+
+def _int8_weight(w: torch.Tensor, bias: torch.Tensor | None) -> tuple | torch.ScriptObject:
+    """w (out, in) float32 -> its int8 form, one symmetric scale per output row: fbgemm's packed
+    parameters (bias included) for layers up to FBGEMM_MAX_OUT wide where this torch has them, else
+    (oneDNN-packed int8 weight, scales, zero points)."""
     scales = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-12)  # (out,)
+    if w.size(0) <= FBGEMM_MAX_OUT and (packed := _fbgemm_weight(w, bias, scales)) is not None:
+        return packed
     w8 = torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8)
     return torch.ops.onednn.qlinear_prepack(w8, None), scales.float(), torch.zeros(w.size(0), dtype=torch.long)
 
 
-def _int8_linear(x: torch.Tensor, packed: tuple, bias: torch.Tensor | None) -> torch.Tensor:
-    """x W^T + b with x quantised to 7 bits (one scale and zero point for the call), W int8 per row."""
+def _fbgemm_weight(w: torch.Tensor, bias: torch.Tensor | None, scales: torch.Tensor) -> torch.ScriptObject | None:
+    """fbgemm's packed int8 weight and bias, or None where this torch lacks its quantised operators.
+    They take the weight as a quantised tensor, whose constructors torch 2.13 marks deprecated: made
+    here once per weight, the warning silenced; the call itself takes plain tensors."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            qw = torch.quantize_per_channel(w, scales.double(), torch.zeros(w.size(0), dtype=torch.long), 0,
+                                            torch.qint8)
+            return torch.ops.quantized.linear_prepack(qw, bias)
+    except (AttributeError, RuntimeError, NotImplementedError):
+        return None
+
+
+def _int8_linear(x: torch.Tensor, packed: tuple | torch.ScriptObject, bias: torch.Tensor | None) -> torch.Tensor:
+    """x W^T + b with x quantised (8 bits with VNNI, else 7; one scale and zero point for the call), W
+    int8 per row: one fbgemm call, or the quantisation in torch operators and oneDNN's product."""
+    if not isinstance(packed, tuple):
+        return torch.ops.quantized.linear_dynamic(x, packed, not _vnni())  # reduce_range: 7 bits
     qw, w_scales, w_zeros = packed
+    top = 255 if _vnni() else 127
     lo, hi = (float(v) for v in x.aminmax())
     lo, hi = min(lo, 0.0), max(hi, 0.0)  # zero stays exact (padding rows, ReLU outputs)
-    scale = max(hi - lo, 1e-12) / 127.0
+    scale = max(hi - lo, 1e-12) / top
     zero = int(round(-lo / scale))
-    xq = (x / scale).round_().add_(zero).clamp_(0, 127).to(torch.uint8)
+    xq = (x / scale).round_().add_(zero).clamp_(0, top).to(torch.uint8)
     return torch.ops.onednn.qlinear_pointwise.default(xq, scale, zero, qw, w_scales, w_zeros, bias, 1.0, 0,
                                                       torch.float32, "none", [], "")
+
+
+@functools.cache
+def _vnni() -> bool:
+    """Whether this CPU multiplies u8 x s8 with 32-bit sums (AVX-512 VNNI, AVX-VNNI or AMX), so that 8-bit
+    inputs cannot saturate. Read from Linux's /proc/cpuinfo; elsewhere False (7 bits, always safe)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & set(flags))

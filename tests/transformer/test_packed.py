@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from transformer.model import Transformer
+from transformer import packed
 from transformer.packed import PackedLinear, can_pack, pack_linears
 
 pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch built without oneDNN")
@@ -123,7 +124,16 @@ def test_a_packed_model_can_be_copied(tiny_config):
     _assert_same_outputs(copy.deepcopy(packed), plain)  # the copy packs its own weights again
 
 
-def test_int8_layers_compute_the_affine_map_within_quantisation_error(tiny_config):
+@pytest.fixture(params=["fbgemm", "onednn"])
+def int8_kernel(request, monkeypatch):
+    """Both int8 kernels: fbgemm's one-call dynamic linear (layers up to FBGEMM_MAX_OUT wide) and
+    oneDNN's quantised linear (wider layers; every layer where torch lacks fbgemm's operators)."""
+    if request.param == "onednn":
+        monkeypatch.setattr(packed, "FBGEMM_MAX_OUT", 0)
+    return request.param
+
+
+def test_int8_layers_compute_the_affine_map_within_quantisation_error(tiny_config, int8_kernel):
     model = Transformer(tiny_config).eval()
     plain = copy.deepcopy(model)
     assert pack_linears(model, int8=lambda name, layer: name == "generator" or "feed_forward" in name)
@@ -132,13 +142,38 @@ def test_int8_layers_compute_the_affine_map_within_quantisation_error(tiny_confi
     with torch.inference_mode():
         got, expected = model(src, tgt)[0], plain(src, tgt)[0]
     error = ((got - expected).norm() / expected.norm()).item()
-    assert 0 < error < 0.05  # 7-bit activations, 8-bit weights: about 1-2% here
+    assert 0 < error < 0.05  # 7- or 8-bit activations, 8-bit weights: about 1-2% here
     x = torch.zeros(2, tiny_config.d_model)  # zero stays exact: a zero input gives the bias
     with torch.inference_mode():
         torch.testing.assert_close(model.generator(x), plain.generator(x))
 
 
-def test_int8_weights_follow_load_state_dict_and_gradients_take_the_plain_path(tiny_config):
+def test_int8_layers_use_the_kernel_their_width_calls_for(monkeypatch):
+    """fbgemm up to FBGEMM_MAX_OUT outputs, oneDNN above, and oneDNN for every layer where torch lacks
+    fbgemm's quantised operators."""
+    narrow, wide = PackedLinear(16, packed.FBGEMM_MAX_OUT), PackedLinear(16, packed.FBGEMM_MAX_OUT + 1)
+    pack_linears(narrow, int8=lambda name, layer: True)
+    pack_linears(wide, int8=lambda name, layer: True)
+    assert not isinstance(narrow.packed_weight(), tuple) and isinstance(wide.packed_weight(), tuple)
+    monkeypatch.setattr(packed, "_fbgemm_weight", lambda *args: None)
+    lost = PackedLinear(16, 8)
+    pack_linears(lost, int8=lambda name, layer: True)
+    assert isinstance(lost.packed_weight(), tuple)
+
+
+def test_int8_layers_follow_an_in_place_change_of_the_bias(int8_kernel):
+    """fbgemm packs the bias with the weight: a new bias alone packs again."""
+    lin = PackedLinear(32, 24).requires_grad_(False)
+    pack_linears(lin, int8=lambda name, layer: True)
+    x = torch.randn(5, 32)
+    with torch.inference_mode():
+        before = lin(x)
+    lin.bias.add_(1.0)
+    with torch.inference_mode():
+        torch.testing.assert_close(lin(x), before + 1.0)
+
+
+def test_int8_weights_follow_load_state_dict_and_gradients_take_the_plain_path(tiny_config, int8_kernel):
     model, other = Transformer(tiny_config).eval(), Transformer(tiny_config).eval()
     pack_linears(model, int8=lambda name, layer: True)
     src, tgt = torch.randint(3, 19, (2, 5)), torch.randint(3, 19, (2, 4))
