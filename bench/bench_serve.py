@@ -1,7 +1,8 @@
 """Load on `transformer-cli serve` over loopback, against `translate` on the whole file in the same run.
 
     .venv/bin/python bench/bench_serve.py --model work/quality/de-en-20m \
-        --source ../shared/data/multi30k/test_2016_flickr.de.gz [--clients 1,4,16,64] [--repeats 3]
+        --source ../shared/data/multi30k/test_2016_flickr.de.gz [--clients 1,4,16,64] [--repeats 3] \
+        [--precision fp32|bf16|int8]
 
 For each repeat (interleaved): the baseline, a fresh process that loads the model and translates every
 line in one call (what `translate` does after start-up), then a fresh `serve` process, and for each
@@ -34,7 +35,7 @@ from transformer_cli import load_run, SearchOptions
 from transformer_cli.runtime import set_threads, reuse_freed_memory
 from transformer_cli.stream import translate_files
 set_threads(int(sys.argv[3])); reuse_freed_memory()
-t = load_run(sys.argv[1])
+t = load_run(sys.argv[1], precision=sys.argv[5])
 out = Path(sys.argv[2] + ".out")
 start = time.perf_counter()
 translate_files(t, [Path(sys.argv[2])], out, SearchOptions(beam_size=int(sys.argv[4])))
@@ -49,10 +50,10 @@ def read_lines(path: Path) -> list[str]:
         return [line.rstrip("\n") for line in f]
 
 
-def baseline(model: str, lines: list[str], threads: int, beam: int, work: Path) -> dict:
+def baseline(model: str, lines: list[str], threads: int, beam: int, work: Path, precision: str = "fp32") -> dict:
     src = work / "bench-serve-source.txt"
     src.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-    out = subprocess.run([sys.executable, "-c", BASELINE, model, str(src), str(threads), str(beam)],
+    out = subprocess.run([sys.executable, "-c", BASELINE, model, str(src), str(threads), str(beam), precision],
                          capture_output=True, text=True, check=True, cwd=ROOT)
     return json.loads(out.stdout)
 
@@ -135,9 +136,9 @@ def run_levels(args, lines: list[str]) -> None:
     rows: dict[int, list[dict]] = {c: [] for c in levels}
     bases = []
     for rep in range(args.repeats):
-        base = baseline(args.model, lines, args.threads, args.beam, Path(args.work))
+        base = baseline(args.model, lines, args.threads, args.beam, Path(args.work), args.precision)
         bases.append(base["seconds"])
-        server = Server(args.model, args.threads, "--max-queue", "100000")
+        server = Server(args.model, args.threads, "--max-queue", "100000", "--precision", args.precision)
         try:
             for c in levels:
                 r = load(server, [[line] for line in lines], c, args.beam)
@@ -197,6 +198,7 @@ def main() -> None:
     p.add_argument("--clients", default="1,4,16,64")
     p.add_argument("--beam", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--precision", default="fp32", help="fp32 | bf16 | int8, for the server and its translate baseline")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--rss-requests", type=int, default=20000)
     p.add_argument("--rss-beam", type=int, default=1)
