@@ -18,7 +18,7 @@ int8 (pack_linears(model, int8=...)): the chosen layers keep their weight as int
 output row (symmetric), packed once, and quantise each call's input with one scale and zero point
 for the whole call (dynamic quantisation). Layers up to FBGEMM_MAX_OUT outputs wide (every layer of
 the model but a vocabulary projection) run fbgemm's dynamic linear, which quantises, multiplies and
-dequantises in one call (1.5-3x the time of the same steps as separate operators, bench/RESULTS.md);
+dequantises in one call (1.6-3x faster than those steps as separate operators, bench/RESULTS.md);
 wider ones run oneDNN's quantised linear, faster there. The input has 8 bits where the CPU has VNNI
 (or AMX), 7 elsewhere: without VNNI the u8 x s8 product sums pairs into 16 bits (vpmaddubsw), which
 saturates with full-range inputs (fbgemm's reduce_range for the same reason). The output is float32.

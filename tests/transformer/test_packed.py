@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from transformer.model import Transformer
 from transformer import packed
+from transformer.model import Transformer
 from transformer.packed import PackedLinear, can_pack, pack_linears
 
 pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch built without oneDNN")
