@@ -2,7 +2,7 @@
 file (CPU time by operator, self time, share of the total), plus the Python left outside operators.
 
     python bench/profile_translate.py --model work/m30k-small [--beam 5] [--sentences 1000]
-        [--precision fp32|bf16] [--threads 2] [--rows 15] [--code DIR] [--live N]
+        [--precision fp32|bf16|int8] [--shortlist] [--threads 2] [--rows 15] [--code DIR] [--live N]
 
 --live N profiles serve's continuous beam search instead of translate's batches: one BeamSession
 kept at N live sentences (a new one joins the step after one ends, as serve's model worker admits
@@ -37,6 +37,7 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=15)
     p.add_argument("--code", type=Path, help="import transformer_cli from this directory")
     p.add_argument("--live", type=int, default=0, help="profile a session kept at N live sentences")
+    p.add_argument("--shortlist", action="store_true", help="decode over the model's shortlist.safetensors")
     args = p.parse_args()
     if args.code:
         sys.path.insert(0, str(args.code.resolve()))
@@ -45,7 +46,7 @@ def main() -> None:
     from transformer_cli.runtime import reuse_freed_memory
 
     reuse_freed_memory()
-    translator = load_run(args.model.resolve(), precision=args.precision)
+    translator = load_run(args.model.resolve(), precision=args.precision, shortlist=args.shortlist)
     with gzip.open(TEST_DE, "rt", encoding="utf-8") as f:
         lines = [next(f).strip() for _ in range(args.sentences)]
     options = SearchOptions(beam_size=args.beam)
@@ -59,6 +60,7 @@ def main() -> None:
     events = prof.key_averages()
     ops = sum(e.self_cpu_time_total for e in events) / 1e6
     mode = f"{args.live} live" if args.live else "translate's batches"
+    mode += ", shortlist" if args.shortlist else ""
     print(f"{args.model} beam {args.beam} {args.precision}, {mode}, {len(lines)} sentences, {args.threads} threads: "
           f"{wall:.2f} s under the profiler, {ops:.2f} s inside torch operators, "
           f"{max(wall - ops, 0):.2f} s ({max(wall - ops, 0) / wall:.0%}) Python and the rest")

@@ -41,6 +41,10 @@ class KeyValue:
         """Reorder along the batch axis (beam search keeps the hypotheses it chose)."""
         return KeyValue(self.k.index_select(0, index), self.v.index_select(0, index))
 
+    def contiguous(self) -> "KeyValue":
+        """The same keys/values laid out (batch, heads, key_len, d_k) in memory (project_kv's are views)."""
+        return KeyValue(self.k.contiguous(), self.v.contiguous())
+
     def cat(self, other: "KeyValue", length: int) -> "KeyValue":
         """These rows then other's, both zero-padded along the keys to `length` (admitted sentences)."""
         pad = lambda t: F.pad(t, (0, 0, 0, length - t.size(2)))  # noqa: E731

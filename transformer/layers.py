@@ -53,7 +53,7 @@ class FeedForward(nn.Module):
 
     def hidden(self, x: torch.Tensor) -> torch.Tensor:
         """activation(x W_1 + b_1): (batch, len, d_model) -> (batch, len, d_ff)."""
-        return self.activation(self.w_1(x))
+        return self.w_1.activated(x, self.activation)  # the activation fused into W_1's kernel where it can be
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # (batch, len, d_model) -> (batch, len, d_ff) -> (batch, len, d_model)

@@ -106,6 +106,8 @@ class Transformer(nn.Module):
         x = self.positions(self.src_embed(src))  # (batch, src_len, d_model)
         memory, records = self.encoder(x, src_mask, need_weights)  # (batch, src_len, d_model)
         memory_kv = [layer.cross_attn.project_kv(memory) for layer in self.decoder.layers]
+        if not torch.is_grad_enabled():  # decoding reads it every step: heads-first in memory once, not a
+            memory_kv = [kv.contiguous() for kv in memory_kv]  # strided view each step's matmul copies
         return DecoderCache(memory_kv=memory_kv, src_mask=src_mask), records
 
     def decode(self, tgt: torch.Tensor, cache: DecoderCache, need_weights: bool = False,

@@ -54,6 +54,19 @@ class PackedLinear(nn.Linear):
         # y = x W^T + b: (..., in_features) -> (..., out_features)
         return torch.ops.mkldnn._linear_pointwise(x, packed, self.bias, "none", [], "")
 
+    def activated(self, x: torch.Tensor, activation: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """activation(x W^T + b), the activation applied inside the packed kernel where it has it as a
+        post-op (ReLU, GELU and SiLU in oneDNN's, ReLU in fbgemm's int8), so the (..., out_features)
+        result is written once instead of twice; else after the call."""
+        w = self._parameters["weight"]
+        packed = self._packed_for(x, w) if self.packing else None
+        if packed is not None and (self.int8 or activation in POST_OPS):
+            if not self.int8:
+                return torch.ops.mkldnn._linear_pointwise(x, packed, self.bias, *POST_OPS[activation])
+            if activation is F.relu and not isinstance(packed, tuple):  # fbgemm's (only) fused activation
+                return torch.ops.quantized.linear_relu_dynamic(x, packed, not _vnni())
+        return activation(self(x))
+
     def _packed_for(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor | None:
         """The packed weight for this call (packed again if w changed), or None where the call takes
         nn.Linear's path: gradients wanted, off the CPU, a dtype oneDNN cannot pack here, tracing."""
@@ -100,6 +113,12 @@ class PackedLinear(nn.Linear):
     def __getstate__(self) -> dict:
         """Copies and pickles leave the packed copy out (opaque to them); the next call packs again."""
         return {k: v for k, v in super().__getstate__().items() if not k.startswith("_packed")}
+
+
+# oneDNN's linear post-ops: activation -> (attr, scalars, algorithm) of mkldnn._linear_pointwise; the
+# same values as the activation applied after (ReLU exactly, GELU's erf form and SiLU within 4e-6)
+POST_OPS: dict[Callable, tuple[str, list, str]] = {F.relu: ("relu", [], ""), F.gelu: ("gelu", [], "none"),
+                                                   F.silu: ("swish", [], "")}
 
 
 @functools.cache

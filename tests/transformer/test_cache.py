@@ -52,3 +52,16 @@ def test_each_layer_sees_its_own_memory_and_past(tiny_model):
         view = cache.layer(i)
         assert view.memory_kv is cache.memory_kv[i] and view.past is cache.self_kv[i]
         assert view.src_mask is cache.src_mask and view.past_rows is None
+
+
+def test_decoding_reads_a_memory_laid_out_heads_first_and_training_its_views(tiny_model):
+    """encode() without gradients (a search) stores each layer's memory keys/values contiguous, so no
+    step's matmul copies them; with gradients (teacher forcing, read once) they stay views."""
+    src = torch.randint(3, 19, (3, 7))
+    with torch.no_grad():
+        cache, _ = tiny_model.encode(src)
+    assert all(kv.k.is_contiguous() and kv.v.is_contiguous() for kv in cache.memory_kv)
+    trained, _ = tiny_model.encode(src)
+    assert not any(kv.k.is_contiguous() for kv in trained.memory_kv)
+    for a, b in zip(cache.memory_kv, trained.memory_kv):
+        torch.testing.assert_close(a.k, b.k.detach())

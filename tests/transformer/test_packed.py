@@ -3,6 +3,7 @@ import copy
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from transformer import packed
 from transformer.model import Transformer
@@ -186,3 +187,36 @@ def test_int8_weights_follow_load_state_dict_and_gradients_take_the_plain_path(t
     model.train()
     x = torch.randn(3, tiny_config.d_model, requires_grad=True)
     torch.testing.assert_close(model.generator(x), x @ model.generator.weight.T)  # exact: float32 with gradients
+
+
+@pytest.mark.parametrize("activation", [F.relu, F.gelu, F.silu, torch.tanh])
+def test_an_activation_fused_into_the_packed_kernel_gives_the_activation_of_the_affine_map(activation):
+    """activated(x, f) == f(x W^T + b): fused as a oneDNN post-op (ReLU, GELU, SiLU) or applied after
+    (any other function); ReLU bit for bit, its zeros where the affine map is negative."""
+    lin = PackedLinear(48, 96).requires_grad_(False)
+    x = torch.randn(3, 7, 48)
+    expected = activation(x @ lin.weight.T + lin.bias)
+    pack_linears(lin)
+    with torch.inference_mode():
+        got = lin.activated(x, activation)
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+        if activation is F.relu:
+            assert torch.equal(got, F.relu(lin(x))) and bool((got == 0).any())
+
+
+@pytest.mark.parametrize("activation", [F.relu, F.gelu])
+def test_an_int8_layer_fuses_relu_and_applies_other_activations_after(int8_kernel, activation):
+    lin = PackedLinear(32, 64).requires_grad_(False)
+    pack_linears(lin, int8=lambda name, layer: True)
+    x = torch.randn(5, 32)
+    with torch.inference_mode():
+        assert torch.equal(lin.activated(x, activation), activation(lin(x)))
+
+
+def test_an_activation_with_gradients_takes_the_plain_path():
+    lin = PackedLinear(16, 8)
+    pack_linears(lin)
+    x = torch.randn(4, 16, requires_grad=True)
+    out = lin.activated(x, F.relu)
+    out.sum().backward()
+    assert x.grad is not None and torch.equal(out, F.relu(x @ lin.weight.T + lin.bias))
