@@ -71,16 +71,15 @@ def attention_scores(
     q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None = None
 ) -> torch.Tensor:
     """QK^T / sqrt(d_k), with -inf where mask is False. (..., q_len, d_k) x (..., k_len, d_k) -> (..., q_len, k_len)."""
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))
+    scores = (q @ k.transpose(-2, -1)).div_(math.sqrt(q.size(-1)))  # in place: the product is a new tensor
     if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
+        scores = torch.where(mask, scores, float("-inf"))
     return scores
 
 
 def softmax_weights(scores: torch.Tensor) -> torch.Tensor:
     """softmax over keys; a row whose keys are all masked gets weight 0 everywhere, never NaN."""
-    weights = torch.softmax(scores, dim=-1)
-    return weights.masked_fill(torch.isnan(weights), 0.0)
+    return torch.nan_to_num(torch.softmax(scores, dim=-1), nan=0.0)  # softmax of all -inf is NaN
 
 
 def scaled_dot_product_attention(

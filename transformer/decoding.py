@@ -111,7 +111,8 @@ def greedy_search(model: Transformer, src: torch.Tensor, bos_id: int, eos_id: in
     if sampling is not None:
         number = torch.zeros(batch, dtype=torch.long, device=src.device) if sample is None else sample
         keys = sampling.keys(src, model.config.pad_id, number)  # (batch,)
-    for step in range(int(limits.max())):
+    limit = limits.tolist()  # per original row, read in the loop below
+    for step in range(max(limit)):
         logits, _, _ = model.decode(last, cache)  # (active, 1, vocab)
         seen = History(history, torch.full((active.numel(),), step, device=src.device)) if penalties.active else None
         forced = prefix.select(active).at(step) if prefix is not None and step < prefix.tokens.size(1) else None
@@ -122,7 +123,7 @@ def greedy_search(model: Transformer, src: torch.Tensor, bos_id: int, eos_id: in
         for i, (row, t, p) in enumerate(zip(active.tolist(), tok.tolist(), lp.tolist())):
             tokens[row].append(t)
             logprobs[row].append(p)
-            if t != eos_id and step + 1 < int(limits[row]):
+            if t != eos_id and step + 1 < limit[row]:
                 keep.append(i)
         if not keep:
             break
