@@ -10,7 +10,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from transformer.masks import causal_mask
-from transformer.packed import PackedLinear
+from transformer.packed import FusedLinears, PackedLinear
 
 
 @dataclass(frozen=True)
@@ -119,6 +119,8 @@ class MultiHeadAttention(nn.Module):
         for proj in (self.q_proj, self.k_proj, self.v_proj, self.out_proj):
             nn.init.xavier_uniform_(proj.weight)
             nn.init.zeros_(proj.bias)
+        self.kv_proj = FusedLinears(self.k_proj, self.v_proj)  # packed: [W^K W^V] in one call
+        self.qkv_proj = FusedLinears(self.q_proj, self.k_proj, self.v_proj)  # self-attention: all three
 
     def split_heads(self, x: torch.Tensor) -> torch.Tensor:
         # (batch, len, d_model) -> (batch, heads, len, d_k)
@@ -127,7 +129,14 @@ class MultiHeadAttention(nn.Module):
 
     def project_kv(self, x: torch.Tensor) -> KeyValue:
         """Keys and values for x: (batch, key_len, d_model) -> KeyValue of (batch, heads, key_len, d_k)."""
-        return KeyValue(self.split_heads(self.k_proj(x)), self.split_heads(self.v_proj(x)))
+        k, v = self.kv_proj(x)
+        return KeyValue(self.split_heads(k), self.split_heads(v))
+
+    def project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, KeyValue]:
+        """Self-attention's projections of x (batch, len, d_model): x W^Q (batch, len, d_model), for
+        attend(), and project_kv(x); one call where the layers are packed."""
+        q, k, v = self.qkv_proj(x)
+        return q, KeyValue(self.split_heads(k), self.split_heads(v))
 
     def forward(
         self,
@@ -143,8 +152,13 @@ class MultiHeadAttention(nn.Module):
 
         kv may have fewer rows than query (beam search: the g beams of a sentence read one memory
         row): fold_queries() then attends a key row's g query rows as one row of g * q_len queries."""
-        batch, rows = query.size(0), kv.k.size(0)
-        q = self.split_heads(fold_queries(self.q_proj(query), rows, causal))  # (rows, heads, g * q_len, d_k)
+        return self.attend(self.q_proj(query), kv, mask, causal, need_weights)
+
+    def attend(self, projected: torch.Tensor, kv: KeyValue, mask: torch.Tensor | None = None,
+               causal: bool = False, need_weights: bool = False) -> tuple[torch.Tensor, AttentionRecord | None]:
+        """forward() for a query already multiplied by W^Q: projected (batch, q_len, d_model)."""
+        batch, rows = projected.size(0), kv.k.size(0)
+        q = self.split_heads(fold_queries(projected, rows, causal))  # (rows, heads, g * q_len, d_k)
         p_drop = self.attention_dropout if self.training else 0.0
         causal = causal and q.size(2) > 1  # one new query position: every cached key is in its past
         if need_weights or not fused_pays(q):  # the formula itself: the maps are the ones it computes
@@ -152,7 +166,7 @@ class MultiHeadAttention(nn.Module):
         else:  # the same formula in torch's fused kernel (tested equal)
             out, record = fused_attention(q, kv, mask, causal, p_drop), None
         # (rows, heads, g * q_len, d_k) -> (batch, q_len, d_model): the heads concatenated, then W^O
-        out = self.out_proj(out.transpose(1, 2).reshape(batch, query.size(1), -1))
+        out = self.out_proj(out.transpose(1, 2).reshape(batch, projected.size(1), -1))
         if not need_weights:
             return out, None
         return out, record if rows == batch else unfold_record(record, batch)

@@ -63,22 +63,12 @@ class DecoderCache:
         self.self_kv, self.past_rows, self.admitted = self_kv, None, 0
         self.length += new_len
 
-    def select(self, index: torch.Tensor) -> "DecoderCache":
-        """Keep batch rows `index` of everything (greedy search drops the rows that finished)."""
-        rows = index if self.past_rows is None else self.past_rows[index]
-        return DecoderCache(
-            memory_kv=[kv.select(index) for kv in self.memory_kv],
-            src_mask=self.src_mask.index_select(0, index),
-            self_kv=[kv.select(rows) if kv is not None else None for kv in self.self_kv],
-            length=self.length,
-            starts=None if self.starts is None else self.starts.index_select(0, index),
-        )
-
     def reorder(self, rows: torch.Tensor, sentences: torch.Tensor | None = None) -> None:
-        """Beam search, in place: the target keys/values become rows `rows` (the prefixes kept, any
-        number per sentence), applied by the next step together with its append (one copy);
-        the memory keeps one row per sentence, shared by that sentence's rows (cross-attention folds
-        them into its queries), and drops the sentences not in `sentences`."""
+        """In place: the target keys/values become rows `rows` (beam search: the prefixes kept, any
+        number per sentence; greedy search: the rows still decoding), applied by the next step
+        together with its append (one copy); the memory keeps one row per sentence, shared by that
+        sentence's rows (cross-attention folds them into its queries), and drops the sentences not in
+        `sentences` now."""
         self.past_rows = rows if self.past_rows is None else self.past_rows[rows]
         if self.starts is not None:
             self.starts = self.starts.index_select(0, rows)

@@ -131,7 +131,7 @@ def greedy_search(model: Transformer, src: torch.Tensor, bos_id: int, eos_id: in
             history = torch.cat([history, tok[:, None]], dim=1)
         if len(keep) < active.numel():
             index = torch.tensor(keep, device=src.device)
-            cache = cache.select(index)
+            cache.reorder(index, index)  # the rows' past dropped by the next step's copy, their memory now
             active, tok, history = active[index], tok[index], history[index]
             keys = None if keys is None else keys[index]
         last = tok[:, None]

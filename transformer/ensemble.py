@@ -32,9 +32,6 @@ class EnsembleCache:
     def starts(self) -> torch.Tensor | None:
         return self.members[0].starts
 
-    def select(self, index: torch.Tensor) -> "EnsembleCache":
-        return EnsembleCache([c.select(index) for c in self.members])
-
     def reorder(self, rows: torch.Tensor, sentences: torch.Tensor | None = None) -> None:
         for c in self.members:
             c.reorder(rows, sentences)

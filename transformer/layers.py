@@ -101,7 +101,8 @@ class EncoderLayer(nn.Module):
                 need_weights: bool = False) -> tuple[torch.Tensor, AttentionRecord | None]:
         # x: (batch, src_len, d_model); src_mask: (batch, 1, 1, src_len)
         h = self.attn_residual.input(x)
-        out, record = self.self_attn(h, self.self_attn.project_kv(h), src_mask, need_weights=need_weights)
+        q, kv = self.self_attn.project_qkv(h)
+        out, record = self.self_attn.attend(q, kv, src_mask, need_weights=need_weights)
         x = self.attn_residual.output(x, out)
         return self.ff_residual(x, self.feed_forward), record
 
@@ -126,8 +127,9 @@ class DecoderLayer(nn.Module):
         encoder output projected), source mask and self-attention past. Returns the output, the
         self-attention keys/values including x's (the cache's next past), and the records."""
         h = self.self_residual.input(x)  # masked self-attention over the target so far
-        new_kv = cache.extend(self.self_attn.project_kv(h))
-        out, self_record = self.self_attn(h, new_kv, cache.self_mask, causal=True, need_weights=need_weights)
+        q, kv = self.self_attn.project_qkv(h)
+        new_kv = cache.extend(kv)
+        out, self_record = self.self_attn.attend(q, new_kv, cache.self_mask, causal=True, need_weights=need_weights)
         x = self.self_residual.output(x, out)
         h = self.cross_residual.input(x)  # cross-attention: queries from the decoder, keys from memory
         out, cross_record = self.cross_attn(h, cache.memory_kv, cache.src_mask, need_weights=need_weights)

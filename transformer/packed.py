@@ -70,12 +70,7 @@ class PackedLinear(nn.Linear):
     def _packed_for(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor | None:
         """The packed weight for this call (packed again if w changed), or None where the call takes
         nn.Linear's path: gradients wanted, off the CPU, a dtype oneDNN cannot pack here, tracing."""
-        if torch.is_grad_enabled() and (x.requires_grad or w.requires_grad):
-            return None
-        if x.device.type != "cpu" or x.dtype != w.dtype \
-                or torch.jit.is_tracing() or torch.compiler.is_compiling():  # and torch.export: exporters see nn.Linear
-            return None
-        return self._packed_weight(w)
+        return self._packed_weight(w) if _takes_packed(x, w) else None
 
     def packed_weight(self) -> torch.Tensor | None:
         """The weight reordered for oneDNN (an opaque tensor), made again when the weight changed;
@@ -113,6 +108,59 @@ class PackedLinear(nn.Linear):
     def __getstate__(self) -> dict:
         """Copies and pickles leave the packed copy out (opaque to them); the next call packs again."""
         return {k: v for k, v in super().__getstate__().items() if not k.startswith("_packed")}
+
+
+class FusedLinears:
+    """PackedLinears that read the same input (attention's W^Q, W^K, W^V) computed as one layer once
+    packing is on: their weights stacked along the outputs, packed once and again whenever any of
+    them changes, so one call instead of several (and in int8 one quantisation of the input, the
+    same products: the layers' outputs unchanged). Returns each layer's output, (..., out_features)
+    views of the one result. Elsewhere (gradients, training, tracing) each layer computes alone.
+    Not a module: it owns no parameters, only the packed copy of its layers' weights."""
+
+    def __init__(self, *layers: PackedLinear) -> None:
+        self.layers = layers
+        self.sizes = [layer.out_features for layer in layers]
+        self._key: tuple | None = None
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        first = self.layers[0]
+        if not all(layer.packing and layer.int8 == first.int8 for layer in self.layers) \
+                or not _takes_packed(x, first._parameters["weight"]):
+            return tuple(layer(x) for layer in self.layers)
+        return self._stacked()(x).split(self.sizes, dim=-1)  # (..., sum of out_features) -> each layer's
+
+    def _stacked(self) -> PackedLinear:
+        """One PackedLinear holding the layers' weights and biases stacked, made again when any changed."""
+        key = tuple((w.data_ptr(), w._version, w.dtype, layer.int8, b is None or (b.data_ptr(), b._version))
+                    for layer in self.layers for w, b in [(layer._parameters["weight"], layer._parameters["bias"])])
+        if self._key != key:
+            with torch.inference_mode(False), torch.no_grad():  # plain tensors: packing reads their versions
+                weight = torch.cat([layer.weight.detach() for layer in self.layers])
+                bias = None if any(layer.bias is None for layer in self.layers) else \
+                    torch.cat([layer.bias.detach() for layer in self.layers])
+                stacked = nn.utils.skip_init(PackedLinear, weight.size(1), weight.size(0), bias=bias is not None,
+                                             device=weight.device, dtype=weight.dtype)
+                stacked.weight.copy_(weight)
+                if bias is not None:
+                    stacked.bias.copy_(bias)
+            stacked.requires_grad_(False)
+            stacked.packing, stacked.int8 = True, self.layers[0].int8
+            self._stacked_layer, self._key = stacked, key
+        return self._stacked_layer
+
+    def __getstate__(self) -> dict:
+        """Copies leave the stacked copy out; the next call makes it again."""
+        return {"layers": self.layers, "sizes": self.sizes, "_key": None}
+
+
+def _takes_packed(x: torch.Tensor, w: torch.Tensor) -> bool:
+    """Whether a packed layer computes x W^T from its packed weight: not where gradients are wanted,
+    off the CPU, in another dtype than the weight's or while tracing (exporters see nn.Linear)."""
+    if torch.is_grad_enabled() and (x.requires_grad or w.requires_grad):
+        return False
+    return x.device.type == "cpu" and x.dtype == w.dtype \
+        and not torch.jit.is_tracing() and not torch.compiler.is_compiling()
 
 
 # oneDNN's linear post-ops: activation -> (attr, scalars, algorithm) of mkldnn._linear_pointwise; the

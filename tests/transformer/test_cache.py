@@ -27,13 +27,17 @@ def test_a_reorder_is_applied_by_the_next_step_and_cleared_by_the_cache(tiny_mod
 
 
 @torch.no_grad()
-def test_select_applies_a_pending_reorder(tiny_model):
+def test_dropping_rows_copies_the_memory_now_and_the_past_with_the_next_step(tiny_model):
+    """Greedy search's row drop: reorder(rows, rows) on a pending reorder keeps the rows it names."""
     cache = _decoded(tiny_model)
-    before = cache.self_kv[1].v.clone()
+    past, memory = cache.self_kv[1].v.clone(), cache.memory_kv[1].k.clone()
     cache.reorder(torch.tensor([1, 0]))
-    kept = cache.select(torch.tensor([0]))  # row 0 now continues old row 1
-    assert kept.past_rows is None and kept.length == cache.length
-    torch.testing.assert_close(kept.self_kv[1].v, before[1:2])
+    cache.reorder(torch.tensor([0]), torch.tensor([1]))  # row 0 (old row 1) goes on, read by sentence 1
+    assert cache.memory_kv[1].k.size(0) == 1 and cache.self_kv[1].v.size(0) == 2  # the past: pending
+    torch.testing.assert_close(cache.memory_kv[1].k, memory[1:2])
+    tiny_model.decode(torch.randint(3, 19, (1, 1)), cache)
+    assert cache.past_rows is None and cache.length == 4
+    torch.testing.assert_close(cache.self_kv[1].v[:, :, :3], past[1:2])
 
 
 def test_a_shallow_copy_stays_as_it_was_when_the_other_decodes(tiny_model):

@@ -220,3 +220,36 @@ def test_an_activation_with_gradients_takes_the_plain_path():
     out = lin.activated(x, F.relu)
     out.sum().backward()
     assert x.grad is not None and torch.equal(out, F.relu(x @ lin.weight.T + lin.bias))
+
+
+@pytest.mark.parametrize("int8", [False, True])
+def test_fused_linears_give_each_layers_output_and_follow_their_weights(int8):
+    """FusedLinears computes W^Q, W^K, W^V as one packed layer: the same outputs as each layer alone
+    (int8: one quantisation of the input, the same products), made again when a weight changes."""
+    layers = [PackedLinear(32, n).requires_grad_(False) for n in (32, 32, 16)]
+    fused = packed.FusedLinears(*layers)
+    for layer in layers:
+        pack_linears(layer, int8=(lambda name, layer: True) if int8 else None)
+    x = torch.randn(2, 5, 32)
+    with torch.inference_mode():
+        for got, layer in zip(fused(x), layers):
+            assert got.shape == (2, 5, layer.out_features)
+            torch.testing.assert_close(got, layer(x), atol=1e-5, rtol=1e-5)
+    layers[2].bias.add_(1.0)
+    with torch.inference_mode():
+        torch.testing.assert_close(fused(x)[2], layers[2](x), atol=1e-5, rtol=1e-5)
+    assert copy.deepcopy(fused)._key is None  # copies make their own stacked layer
+
+
+def test_fused_linears_compute_alone_with_gradients_or_mixed_settings():
+    layers = [PackedLinear(8, 8) for _ in range(2)]
+    fused = packed.FusedLinears(*layers)
+    pack_linears(layers[0])
+    pack_linears(layers[1], int8=lambda name, layer: True)
+    x = torch.randn(3, 8)
+    with torch.inference_mode():
+        assert all(torch.equal(got, layer(x)) for got, layer in zip(fused(x), layers))
+    assert fused._key is None  # nothing stacked: the layers differ in precision
+    y = torch.randn(3, 8, requires_grad=True)
+    sum(out.sum() for out in fused(y)).backward()
+    assert y.grad is not None
