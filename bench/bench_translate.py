@@ -11,12 +11,18 @@ their own length penalties), the largest teacher-forced logit difference of the 
 the start-up time of `echo ... | transformer-cli translate` next to `python -c "import torch"`.
 
     python bench/bench_translate.py --model work/m30k-small [--sentences 1000] [--threads 2] [--repeats 3]
+        [--before DIR]
+
+--before DIR: each of our engines also runs from the packages in DIR (an older revision's worktree:
+`git worktree add /tmp/old 64160a9`), interleaved with the others, for a before/after ratio measured
+in the same run.
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
+import os
 import statistics
 import subprocess
 import sys
@@ -116,6 +122,7 @@ ENGINES = ("ours float32", "ours bfloat16", "ours int8", "ours float32 shortlist
 # --shortlist; make it first with `transformer-cli shortlist --model MODEL --data PREPARED`)
 PRECISION = {"ours bfloat16": "bf16", "ours int8": "int8", "ours bfloat16 shortlist": "bf16",
              "ours int8 shortlist": "int8"}
+BEFORE = " (--before)"  # the name of one of our engines run from the --before packages
 A, B, ALPHA = 1.5, 10, 0.6  # length limit a * source + b, GNMT length penalty
 
 
@@ -169,6 +176,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3, help="timed passes per engine, interleaved (median)")
     p.add_argument("--engines", default=",".join(ENGINES), help="comma-separated subset of: " + ", ".join(ENGINES)
                    + " (ours float32 always runs: it is the baseline; bfloat16 is slow where the CPU lacks it)")
+    p.add_argument("--before", type=Path, help="also run our engines from the packages in this directory")
     p.add_argument("--engine", choices=ENGINES, help=argparse.SUPPRESS)  # child process
     p.add_argument("--beam", type=int, help=argparse.SUPPRESS)
     p.add_argument("--exports", type=Path, help=argparse.SUPPRESS)
@@ -183,6 +191,8 @@ def main() -> None:
     if any(e.endswith("shortlist") for e in engines) and not (args.model / "shortlist.safetensors").is_file():
         p.error(f"{args.model} has no shortlist.safetensors: make it with transformer-cli shortlist --model "
                 f"{args.model} --data PREPARED")
+    if args.before:
+        engines += [e + BEFORE for e in engines if e.startswith("ours")]
     import ctranslate2
     from transformers import MarianMTModel
 
@@ -203,10 +213,14 @@ def main() -> None:
 
         def child(engine: str, beam: int) -> tuple[list[list[int]], float]:
             out = exports / "pass.json"
+            env = dict(os.environ)
+            if engine.endswith(BEFORE):  # the same engine, importing the older packages first
+                engine = engine.removesuffix(BEFORE)
+                env["PYTHONPATH"] = os.pathsep.join([str(args.before.resolve()), env.get("PYTHONPATH", "")])
             subprocess.run([sys.executable, __file__, "--model", str(args.model), "--sentences", str(args.sentences),
                             "--threads", str(args.threads), "--batch-tokens", str(args.batch_tokens),
                             "--engine", engine, "--beam", str(beam), "--exports", str(exports), "--out", str(out)],
-                           check=True, capture_output=True)
+                           check=True, capture_output=True, env=env)
             result = json.loads(out.read_text())
             return result["outputs"], result["seconds"]
 
@@ -224,7 +238,7 @@ def main() -> None:
             for name, ts in times.items():
                 t = statistics.median(ts)
                 agree = sum(x == y for x, y in zip(outputs["ours float32"], outputs[name])) / len(lines)
-                print(f"  {name:20s} {len(lines) / t:6.1f} sent/s ({t:5.2f} s; {', '.join(f'{x:.2f}' for x in ts)}) "
+                print(f"  {name:31s} {len(lines) / t:6.1f} sent/s ({t:5.2f} s; {', '.join(f'{x:.2f}' for x in ts)}) "
                       f"| speed of ours float32 / this {t / ours:4.2f} | identical to ours float32 {agree:6.1%} | "
                       f"BLEU {bleu(translator, outputs[name], refs):5.2f}")
             if beam == 1 and "HF Marian" in engines:
