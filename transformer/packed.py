@@ -93,15 +93,9 @@ class PackedLinear(nn.Linear):
         """A layer computing only the output features `ids` (in that order): their rows of the weight
         and bias, copied, with this layer's dtype, packing and int8 setting (a vocabulary shortlist's
         projection, transformer/shortlist.py)."""
-        w = self.weight
         with torch.inference_mode(False), torch.no_grad():  # a plain tensor even inside a search: packing
             ids = ids.clone()  # reads its version counter
-            out = nn.utils.skip_init(PackedLinear, self.in_features, ids.numel(), bias=self.bias is not None,
-                                     device=w.device, dtype=w.dtype)
-            out.weight.copy_(w[ids])
-            if self.bias is not None:
-                out.bias.copy_(self.bias[ids])
-        out.requires_grad_(False)
+            out = _linear_of(self.weight[ids], None if self.bias is None else self.bias[ids])
         out.packing, out.int8 = self.packing, self.int8
         return out
 
@@ -136,15 +130,9 @@ class FusedLinears:
                     for layer in self.layers for w, b in [(layer._parameters["weight"], layer._parameters["bias"])])
         if self._key != key:
             with torch.inference_mode(False), torch.no_grad():  # plain tensors: packing reads their versions
-                weight = torch.cat([layer.weight.detach() for layer in self.layers])
                 bias = None if any(layer.bias is None for layer in self.layers) else \
-                    torch.cat([layer.bias.detach() for layer in self.layers])
-                stacked = nn.utils.skip_init(PackedLinear, weight.size(1), weight.size(0), bias=bias is not None,
-                                             device=weight.device, dtype=weight.dtype)
-                stacked.weight.copy_(weight)
-                if bias is not None:
-                    stacked.bias.copy_(bias)
-            stacked.requires_grad_(False)
+                    torch.cat([layer.bias for layer in self.layers])
+                stacked = _linear_of(torch.cat([layer.weight for layer in self.layers]), bias)
             stacked.packing, stacked.int8 = True, self.layers[0].int8
             self._stacked_layer, self._key = stacked, key
         return self._stacked_layer
@@ -152,6 +140,17 @@ class FusedLinears:
     def __getstate__(self) -> dict:
         """Copies leave the stacked copy out; the next call makes it again."""
         return {"layers": self.layers, "sizes": self.sizes, "_key": None}
+
+
+def _linear_of(weight: torch.Tensor, bias: torch.Tensor | None) -> PackedLinear:
+    """A PackedLinear (packing off) with these (out, in) weight and (out,) bias tensors as its frozen
+    parameters. Built on the meta device, so nothing is initialised only to be overwritten (and
+    nn.utils.skip_init, which does the same, imports torch's symbolic shapes: 0.35 s of start-up)."""
+    layer = PackedLinear(weight.size(1), weight.size(0), bias=bias is not None, device="meta")
+    layer.weight = nn.Parameter(weight, requires_grad=False)
+    if bias is not None:
+        layer.bias = nn.Parameter(bias, requires_grad=False)
+    return layer
 
 
 def _takes_packed(x: torch.Tensor, w: torch.Tensor) -> bool:
