@@ -1,8 +1,9 @@
 """The decoding cache: what encode() leaves for decode() and what every decode() step leaves for the next.
 
 The cache owns its state: each decoder layer reads its past through layer(), and decode() stores
-the step's keys/values with advance(). Beam search's reorder() only records which rows go on; the
-next step applies it together with its append (one copy, LayerCache.extend) and advance() clears it.
+the step's keys/values with advance(). The searches' reorder() only records which rows go on (beam
+search's kept prefixes, greedy search's unfinished rows); the next step applies it together with
+its append (one copy, LayerCache.extend) and advance() clears it.
 """
 
 from __future__ import annotations

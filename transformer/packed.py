@@ -12,7 +12,9 @@ storage, autograd's version counter, its dtype) and made again when any of them 
 load_state_dict, an in-place edit or .to(dtype) after packing needs nothing more. (A write through
 `weight.data` bypasses the version counter: autograd does not see it either.) Calls that need
 gradients, run elsewhere than the CPU, in a dtype oneDNN cannot pack on this CPU or while tracing
-take nn.Linear's own path.
+take nn.Linear's own path. In inference, `activated` applies the feed-forward's activation inside the
+packed kernel (a post-op), and FusedLinears computes layers that read the same input (attention's
+W^Q, W^K, W^V) as one stacked layer: fewer calls and fewer passes over memory, the same outputs.
 
 int8 (pack_linears(model, int8=...)): the chosen layers keep their weight as int8, one scale per
 output row (symmetric), packed once, and quantise each call's input with one scale and zero point
