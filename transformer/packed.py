@@ -80,9 +80,9 @@ class PackedLinear(nn.Linear):
         return self._packed_weight(self.weight)
 
     def _packed_weight(self, w: torch.Tensor) -> torch.Tensor | tuple | None:
-        b = self._parameters["bias"]  # fbgemm's int8 packing holds the bias too
-        key = (w.data_ptr(), w._version, w.dtype, self.int8, None if b is None else (b.data_ptr(), b._version))
+        key = self._source_key(w)
         if self._packed_key != key:
+            b = self._parameters["bias"]  # fbgemm's int8 packing holds the bias too
             if self.int8 and w.dtype == torch.float32:
                 self._packed = _int8_weight(w.detach(), None if b is None else b.detach())
             else:
@@ -90,6 +90,12 @@ class PackedLinear(nn.Linear):
             self._packed_from = w.detach()  # keeps that storage alive, so no other weight gets its address
             self._packed_key = key
         return self._packed
+
+    def _source_key(self, w: torch.Tensor) -> tuple:
+        """What a packed copy of weight w (and this layer's bias) depends on: their storage and autograd
+        versions, w's dtype and the int8 setting."""
+        b = self._parameters["bias"]
+        return w.data_ptr(), w._version, w.dtype, self.int8, None if b is None else (b.data_ptr(), b._version)
 
     def rows(self, ids: torch.Tensor) -> "PackedLinear":
         """A layer computing only the output features `ids` (in that order): their rows of the weight
@@ -128,8 +134,7 @@ class FusedLinears:
 
     def _stacked(self) -> PackedLinear:
         """One PackedLinear holding the layers' weights and biases stacked, made again when any changed."""
-        key = tuple((w.data_ptr(), w._version, w.dtype, layer.int8, b is None or (b.data_ptr(), b._version))
-                    for layer in self.layers for w, b in [(layer._parameters["weight"], layer._parameters["bias"])])
+        key = tuple(layer._source_key(layer._parameters["weight"]) for layer in self.layers)
         if self._key != key:
             with torch.inference_mode(False), torch.no_grad():  # plain tensors: packing reads their versions
                 bias = None if any(layer.bias is None for layer in self.layers) else \
