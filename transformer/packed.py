@@ -47,27 +47,31 @@ class PackedLinear(nn.Linear):
     _packed_key: tuple | None = None  # what the packed copy was made from (_packed_weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self._parameters["weight"]  # self.weight without nn.Module's __getattr__ (a hot path)
-        packed = self._packed_for(x, w) if self.packing else None
-        if packed is None:
-            return F.linear(x, w, self.bias)  # nn.Linear's own forward
-        if self.int8:
-            return _int8_linear(x, packed, self.bias)
         # y = x W^T + b: (..., in_features) -> (..., out_features)
-        return torch.ops.mkldnn._linear_pointwise(x, packed, self.bias, "none", [], "")
+        return self._affine(x, None)
 
     def activated(self, x: torch.Tensor, activation: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         """activation(x W^T + b), the activation applied inside the packed kernel where it has it as a
         post-op (ReLU, GELU and SiLU in oneDNN's, ReLU in fbgemm's int8), so the (..., out_features)
         result is written once instead of twice; else after the call."""
-        w = self._parameters["weight"]
+        return self._affine(x, activation)
+
+    def _affine(self, x: torch.Tensor, activation: Callable[[torch.Tensor], torch.Tensor] | None) -> torch.Tensor:
+        """x W^T + b (then the activation, if any) by the kernel this call takes."""
+        w = self._parameters["weight"]  # self.weight without nn.Module's __getattr__ (a hot path)
         packed = self._packed_for(x, w) if self.packing else None
-        if packed is not None and (self.int8 or activation in POST_OPS):
-            if not self.int8:
-                return torch.ops.mkldnn._linear_pointwise(x, packed, self.bias, *POST_OPS[activation])
-            if activation is F.relu and not isinstance(packed, tuple):  # fbgemm's (only) fused activation
-                return torch.ops.quantized.linear_relu_dynamic(x, packed, not _vnni())
-        return activation(self(x))
+        done = activation is None  # whether the activation has been applied (or there is none)
+        if packed is None:
+            y = F.linear(x, w, self.bias)  # nn.Linear's own forward
+        elif not self.int8:
+            post_op = POST_OPS.get(activation)
+            done = done or post_op is not None
+            y = torch.ops.mkldnn._linear_pointwise(x, packed, self.bias, *(post_op or NO_POST_OP))
+        elif activation is F.relu and not isinstance(packed, tuple):  # fbgemm's (only) fused activation
+            y, done = torch.ops.quantized.linear_relu_dynamic(x, packed, not _vnni()), True
+        else:
+            y = _int8_linear(x, packed, self.bias)
+        return y if done else activation(y)
 
     def _packed_for(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor | None:
         """The packed weight for this call (packed again if w changed), or None where the call takes
@@ -173,6 +177,7 @@ def _takes_packed(x: torch.Tensor, w: torch.Tensor) -> bool:
 # same values as the activation applied after (ReLU exactly, GELU's erf form and SiLU within 4e-6)
 POST_OPS: dict[Callable, tuple[str, list, str]] = {F.relu: ("relu", [], ""), F.gelu: ("gelu", [], "none"),
                                                    F.silu: ("swish", [], "")}
+NO_POST_OP = ("none", [], "")
 
 
 @functools.cache
