@@ -234,7 +234,7 @@ class _Search:
         the 2k best tokens of each prefix (a prefix adds one score to all its tokens), so only those
         are summed and ranked."""
         n = self.scores.size(0)
-        row_lp, row_tok = _top(logp, 2 * self.k)  # (n * width, 2k)
+        row_lp, row_tok = top_of_rows(logp, 2 * self.k)  # (n * width, 2k)
         total = (self.scores.view(-1, 1) + row_lp).view(n, -1)  # (n, width * 2k)
         top_scores, top_ids = _top(total, 2 * self.k)  # (n, 2k)
         beam = top_ids // row_lp.size(1)
@@ -291,6 +291,31 @@ class _Search:
             hypothesis = Hypothesis(prefix[t - length:] + [token], prefix_lp[t - length:] + [t_lp],
                                     score / length_penalty(length + 1, *self.penalty) + cp)
             self.finished[self.keys[s]].append(hypothesis)
+
+
+GROUP = 8  # top_of_rows: columns per group
+
+
+def top_of_rows(x: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The `count` largest entries of each row of x (rows, vocab) and their columns, best first: the
+    values of _top(x, count); only the columns of equal values may be others. Over a wide row it
+    looks at the groups holding the largest entries only: the columns fall into strided groups
+    {j, j + w, j + 2w, ...} (w = vocab // GROUP), and the `count` groups with the largest maxima
+    hold `count` largest entries (were an entry among them in another group, that group's maximum
+    would be below `count` maxima each at least as large, so it ties the last). One pass of maxima
+    (contiguous, vectorised) and a top-k over vocab / GROUP columns instead of a top-k over every
+    column: 1.3-2x faster for beam search's (rows, 8,000) log-probs (bench/RESULTS.md)."""
+    rows, vocab = x.shape
+    w = vocab // GROUP  # (rows, GROUP, w): group j is column j of every slice of w
+    if w < 16 * count:
+        return _top(x, count)
+    groups = x[:, : w * GROUP].view(rows, GROUP, w).amax(dim=1).topk(count, dim=1).indices  # (rows, count)
+    columns = (groups[:, None, :] + torch.arange(0, w * GROUP, w, device=x.device)[None, :, None]).view(rows, -1)
+    if w * GROUP < vocab:  # the last vocab % GROUP columns are candidates too
+        tail = torch.arange(w * GROUP, vocab, device=x.device).expand(rows, -1)
+        columns = torch.cat([columns, tail], dim=1)
+    values, picked = x.gather(1, columns).topk(count, dim=1)  # (rows, count) of the GROUP * count (+ tail)
+    return values, columns.gather(1, picked)
 
 
 def _top(total: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:

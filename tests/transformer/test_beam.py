@@ -1,9 +1,10 @@
 import pytest
 import torch
 
-from transformer.beam import BeamSession, beam_search, length_penalty
+from transformer.beam import GROUP, BeamSession, beam_search, length_penalty, top_of_rows
 from transformer.decoding import greedy_search, output_limits
 from transformer.errors import ParamError
+from transformer.config import ModelConfig
 from transformer.model import Transformer
 
 from .reference_beam import normaliser, reference_beam_search
@@ -165,6 +166,38 @@ def test_equals_the_reference_search(tiny_model, beam_size, alpha, max_len_b, st
         for h, e in zip(nbest, expected):
             assert h.score == pytest.approx(e.score, abs=1e-4)
             assert h.token_logprobs == pytest.approx(e.token_logprobs, abs=1e-4)
+
+
+@pytest.mark.parametrize("vocab", [GROUP * 200, GROUP * 200 + 5, 1000])
+def test_top_of_rows_is_topk(vocab):
+    """The grouped top-k gives torch.topk's values exactly (columns holding those values), over
+    rows with ties (a coarse grid of values), -inf (banned ids) and a vocabulary GROUP does not divide."""
+    torch.manual_seed(vocab)
+    x = (torch.randn(64, vocab) * 4).round() / 4  # many equal values
+    x[:, :2] = float("-inf")
+    x[0, :] = float("-inf")  # a row with nothing left
+    x[1, -3:] = 50.0  # the best entries in the tail columns
+    x[2, 7::vocab // GROUP] = 40.0  # ... all in one group
+    for count in (1, 10):
+        values, columns = top_of_rows(x, count)
+        expected, _ = x.topk(count, dim=1)
+        assert torch.equal(values, expected)
+        assert torch.equal(x.gather(1, columns), values)
+        assert all(len(set(row)) == count for row in columns.tolist())
+
+
+def test_equals_the_reference_search_over_a_wide_vocabulary():
+    """A vocabulary wide enough for the grouped top-k (beam search's usual case, unlike the tiny
+    model's 19 ids): still the reference search's hypotheses."""
+    config = ModelConfig(src_vocab_size=23, tgt_vocab_size=1700, d_model=32, n_heads=4, d_ff=64,
+                         n_encoder_layers=1, n_decoder_layers=1, dropout=0.0, max_len=64)
+    model = Transformer(config).eval()
+    src = sources(4, 7)
+    fast = beam_search(model, src, BOS, EOS, beam_size=5, n_best=5, alpha=0.6, max_len_b=5, banned=BANNED)
+    limits = output_limits(src, PAD, 1.5, 5, config.max_len).tolist()
+    for i, nbest in enumerate(fast):
+        expected = reference_beam_search(model, src[i], BOS, EOS, 5, 0.6, limits[i], "gnmt", BANNED)[:5]
+        assert [h.tokens for h in nbest] == [h.tokens for h in expected]
 
 
 @pytest.mark.parametrize("style", ["gnmt", "average"])
