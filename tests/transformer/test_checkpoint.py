@@ -1,8 +1,10 @@
 import dataclasses
+import json
 import random
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from transformer import Transformer
 from transformer import checkpoint as ck
@@ -21,6 +23,32 @@ def test_weights_round_trip_with_tied_embeddings(tiny_config, tmp_path):
     for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(p, q), name
     assert b.generator.weight is b.tgt_embed.weight is b.src_embed.weight
+
+
+def test_load_model_draws_no_initial_weights_and_reads_every_one(tiny_config, tmp_path):
+    """load_model builds the model without random initial values (the file replaces them all): the
+    random generator is untouched, the weights are the file's, torch.nn.init works again afterwards,
+    and a file lacking a weight is refused rather than leaving it uninitialised."""
+    (tmp_path / ck.CONFIG_FILE).write_text(json.dumps({"model": dataclasses.asdict(tiny_config)}))
+    saved = make(tiny_config)
+    ck.save_weights(saved, tmp_path / ck.MODEL_FILE)
+    torch.manual_seed(1)
+    state = torch.random.get_rng_state()
+    loaded = ck.load_model(tmp_path)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    for (name, p), q in zip(saved.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(p, q), name
+    assert torch.equal(loaded.positions.pe, saved.positions.pe)
+    assert make(tiny_config).encoder.layers[0].feed_forward.w_1.weight.abs().sum() > 0  # init restored
+    with pytest.raises(RuntimeError):
+        with ck.initial_weights_skipped():
+            raise RuntimeError("a failure while building")
+    assert torch.nn.init.xavier_uniform_(torch.zeros(4, 4)).abs().sum() > 0
+    tensors = ck.read_tensors(tmp_path / ck.MODEL_FILE)
+    tensors.pop(next(k for k in tensors if "w_1.weight" in k))
+    save_file(tensors, str(tmp_path / ck.MODEL_FILE))
+    with pytest.raises(ck.CheckpointError, match="missing"):
+        ck.load_model(tmp_path)
 
 
 def test_refuses_foreign_and_corrupt_weights(tiny_config, tmp_path):
