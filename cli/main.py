@@ -26,7 +26,7 @@ class _Group(TyperGroup):
             raise Stopped(e) from None
 
 
-app = typer.Typer(
+_app = typer.Typer(
     name="transformer-cli",
     help="Train a Transformer translator and look inside it, from the terminal.",
     no_args_is_help=True,
@@ -42,7 +42,7 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
+@_app.callback()
 def root(
     show_version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                       help="Show the version and exit."),
@@ -50,14 +50,36 @@ def root(
     """Train a Transformer translator and look inside it, from the terminal."""
 
 
-def _register() -> None:
-    from cli import explain, export, import_model, inspect_attention, prepare, serve, shortlist, train, translate
+# each command and the module that registers it, in the order `--help` lists them
+COMMANDS = {"prepare": "prepare", "train": "train", "translate": "translate", "shortlist": "shortlist",
+            "inspect-attention": "inspect_attention", "explain": "explain", "export": "export",
+            "import": "import_model", "serve": "serve"}
+_registered: set[str] = set()
 
-    for module in (prepare, train, translate, shortlist, inspect_attention, explain, export, import_model, serve):
-        module.register(app)
+
+def register(names=COMMANDS) -> typer.Typer:
+    """The app with these commands registered (each module once): main() registers only the command it
+    runs, so `translate` does not import what `prepare`, `train` or `serve` need (start-up); the
+    `app` of `from cli.main import app` has them all."""
+    import importlib
+
+    for name in names:
+        if name not in _registered:
+            importlib.import_module(f"cli.{COMMANDS[name]}").register(_app)
+            _registered.add(name)
+    return _app
 
 
-_register()
+def __getattr__(name: str):
+    """`from cli.main import app` (tests, programs): the app with every command."""
+    if name == "app":
+        return register()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _commands_for(args: list[str]) -> list[str]:
+    """The command these arguments run, alone when they name one; else all (help, --version, a typo)."""
+    return [args[0]] if args and args[0] in COMMANDS else list(COMMANDS)
 
 
 def is_usage_error(e: BaseException) -> bool:
@@ -68,7 +90,7 @@ def is_usage_error(e: BaseException) -> bool:
 def invoke() -> int | None:
     """app() with click's usage errors (an unknown flag, a value of the wrong type) as one line."""
     try:
-        return app(standalone_mode=False)
+        return register(_commands_for(sys.argv[1:]))(standalone_mode=False)
     except typer.Abort:
         raise KeyboardInterrupt from None
     except Stopped as e:
