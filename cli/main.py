@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
 
 import typer
 from typer.core import TyperGroup
@@ -54,19 +55,17 @@ def root(
 COMMANDS = {"prepare": "prepare", "train": "train", "translate": "translate", "shortlist": "shortlist",
             "inspect-attention": "inspect_attention", "explain": "explain", "export": "export",
             "import": "import_model", "serve": "serve"}
-_registered: set[str] = set()
 
 
-def register(names=COMMANDS) -> typer.Typer:
+def register(names: Iterable[str] = COMMANDS) -> typer.Typer:
     """The app with these commands registered (each module once): main() registers only the command it
     runs, so `translate` does not import what `prepare`, `train` or `serve` need (start-up); the
     `app` of `from cli.main import app` has them all."""
     import importlib
 
     for name in names:
-        if name not in _registered:
+        if name not in {command.name for command in _app.registered_commands}:
             importlib.import_module(f"cli.{COMMANDS[name]}").register(_app)
-            _registered.add(name)
     return _app
 
 
