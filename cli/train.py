@@ -82,6 +82,10 @@ def register(app: typer.Typer) -> None:
         max_time: Optional[str] = O(None, "--max-time", help="40m, 1h30m, 90s or plain seconds.",
                                     rich_help_panel="Stopping"),
         tensorboard: Optional[bool] = O(None, "--tensorboard/--no-tensorboard", rich_help_panel="Validation"),
+        choose_length_penalty: Optional[bool] = O(None, "--choose-length-penalty/--no-choose-length-penalty",
+                                                  help="After the last step, pick the length penalty with the best "
+                                                  "validation BLEU (beam 5) for translate: RUN/search.json.",
+                                                  rich_help_panel="Validation"),
     ) -> None:
         """Train the Transformer on a directory made by 'prepare'."""
         given = dict(locals())
@@ -129,7 +133,8 @@ def run(data: Path | None, out: Path | None, resume: Path | None, preset: str | 
     with StopFlag() as stop, TrainView(console.out, err) as view:
         result = train(request, on_start=view.start, on_event=view.update, should_stop=stop,
                        warn=lambda m: err.print(f"note: {m}", markup=False, soft_wrap=True))
-    console.out.print(summary_table(result.state, str(run_dir), result.best, result.tokens_per_s, result.model_note))
+    console.out.print(summary_table(result.state, str(run_dir), result.best, result.tokens_per_s, result.model_note,
+                                    result.search))
     if result.curves is None:
         err.print("note: install matplotlib (pip install 'transformer-cli[plot]') for curves.png", markup=False)
     if result.state.stop_reason == "interrupted":

@@ -14,6 +14,10 @@ def event_line(event: dict, max_steps: int) -> str:
     if event["event"] == "train":
         return (f"step {event['step']}/{max_steps} epoch {event['epoch'] + 1} loss {event['loss']:.3f} "
                 f"ppl {perplexity(event['nll']):.1f} lr {event['lr']:.2e} {event['tokens_per_s']:,.0f} tok/s")
+    if event["event"] == "choosing":
+        alphas = ", ".join(f"{a:g}" for a in event["length_penalties"])
+        return (f"choosing the length penalty ({alphas}) on {event['sentences']:,} validation sentences, "
+                f"beam {event['beam_size']}")
     if event["event"] == "replicas":
         same = "identical" if event["identical"] else "DIFFERENT (a bug: please report it)"
         return f"{event['world_size']} processes at step {event['step']}: weights {same}"
@@ -144,7 +148,8 @@ class LiveDisplay:
         elif event["event"] == "eval":
             self.eval = event
             self.bleus.append(event["bleu"])
-        else:
+        else:  # after the last step: a line above the view
+            self.live.console.print(event_line(event, 0), markup=False, highlight=False)
             return
         self.progress.update(self.task, completed=event["step"], eta=self.eta_text)
         self.live.update(self._render())
@@ -214,7 +219,9 @@ class TrainView:
             self.display.__exit__(*exc)
 
 
-def summary_table(state, run_dir: str, best: dict | None, tokens_per_s: float, model_note: str) -> Table:
+def summary_table(state, run_dir: str, best: dict | None, tokens_per_s: float, model_note: str,
+                  search=None) -> Table:
+    """The table after a run; search: the length penalty it chose (training.TrainResult.search), if any."""
     table = Table(title="training finished", title_justify="left", show_header=False)
     table.add_column(style="bold")
     table.add_column()
@@ -227,4 +234,8 @@ def summary_table(state, run_dir: str, best: dict | None, tokens_per_s: float, m
         table.add_row("best val BLEU / chrF", f"{best['bleu']:.2f} / {best['chrf']:.2f}")
         table.add_row("best val loss / ppl", f"{best['loss']:.3f} / {best['ppl']:.2f}")
     table.add_row("model", f"{run_dir} ({model_note})")
+    if search is not None:
+        tried = ", ".join(f"{a:g}: {b:.2f}" for a, b in search.bleu.items())
+        table.add_row("length penalty", f"{search.length_penalty:g}, translate's default for this run (search.json); "
+                      f"validation BLEU, beam {search.beam_size}, by length penalty: {tried}")
     return table

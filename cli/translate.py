@@ -22,10 +22,14 @@ def register(app: typer.Typer) -> None:
                                "an ensemble (the mean of the models' log-probabilities; same vocabularies)."),
         inputs: Optional[List[Path]] = O(None, "--input", "-i", help="Input file (repeatable); default stdin."),
         output: Optional[Path] = O(None, "--output", "-o", help="Output file ('-' = stdout, default); a device or FIFO is written in place."),
-        beam_size: int = O(5, "--beam-size", "-b", help="1 = greedy."),
-        length_penalty: float = O(1.0, "--length-penalty", help="alpha: score = log P / lp(|Y|), |Y| counting </s>."),
-        length_style: str = O("gnmt", "--length-style", help="lp: gnmt ((5+|Y|)/6)^alpha | average |Y|^alpha "
-                              "(Hugging Face transformers, CTranslate2, Marian)."),
+        beam_size: Optional[int] = O(None, "--beam-size", "-b", help="1 = greedy. Default: the run's "
+                                     "search.json, else 5.", show_default=False),
+        length_penalty: Optional[float] = O(None, "--length-penalty", help="alpha: score = log P / lp(|Y|), |Y| "
+                                            "counting </s>. Default: the run's search.json (train chooses it on "
+                                            "validation), else 1.0.", show_default=False),
+        length_style: Optional[str] = O(None, "--length-style", help="lp: gnmt ((5+|Y|)/6)^alpha | average "
+                                        "|Y|^alpha (Hugging Face transformers, CTranslate2, Marian). Default: the "
+                                        "run's search.json, else gnmt.", show_default=False),
         max_len_a: float = O(1.5, "--max-len-a", help="Output length limit a * source length + b."),
         max_len_b: int = O(10, "--max-len-b"),
         n_best: int = O(1, "--n-best", help="Hypotheses per sentence (jsonl output); with sampling, samples."),
@@ -61,15 +65,17 @@ def register(app: typer.Typer) -> None:
                             "shortlist.safetensors, made by 'transformer-cli shortlist'): faster, outputs may change."),
     ) -> None:
         """Translate lines from stdin (or --input files) to stdout, one output line per input line."""
-        from transformer_cli import SearchOptions
+        from transformer_cli.search_defaults import options_for
 
-        try:
-            search = SearchOptions(beam_size, n_best, length_penalty, max_len_a, max_len_b, batch_tokens,
-                                   length_style=length_style, sampling_topk=sampling_topk,
-                                   sampling_topp=sampling_topp, temperature=temperature, seed=seed,
-                                   no_repeat_ngram_size=no_repeat_ngram_size,
-                                   repetition_penalty=repetition_penalty, replace_unk=replace_unk,
-                                   coverage_penalty=coverage_penalty)
+        typed = {k: v for k, v in (("beam_size", beam_size), ("length_penalty", length_penalty),
+                                   ("length_style", length_style)) if v is not None}
+        try:  # the flags typed, over the runs' search.json, over the library's defaults
+            search = options_for(models, n_best=n_best, max_len_a=max_len_a, max_len_b=max_len_b,
+                                    batch_tokens=batch_tokens, sampling_topk=sampling_topk,
+                                    sampling_topp=sampling_topp, temperature=temperature, seed=seed,
+                                    no_repeat_ngram_size=no_repeat_ngram_size,
+                                    repetition_penalty=repetition_penalty, replace_unk=replace_unk,
+                                    coverage_penalty=coverage_penalty, **typed)
             run(TranslateJob(tuple(models), tuple(inputs or ()), output, search, fmt, scores, reference, buffer_lines,
                              device, threads, precision, prefix_file, score_reference, tsv, shortlist))
         except UserError as e:

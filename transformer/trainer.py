@@ -53,6 +53,8 @@ class TrainConfig:
     max_epochs: int = 0  # stop after this many epochs; 0 = no limit
     max_time: float = 0.0  # stop after this many seconds of training; 0 = no limit
     tensorboard: bool = False  # also log to RUN/tensorboard
+    choose_length_penalty: bool = False  # after the last step: translate the validation sample with beam 5 at
+    # several length penalties and keep the best in RUN/search.json, translate's default for the run
 
     def __post_init__(self) -> None:
         check_types(self)

@@ -119,13 +119,14 @@ def decoded_chunk(chunk: list[bytes], stats: StreamStats) -> list[str]:
     return [t for t, _ in decoded]
 
 
-def translate_lines(translator: Translator, chunks: Iterable[list[bytes]], options: SearchOptions = SearchOptions(),
+def translate_lines(translator: Translator, chunks: Iterable[list[bytes]], options: SearchOptions | None = None,
                     fmt: str = "text", scores: bool = False, stats: StreamStats | None = None,
                     keep: bool = False, prefixes: Companion | None = None, tsv: bool = False) -> Iterator[list[str]]:
     """For each chunk of raw input lines (bytes, newline optional), its output lines in order.
     Invalid UTF-8 is replaced (and counted); `stats` is updated as each chunk is done; keep: also
     collect the translations in stats.translations; prefixes: each line's target prefix; tsv: each
     line is source<TAB>target prefix (split_tsv) instead."""
+    options = options or translator.defaults  # the run's search.json over SearchOptions()
     check_format(options, fmt, scores)
     check_tsv(tsv, prefixes is not None)
     stats = stats if stats is not None else StreamStats()
@@ -167,10 +168,11 @@ def split_tsv(lines: list[str], first: int = 1) -> tuple[list[str], list[str]]:
 
 
 def score_lines(translator: Translator, chunks: Iterable[list[bytes]], references: Companion,
-                options: SearchOptions = SearchOptions(), fmt: str = "text",
+                options: SearchOptions | None = None, fmt: str = "text",
                 stats: StreamStats | None = None) -> Iterator[list[str]]:
     """For each chunk of raw source lines, the model's score of each reference line (Translator.score):
     text, the score per line; jsonl, the score, log P, tokens and log-probs."""
+    options = options or translator.defaults  # the run's search.json over SearchOptions()
     stats = stats if stats is not None else StreamStats()
     for chunk in chunks:
         texts = decoded_chunk(chunk, stats)
@@ -196,13 +198,14 @@ def read_inputs(inputs: list[Path], buffer_lines: int, stdin: io.BufferedIOBase 
 
 
 def translate_files(translator: Translator, inputs: list[Path], output: Path | str | None = None,
-                    options: SearchOptions = SearchOptions(), fmt: str = "text", scores: bool = False,
+                    options: SearchOptions | None = None, fmt: str = "text", scores: bool = False,
                     reference: Path | None = None, buffer_lines: int = 256, stdin=None, chunks=None,
                     prefix_file: Path | None = None, tsv: bool = False) -> FileReport:
     """Translate `inputs` (or `chunks` of raw lines, or `stdin`) into `output` (a path, '-' or None:
     stdout), flushed chunk by chunk; score against `reference` when given; prefix_file: one target
     prefix per input line; tsv: input lines are source<TAB>target prefix. An interruption or a write
     error is a RunError that says where the lines done so far are."""
+    options = options or translator.defaults  # the run's search.json over SearchOptions()
     companions = [prefix_file] if prefix_file else []
     check_stream_args(options, inputs, output, fmt, scores, reference, buffer_lines, companions)
     check_tsv(tsv, prefix_file)
@@ -217,10 +220,11 @@ def translate_files(translator: Translator, inputs: list[Path], output: Path | s
 
 
 def score_files(translator: Translator, inputs: list[Path], references: Path, output: Path | str | None = None,
-                options: SearchOptions = SearchOptions(), fmt: str = "text", buffer_lines: int = 256,
+                options: SearchOptions | None = None, fmt: str = "text", buffer_lines: int = 256,
                 stdin=None) -> FileReport:
     """The model's score of each line of `references` given the same line of `inputs` (or stdin),
     into `output` as translate_files writes (--score-reference)."""
+    options = options or translator.defaults  # the run's search.json over SearchOptions()
     check_score_args(options)
     check_stream_args(options, inputs, output, fmt, False, None, buffer_lines, [references])
     stats = StreamStats()

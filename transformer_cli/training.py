@@ -22,6 +22,8 @@ from transformer_cli import train_config as tc
 from transformer_cli.errors import RunError, named, os_error_message
 from transformer_cli.metrics import best_from_metrics, plot_curves
 from transformer_cli.run_lock import RunLock, is_empty_run_dir
+from transformer_cli.search_defaults import (CHOICE_BEAM, LENGTH_PENALTIES, SEARCH_FILE, LengthPenaltyChoice,
+                                             choose_length_penalty, write_search)
 from transformer_cli.runtime import pick_device, precision_note, resolve_precision, set_threads
 
 
@@ -65,6 +67,7 @@ class TrainResult:
     tokens_per_s: float  # target tokens per second in this call (a resume counts its own part)
     model_note: str  # what model.safetensors holds: best checkpoint, mean of the last N, last weights
     curves: Path | None  # curves.png (None without matplotlib)
+    search: LengthPenaltyChoice | None = None  # the length penalty chosen on validation (RUN/search.json)
 
 
 def train(request: TrainRequest, on_start: Callable[[RunStart], None] = lambda s: None,
@@ -227,21 +230,21 @@ def _start_and_fit(run_dir: Path, plan: _Plan, world: ddp.World, device, on_star
     """Model and optimizer first; only then is anything written into the run directory (by rank 0)."""
     cfg = replace(plan.cfg, precision=resolve_precision(plan.cfg.precision, device))  # "auto" -> bf16 | fp32
     _say_surprises(cfg, device, warn, plan)
-    model_config = plan.model_config
     set_threads(cfg.threads)
     data = rd.load_training_data(plan.data_dir, cfg)
-    train = rd.training_batches(run_dir, data[0], plan.toks, cfg, model_config)  # refused before any write
+    train = rd.training_batches(run_dir, data[0], plan.toks, cfg, plan.model_config)  # refused before any write
     model, optimizer = _build(run_dir, plan, cfg, device)
     scaler = grad_scaler(device, cfg.precision)
     average = rd.averaging(model, cfg)
     state = _write_and_resume(run_dir, plan, world, device, model, optimizer, scaler, warn, average)
     data = (_first_epoch(train, world, state.epoch), *data[1:])
-    on_start(RunStart(run_dir, plan.name, model_config, cfg, str(device), sum(p.numel() for p in model.parameters()),
+    on_start(RunStart(run_dir, plan.name, plan.model_config, cfg, str(device), sum(p.numel() for p in model.parameters()),
                       state.step, len(data[0].plan(cfg.seed, state.epoch)),
                       Path(plan.init_from["path"]) if plan.init_from else None))
     tensorboard = rd.open_tensorboard(run_dir, cfg.tensorboard, warn) if world.is_main else None
     hooks = rd.RunHooks(run_dir, model, optimizer, cfg, plan.toks, *data, device, on_event, tensorboard,
                         plan.run_id, scaler, average)
+    validation = (hooks.srcs, hooks.refs)  # the sample validation translates: the length penalty's too
     if world.size > 1:
         hooks = ddp.ShardedHooks(hooks, world)
     if cfg.compile:
@@ -250,9 +253,7 @@ def _start_and_fit(run_dir: Path, plan: _Plan, world: ddp.World, device, on_star
     try:
         state = fit(ddp.wrap(model, world, device), optimizer, cfg, state, hooks, should_stop, scaler)
         if world.size > 1:
-            prints = ddp.replica_fingerprints(model, world)
-            hooks.log({"event": "replicas", "step": state.step, "world_size": world.size,
-                       "identical": len(set(prints)) == 1, "fingerprints": prints})
+            _log_replicas(model, world, hooks, state.step)
         published = model if average is None else average.module
         note = rd.finish_model(run_dir, cfg, published, plan.run_id) if world.is_main else ""
     except RuntimeError as e:
@@ -273,4 +274,32 @@ def _start_and_fit(run_dir: Path, plan: _Plan, world: ddp.World, device, on_star
     if not world.is_main:
         return TrainResult(state, run_dir, None, 0.0, "", None)
     rate = (state.tokens - start_tokens) / max(state.elapsed - start_elapsed, 1e-9)
-    return TrainResult(state, run_dir, best_from_metrics(run_dir), rate, note, plot_curves(run_dir))
+    choose = cfg.choose_length_penalty and state.stop_reason != "interrupted"  # not after a stop request
+    chosen = choose_search(run_dir, device, *validation, on_event, should_stop) if choose else None
+    return TrainResult(state, run_dir, best_from_metrics(run_dir), rate, note, plot_curves(run_dir), chosen)
+
+
+def _log_replicas(model, world: ddp.World, hooks, step: int) -> None:
+    """After a DDP run: whether every process ends with the same weights, into metrics.jsonl."""
+    prints = ddp.replica_fingerprints(model, world)
+    hooks.log({"event": "replicas", "step": step, "world_size": world.size, "identical": len(set(prints)) == 1,
+               "fingerprints": prints})
+
+
+def choose_search(run_dir: Path, device, sources: list[str], references: list[str], on_event,
+                  should_stop: Callable[[], bool]) -> LengthPenaltyChoice | None:
+    """The run's model as translate loads it, its length penalty chosen on the validation sample
+    (transformer_cli/search_defaults.py) and written to RUN/search.json; the file of an earlier
+    model is removed first, and none is written when should_stop() turns True meanwhile (None)."""
+    from transformer_cli.translator import load_run
+
+    try:
+        (run_dir / SEARCH_FILE).unlink(missing_ok=True)
+        on_event({"event": "choosing", "sentences": len(sources), "beam_size": CHOICE_BEAM,
+                  "length_penalties": list(LENGTH_PENALTIES)})
+        chosen = choose_length_penalty(load_run(run_dir, str(device)), sources, references, should_stop=should_stop)
+        if chosen is not None:
+            write_search(run_dir, {"length_penalty": chosen.length_penalty, "length_style": "gnmt"}, chosen.record())
+    except OSError as e:
+        raise RunError(f"{os_error_message(e)}; the model is saved, its length penalty was not chosen") from None
+    return chosen

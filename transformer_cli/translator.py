@@ -33,6 +33,7 @@ from transformer.shortlist import Shortlist, Shortlisted
 
 from transformer_cli.errors import ParamError, RunError, named
 from transformer_cli.runtime import check_decoding, check_range, pick_device
+from transformer_cli.search_defaults import options_for
 from transformer_cli.shortlist import check_shortlist_search, load_shortlist
 from transformer_cli.unknowns import pieces_text, replaced_pieces, source_pieces
 
@@ -162,6 +163,7 @@ def load_run(run_dir: str | Path, device: str = "cpu", precision: str = "fp32", 
     dynamic int8, transformer/packed.py); pack: on the CPU, linear layers with their weights packed
     once for oneDNN (transformer.packed; faster decoding, same parameters);
     checkpoint: the weights of one of the run's checkpoints ('step-N') instead of its final model;
+    the Translator's defaults (what a call without options searches with) are RUN/search.json's;
     shortlist: beam search and greedy decoding score only each batch's shortlist of target tokens
     (RUN/shortlist.safetensors, made by transformer_cli.shortlist.make_shortlist)."""
     run_dir = Path(run_dir)
@@ -182,7 +184,7 @@ def load_run(run_dir: str | Path, device: str = "cpu", precision: str = "fp32", 
         pack_linears(model, int8=(lambda name, layer: True) if precision == "int8" else None)
     table = load_shortlist(run_dir, toks, model.config.src_vocab_size, model.config.tgt_vocab_size) \
         if shortlist else None
-    return Translator(model, toks, torch.device(device), precision, table)
+    return Translator(model, toks, torch.device(device), precision, table, options_for([run_dir]))
 
 
 def check_precision(precision: str) -> None:
@@ -210,7 +212,8 @@ def load_ensemble(run_dirs: list[str | Path], device: str = "cpu", precision: st
             raise RunError(f"cannot ensemble {run_dirs[0]} and {d}: their source tokenizers differ")
     if len(translators) == 1:
         return first
-    return Translator(Ensemble([t.model for t in translators]), first.toks, first.device, precision)
+    return Translator(Ensemble([t.model for t in translators]), first.toks, first.device, precision,
+                      defaults=options_for(run_dirs))
 
 
 def _read_run(run_dir: Path, device: str, checkpoint: str | None) -> tuple[Transformer, Tokenizers]:
@@ -237,9 +240,11 @@ class Translator:
     forcing). Stateless between calls; safe to share between requests that take turns."""
 
     def __init__(self, model: Transformer, toks: Tokenizers, device: torch.device, precision: str = "fp32",
-                 shortlist: Shortlist | None = None) -> None:
+                 shortlist: Shortlist | None = None, defaults: SearchOptions | None = None) -> None:
         self.model, self.toks, self.device, self.precision = model, toks, device, precision
         self.shortlist = shortlist  # decode over each batch's shortlist of target tokens (search only)
+        # what a call that passes no options searches with: the run's search.json over SearchOptions()
+        self.defaults = defaults or SearchOptions()
         self.max_src_tokens = model.config.max_len - 1  # room for </s>
 
     def encode(self, texts: list[str]) -> Encoded:
@@ -262,14 +267,14 @@ class Translator:
         return Prefix.of(rows, self.device) if rows and any(rows) else None
 
     @torch.inference_mode()
-    def search(self, rows: list[list[int]], options: SearchOptions = SearchOptions(),
+    def search(self, rows: list[list[int]], options: SearchOptions | None = None,
                prefixes: list[list[int]] | None = None) -> list[list[Hypothesis]]:
         """The n-best hypotheses of each source row (ids without </s>), in order, batched by length;
         prefixes: each row's forced first output ids (transformer/prefix.py). No hypothesis contains
         <pad> or <s> (NEVER_OUTPUT) beyond its prefix. With a shortlist, each batch decodes over the
         target tokens of its rows' shortlist and prefixes only (log p renormalised over them), so a
         row's output may depend on the other rows of its batch; sampling is refused."""
-        o, out = options, [[] for _ in rows]
+        o, out = options or self.defaults, [[] for _ in rows]
         if self.shortlist is not None:
             check_shortlist_search(o)
         for group in self.batches(rows, o.batch_tokens):
@@ -303,10 +308,11 @@ class Translator:
         return Shortlisted(self.model, ids)
 
     @torch.inference_mode()
-    def score_rows(self, rows: list[list[int]], targets: list[list[int]], options: SearchOptions = SearchOptions()
+    def score_rows(self, rows: list[list[int]], targets: list[list[int]], options: SearchOptions | None = None
                    ) -> list[Hypothesis]:
         """The model's score of each given target (ids without </s>) for its source row: log P of
         target + </s>, divided by the length penalty of `options` as the search ranks (0: log P)."""
+        options = options or self.defaults
         out: list[Hypothesis | None] = [None] * len(rows)
         for group in self.batches(rows, options.batch_tokens):
             hyps = score_targets(self.model, self.tensor([rows[g] for g in group]), [targets[g] for g in group],
@@ -328,12 +334,13 @@ class Translator:
                            o.max_len_b, length_style=o.length_style, banned=NEVER_OUTPUT, penalties=o.penalties,
                            coverage_beta=o.coverage_penalty)
 
-    def translate(self, texts: list[str], options: SearchOptions = SearchOptions(),
+    def translate(self, texts: list[str], options: SearchOptions | None = None,
                   prefixes: list[str] | None = None) -> list[Translation]:
         """One Translation per text, in order; an empty or blank text gives an empty translation.
         prefixes: one target-side text per text (empty: none) that each translation starts with."""
         if prefixes is not None and len(prefixes) != len(texts):
             raise RunError(f"{len(prefixes)} prefixes for {len(texts)} texts: give one per text", "prefixes")
+        options = options or self.defaults
         results = [Translation("") for _ in texts]
         todo = [i for i, t in enumerate(texts) if t.strip()]  # empty lines stay empty, no model call
         encoded = self.encode([texts[i].strip() for i in todo])
@@ -344,7 +351,7 @@ class Translator:
         return results
 
     def score(self, texts: list[str], targets: list[str],
-              options: SearchOptions = SearchOptions()) -> list[Translation]:
+              options: SearchOptions | None = None) -> list[Translation]:
         """The model's score of each target given its text (sockeye-score, fairseq --score-reference):
         Translation(text=target, score=log P / lp, tokens, token_logprobs), in order."""
         if len(targets) != len(texts):

@@ -222,7 +222,8 @@ def test_bf16_precision(cli, model_dir):
 
 
 def test_cli_search_defaults_are_the_library_defaults():
-    """`translate`'s flags default to SearchOptions' defaults (the recipe chosen on validation)."""
+    """`translate`'s flags default to SearchOptions' defaults, but for those a run's search.json may
+    set: left out, they are the run's (transformer_cli/search_defaults.py, tests/cli/test_search_defaults_cli.py)."""
     import typer
 
     from cli.main import app
@@ -231,8 +232,10 @@ def test_cli_search_defaults_are_the_library_defaults():
     command = typer.main.get_command(app).commands["translate"]
     flags = {p.name: p.default for p in command.params}
     library = SearchOptions()
-    for name in ("beam_size", "n_best", "length_penalty", "length_style", "max_len_a", "max_len_b", "batch_tokens"):
+    for name in ("n_best", "max_len_a", "max_len_b", "batch_tokens"):
         assert flags[name] == getattr(library, name), name
+    for name in ("beam_size", "length_penalty", "length_style"):
+        assert flags[name] is None, name
 
 
 def test_sampling_flags_reproducible_per_seed(cli, model_dir):

@@ -120,6 +120,34 @@ def test_beam_search_equals_generate_with_the_same_normalisation(opus_mt_dir, hf
     assert same >= 0.95 * len(lines)
 
 
+def test_the_imported_run_searches_as_the_model_was_published(opus_mt_dir, imported_run, ours, tmp_path):
+    """generation_config.json's beam and length normalisation become the run's search.json: translate
+    without search flags searches as the test above compares with generate (beam 4, |Y|^1.0)."""
+    published = json.loads((opus_mt_dir / "generation_config.json").read_text())
+    assert published["num_beams"] == 4 and "length_penalty" not in published  # Hugging Face's default: 1.0
+    assert ours.defaults == SearchOptions(beam_size=4, length_penalty=1.0, length_style="average")
+    from transformer_cli.exporters import export
+
+    exported = json.loads((export(imported_run, "hf", tmp_path / "hf") / "generation_config.json").read_text())
+    assert (exported["num_beams"], exported.get("length_penalty", 1.0)) == (4, 1.0)  # and back
+
+
+@pytest.mark.parametrize("settings, fields", [
+    ({"num_beams": 6, "length_penalty": 0.6}, {"beam_size": 6, "length_penalty": 0.6}),
+    ({"num_beams": 1}, {"beam_size": 1}),
+    ({}, {}),  # not set: translate's defaults (Hugging Face's length penalty is 1.0 too)
+    ({"num_beams": 500, "length_penalty": -2.0}, {}),  # not what translate can take: its defaults stand
+    ({"num_beams": True, "length_penalty": "1"}, {}),
+])
+def test_published_search_settings_that_cannot_be_taken_are_left_out(tmp_path, settings, fields):
+    from transformer_cli.importers.marian import search_of
+
+    (tmp_path / "generation_config.json").write_text(json.dumps(settings))
+    assert search_of({"num_beams": 9}, tmp_path) == {"length_style": "average", **fields}
+    (tmp_path / "generation_config.json").unlink()
+    assert search_of(settings, tmp_path) == {"length_style": "average", **fields}  # older: config.json's
+
+
 def test_imported_run_is_an_ordinary_run(imported_run, opus_mt_dir):
     config = json.loads((imported_run / "config.json").read_text())
     assert config["model"]["activation"] == "swish" and config["model"]["output_bias"]

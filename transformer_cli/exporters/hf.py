@@ -126,9 +126,11 @@ def export_hf(translator, out: Path, name: str) -> None:
     missing = [k for k in missing if "embed_positions" not in k]  # recomputed by Marian
     if missing or unexpected:
         raise RunError(f"internal: Marian weights missing {missing[:3]} / unexpected {unexpected[:3]}")
+    d = translator.defaults  # the run's search.json over translate's defaults; GNMT's penalty has no
+    alpha = d.length_penalty if d.length_style == "average" else 1.0  # Hugging Face name: its own 1.0 stands
     hf.generation_config = transformers.GenerationConfig(
         decoder_start_token_id=BOS_ID, bos_token_id=BOS_ID, eos_token_id=EOS_ID, pad_token_id=PAD_ID,
-        max_length=c.max_len, num_beams=5, length_penalty=1.0, early_stopping=True,
+        max_length=c.max_len, num_beams=d.beam_size, length_penalty=alpha, early_stopping=True,
         bad_words_ids=[[PAD_ID], [BOS_ID]])  # never generated, as in transformer-cli
     try:
         hf.save_pretrained(out)
@@ -145,7 +147,7 @@ from transformers import AutoTokenizer, MarianMTModel
 tok = AutoTokenizer.from_pretrained("{name}")
 model = MarianMTModel.from_pretrained("{name}")
 batch = tok(["I am a student."], return_tensors="pt", padding=True)
-out = model.generate(**batch)          # beam 5 (generation_config.json); num_beams=1 for greedy
+out = model.generate(**batch)          # beam search (generation_config.json); num_beams=1 for greedy
 print(tok.batch_decode(out, skip_special_tokens=True))
 ```
 

@@ -32,6 +32,8 @@ from transformer.json_text import loads
 from transformer.model import Transformer
 from transformer_cli.errors import RunError, named, os_error_message
 from transformer_cli.exporters.hf import interleaved_to_halves, layer_names, permuted
+from transformer_cli.runtime import MAX_BEAM
+from transformer_cli.search_defaults import write_search
 
 ACTIVATIONS = {"relu": "relu", "swish": "swish", "silu": "swish", "gelu": "gelu"}  # Marian's -> ours
 MANIFEST = "manifest.json"
@@ -71,9 +73,11 @@ def import_marian(source: str | Path, out: str | Path) -> ImportResult:
     if unexpected or set(missing) - {"generator.weight"}:  # the tied output projection is the embedding
         raise RunError(f"internal: converted weights missing {missing[:3]} / unexpected {unexpected[:3]}")
     langs = (str(tokenizer_config.get("source_lang") or "src"), str(tokenizer_config.get("target_lang") or "tgt"))
+    search = search_of(hf, source)
     try:
         with atomic_directory(out) as work:
             _write_run(work, model, toks, source, langs, codes)
+            write_search(work, search, {"on": f"the search settings of {source.resolve()} (Hugging Face)"})
     except OSError as e:
         raise RunError(os_error_message(e)) from None
     return ImportResult(out, config, langs[0], langs[1], codes)
@@ -125,6 +129,23 @@ def _read_config(source: Path) -> tuple[dict, dict]:
     tokenizer_config = _read_json(source / "tokenizer_config.json", "the MarianTokenizer settings") \
         if (source / "tokenizer_config.json").exists() else {}
     return hf, tokenizer_config
+
+
+def search_of(hf: dict, source: Path) -> dict:
+    """The search the model was published with, as search.json fields: generation_config.json's (else
+    config.json's) num_beams and length_penalty. Hugging Face ranks finished hypotheses by
+    log P / |Y|^length_penalty, |Y| counting </s>: the `average` style (its default penalty, 1.0, is
+    translate's). A value that is not set, or that the toolkit cannot take (a negative penalty, a beam
+    over MAX_BEAM), is left out: translate's default stands."""
+    path = source / "generation_config.json"
+    settings = _read_json(path, "generation settings") if path.is_file() else hf
+    fields: dict = {"length_style": "average"}
+    beams, alpha = settings.get("num_beams"), settings.get("length_penalty")  # left out: translate's
+    if isinstance(beams, int) and not isinstance(beams, bool) and 1 <= beams <= MAX_BEAM:
+        fields["beam_size"] = beams
+    if isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and 0.0 <= alpha <= 10.0:
+        fields["length_penalty"] = float(alpha)
+    return fields
 
 
 def _vocab_list(path: Path) -> list[str]:

@@ -51,10 +51,10 @@ class TranslateRequest(_Strict):
     """POST /v1/translate: one text or a list of texts, and the search options of translate."""
 
     text: str | list[str]
-    beam_size: int = 5
+    beam_size: int | None = None  # None: the server's default (the run's search.json, else 5)
     n_best: int = 1
-    length_penalty: float = 1.0
-    length_style: Literal["gnmt", "average"] = "gnmt"
+    length_penalty: float | None = None  # None: the server's default (the run's search.json, else 1.0)
+    length_style: Literal["gnmt", "average"] | None = None  # None: the run's search.json, else gnmt
     scores: bool = False  # each translation's score (log P / lp) in the answer
     alignment: bool = False  # each translation's word alignment (Pharaoh src-tgt pairs)
     sampling_topk: int = 1  # sampling and repetition options: translate's flags (SearchOptions)

@@ -42,7 +42,8 @@ class AppSettings:
     """What the routes need besides the worker: limits, defaults of the search, names."""
 
     limits: RequestLimits = RequestLimits()
-    search: SearchOptions = SearchOptions()  # max_len_a/b and batch_tokens for every request
+    search: SearchOptions = SearchOptions()  # max_len_a/b and batch_tokens for every request; beam_size,
+    # length_penalty and length_style for requests without them (serve: the run's search.json)
     model_name: str = "model"
     shutdown_timeout: float = 30.0  # seconds the worker may take to finish its queue on shutdown
 
@@ -141,7 +142,8 @@ def _status_routes(app: FastAPI, worker: ModelWorker, settings: AppSettings, met
         c = t.model.config
         return {"model": settings.model_name, "encoder_layers": c.n_encoder_layers,
                 "decoder_layers": c.n_decoder_layers, "heads": c.n_heads, "d_model": c.d_model,
-                "max_source_tokens": t.max_src_tokens, **vars(settings.limits)}
+                "max_source_tokens": t.max_src_tokens, **vars(settings.limits),
+                "defaults": {k: getattr(settings.search, k) for k in ("beam_size", "length_penalty", "length_style")}}
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def explorer():
@@ -171,15 +173,19 @@ def check_prefixes(prefixes: list[str] | None, texts: list[str], limits: Request
     return check_texts(prefixes, limits, ("target_prefix",) * len(prefixes))
 
 
-def search_options(beam_size: int, n_best: int, length_penalty: float, length_style: str,
+def search_options(beam_size: int | None, n_best: int, length_penalty: float | None, length_style: str | None,
                    settings: AppSettings, **extra) -> SearchOptions:
-    """A request's search options over the server's defaults; out of range is a 422 naming the field.
-    extra: SearchOptions' sampling and repetition fields."""
+    """A request's search options over the server's defaults (settings.search: a field left out or
+    null is the server's); out of range is a 422 naming the field. extra: SearchOptions' sampling and
+    repetition fields."""
+    d = settings.search
+    beam_size = d.beam_size if beam_size is None else beam_size
+    length_penalty = d.length_penalty if length_penalty is None else length_penalty
+    length_style = d.length_style if length_style is None else length_style
     for name, value in (("beam_size", beam_size), ("n_best", n_best)):
         if not 1 <= value <= settings.limits.max_beam:
             raise ApiError(422, f"{name} must be between 1 and {settings.limits.max_beam} (this server's "
                            f"max_beam), got {value}", name)
-    d = settings.search
     try:
         return SearchOptions(beam_size, n_best, length_penalty, d.max_len_a, d.max_len_b, d.batch_tokens,
                              length_style=length_style, **extra)

@@ -13,12 +13,13 @@ import signal
 import socket
 import threading
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
 from transformer_cli.errors import RunError, named
 from transformer_cli.runtime import check_range
+from transformer_cli.search_defaults import options_for
 from transformer_cli.service.api import RequestLimits
 from transformer_cli.service.app import AppSettings, create_app
 from transformer_cli.service.metrics import ServiceMetrics
@@ -67,6 +68,7 @@ def serve(options: ServeOptions, announce: Callable[[str], None] = print,
         if not Path(run).is_dir():
             raise RunError(f"{run}: model directory not found")
     name = " + ".join(str(r) for r in runs)
+    search = default_search(options, runs)  # before listening: a bad search.json is the only message
     sock = bind(options.host, options.port)
     url = address(sock)
     server: uvicorn.Server | None = None
@@ -79,7 +81,6 @@ def serve(options: ServeOptions, announce: Callable[[str], None] = print,
                          metrics, on_fatal=stop, between=between,
                          on_ready=lambda: announce(f"serving {name} at {url} (explorer {url}/, "
                                                    f"API {url}/docs, metrics {url}/metrics)"))
-    search = SearchOptions(1, 1, 1.0, options.max_len_a, options.max_len_b, options.batch.batch_tokens)
     settings = AppSettings(options.limits, search, " + ".join(Path(r).name for r in runs), options.shutdown_timeout)
     config = uvicorn.Config(create_app(worker, settings, metrics), log_level="warning",
                             access_log=options.access_log, timeout_graceful_shutdown=options.shutdown_timeout,
@@ -91,6 +92,15 @@ def serve(options: ServeOptions, announce: Callable[[str], None] = print,
     sock.close()
     if worker.error is not None:
         raise worker.error
+
+
+def default_search(options: ServeOptions, runs: list[Path]) -> SearchOptions:
+    """What a request searches with where it says nothing: the runs' search.json over translate's
+    defaults, the beam no wider than the server's max_beam; the server's length limits and batch size."""
+    base = SearchOptions(max_len_a=options.max_len_a, max_len_b=options.max_len_b,
+                         batch_tokens=options.batch.batch_tokens)
+    search = options_for(runs, base)
+    return replace(search, beam_size=min(search.beam_size, options.limits.max_beam))
 
 
 def bind(host: str, port: int) -> socket.socket:

@@ -30,7 +30,7 @@ async function init() {
   state.model = await answer.json();
   $("model-name").textContent = state.model.model;
   for (let b = 1; b <= state.model.max_beam; b++) $("beam").appendChild(option(b, b === 1 ? "1 (greedy)" : b));
-  $("beam").value = String(Math.min(5, state.model.max_beam));
+  $("beam").value = String(Math.min(state.model.defaults.beam_size, state.model.max_beam));  // the run's search.json, else 5
   $("translate").addEventListener("click", run);
   $("text").addEventListener("keydown", (e) => { if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); run(); } });
   $("kind").addEventListener("change", () => { fillLayers(); render(); });
