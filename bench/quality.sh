@@ -2,6 +2,7 @@
 # The README's real-data recipe end to end, scored the strict way (issue 10):
 #   prepare Multi30k with prepare's defaults -> train --preset small --max-time BUDGET (nothing else)
 #   -> translate validation and test_2016_flickr with translate's defaults (and greedy) -> sacreBLEU.
+#   translate's defaults include the length penalty the run chose on validation (RUN/search.json).
 # Usage: bash bench/quality.sh [BUDGET] [DIRECTION] [WORK]
 #   BUDGET     --max-time of the run: 40m (default), 1h30m, 90s or seconds
 #   DIRECTION  de-en (default) or en-de
@@ -63,6 +64,11 @@ samples = json.loads((run / "config.json").read_text())["training"]["eval_sample
 print(f"{run}: {last['step']:,} steps in {elapsed / 60:.1f} min of training, epoch {last['epoch']}; "
       f"validation BLEU (greedy, {samples or 'all'} sentences) last {last['bleu']:.2f}, "
       f"best {best['bleu']:.2f} at step {best['step']:,}")
+search = run / "search.json"  # the length penalty train chose on validation: translate's default for the run
+if search.is_file():
+    chosen = json.loads(search.read_text())
+    print(f"search.json: length penalty {chosen.get('length_penalty', 1.0):g} ({chosen.get('length_style', 'gnmt')}), "
+          f"validation BLEU by penalty {chosen.get('chosen', {}).get('bleu')}")
 print("| split | search | BLEU | BLEU lowercased | chrF | time |\n|---|---|---|---|---|---|")
 for split, name, secs in zip(rows[::3], rows[1::3], rows[2::3]):
     refs, hyps = ((run / "scores" / f).read_text(encoding="utf-8").splitlines()
