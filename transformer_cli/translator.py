@@ -11,7 +11,7 @@ A Translator holds no counters: what a call measured (a truncated source) is in 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -410,7 +410,8 @@ class Translator:
         if target_ids is not None:
             out_ids = list(target_ids)
         elif target is None:
-            out_ids = self.search([src_ids], SearchOptions(beam_size=beam_size))[0][0].without_eos(EOS_ID)
+            options = replace(self.defaults, beam_size=beam_size, n_best=1)  # the run's penalty, as translate's
+            out_ids = self.search([src_ids], options)[0][0].without_eos(EOS_ID)
         else:
             out_ids = encode_batch(self.toks.tgt, [target.strip()])[0][: self.model.config.max_len - 1]
         record = self.teacher_force(src_ids, out_ids + [EOS_ID], text.strip())

@@ -123,3 +123,16 @@ def test_written_file_is_read_back(run_copy):
     assert document == {"length_penalty": 1.8, "length_style": "gnmt",
                         "chosen": {"on": "2 validation sentences", "bleu": {"1.8": 30.0}}}
     assert read_search(run_copy) == {"length_penalty": 1.8, "length_style": "gnmt"}
+
+
+def test_explain_and_inspect_search_as_translate_does(run_copy):
+    """explain's beam trace and inspect's own translation use the run's length penalty too."""
+    from transformer_cli.explain import explain
+
+    with_search(run_copy, {"length_penalty": 0.0})
+    translator = load_run(run_copy)
+    trace = explain(translator, TEXTS[3], beam_size=3).beam
+    assert trace.alpha == 0.0
+    assert [f.score for f in trace.finished] == sorted((f.score for f in trace.finished), reverse=True)
+    want = translator.translate([TEXTS[3]], SearchOptions(beam_size=3, length_penalty=0.0))[0].text
+    assert translator.inspect(TEXTS[3], beam_size=3).translation == want
