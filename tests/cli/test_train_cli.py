@@ -336,8 +336,10 @@ def test_live_display_renders_on_a_terminal():
         display.update({"event": "eval", "step": 10, "epoch": 0, "loss": 2.0, "nll": 1.5, "ppl": 4.5,
                         "bleu": 12.3, "chrf": 40.0, "best_step": 10, "is_best": True,
                         "samples": [("I am a student.", "나는 학생이다.", "나는 학생이다.")]})
+        display.update({"event": "choosing", "sentences": 500, "beam_size": 5, "length_penalties": [0.6, 1.0]})
     text = buf.getvalue()
     assert "10/10" in text and "12.30" in text and "1,234" in text and "나는 학생이다." in text
+    assert "choosing the length penalty (0.6, 1) on 500 validation sentences, beam 5" in text
 
 
 def test_metric_loss_and_keep_last_pruning(cli, demo_data, tmp_path):
