@@ -22,9 +22,9 @@ from transformer_cli import train_config as tc
 from transformer_cli.errors import RunError, named, os_error_message
 from transformer_cli.metrics import best_from_metrics, plot_curves
 from transformer_cli.run_lock import RunLock, is_empty_run_dir
+from transformer_cli.runtime import pick_device, precision_note, resolve_precision, set_threads
 from transformer_cli.search_defaults import (CHOICE_BEAM, LENGTH_PENALTIES, SEARCH_FILE, LengthPenaltyChoice,
                                              choose_length_penalty, write_search)
-from transformer_cli.runtime import pick_device, precision_note, resolve_precision, set_threads
 
 
 @dataclass(frozen=True)
