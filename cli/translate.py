@@ -67,15 +67,14 @@ def register(app: typer.Typer) -> None:
         """Translate lines from stdin (or --input files) to stdout, one output line per input line."""
         from transformer_cli.search_defaults import options_for
 
-        typed = {k: v for k, v in (("beam_size", beam_size), ("length_penalty", length_penalty),
-                                   ("length_style", length_style)) if v is not None}
-        try:  # the flags typed, over the runs' search.json, over the library's defaults
-            search = options_for(models, n_best=n_best, max_len_a=max_len_a, max_len_b=max_len_b,
+        try:  # the flags typed (None: not typed), over the runs' search.json, over the library's defaults
+            search = options_for(models, beam_size=beam_size, length_penalty=length_penalty,
+                                 length_style=length_style, n_best=n_best, max_len_a=max_len_a, max_len_b=max_len_b,
                                  batch_tokens=batch_tokens, sampling_topk=sampling_topk,
                                  sampling_topp=sampling_topp, temperature=temperature, seed=seed,
                                  no_repeat_ngram_size=no_repeat_ngram_size,
                                  repetition_penalty=repetition_penalty, replace_unk=replace_unk,
-                                 coverage_penalty=coverage_penalty, **typed)
+                                 coverage_penalty=coverage_penalty)
             run(TranslateJob(tuple(models), tuple(inputs or ()), output, search, fmt, scores, reference, buffer_lines,
                              device, threads, precision, prefix_file, score_reference, tsv, shortlist))
         except UserError as e:

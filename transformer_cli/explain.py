@@ -12,7 +12,7 @@ import copy
 import math
 import statistics
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch.nn import functional as F
@@ -205,7 +205,7 @@ def explain(translator: Translator, text: str, layer: int = 0, head: int = 0, di
     model.eval()
     encoded = translator.encode([text.strip()])
     src = translator.tensor(encoded.ids)  # (1, src_len + 1): ids </s>
-    search = replace(translator.defaults, beam_size=beam_size, n_best=1)  # the run's penalty, as translate's
+    search = translator.options(beam_size=beam_size, n_best=1)  # the run's penalty, as translate's
     beam = _beam_trace(translator, src, search) if beam_size > 1 else None
     if beam is not None:  # the translation the sections below follow: the search's winner
         produced = beam.finished[0].ids

@@ -72,11 +72,20 @@ def agreed_search(run_dirs: list[str | Path]) -> dict:
 
 
 def options_for(run_dirs: list[str | Path], base=None, **given):
-    """SearchOptions: the fields `given` (flags the user typed), over the runs' search.json, over
-    `base` (default SearchOptions()): the options translate and serve search with."""
+    """SearchOptions: the fields `given` that are not None (flags the user typed), over the runs'
+    search.json, over `base` (default SearchOptions()): the options translate and serve search with."""
     from transformer_cli.translator import SearchOptions
 
-    return replace(base or SearchOptions(), **{**agreed_search(run_dirs), **given})
+    return overriding(base or SearchOptions(), agreed_search(run_dirs), given)
+
+
+def overriding(base, *layers: dict):
+    """SearchOptions `base` with each layer's fields over it in turn, a None value leaving what lies
+    beneath (a flag or a field left out); checked once, as a whole."""
+    fields: dict = {}
+    for layer in layers:
+        fields.update({k: v for k, v in layer.items() if v is not None})
+    return replace(base, **fields)
 
 
 def write_search(run_dir: str | Path, fields: dict, chosen: dict) -> None:

@@ -11,7 +11,7 @@ A Translator holds no counters: what a call measured (a truncated source) is in 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -33,7 +33,7 @@ from transformer.shortlist import Shortlist, Shortlisted
 
 from transformer_cli.errors import ParamError, RunError, named
 from transformer_cli.runtime import check_decoding, check_range, pick_device
-from transformer_cli.search_defaults import options_for
+from transformer_cli.search_defaults import options_for, overriding
 from transformer_cli.shortlist import check_shortlist_search, load_shortlist
 from transformer_cli.unknowns import pieces_text, replaced_pieces, source_pieces
 
@@ -247,6 +247,11 @@ class Translator:
         self.defaults = defaults or SearchOptions()
         self.max_src_tokens = model.config.max_len - 1  # room for </s>
 
+    def options(self, **given) -> SearchOptions:
+        """The defaults with each field of `given` that is not None: how explain and inspect search as
+        translate does (the run's length penalty) with a beam of their own."""
+        return overriding(self.defaults, given)
+
     def encode(self, texts: list[str]) -> Encoded:
         """Source ids of each text, cut to the model's length (Encoded.truncated says which were)."""
         rows = encode_batch(self.toks.src, texts)
@@ -410,8 +415,7 @@ class Translator:
         if target_ids is not None:
             out_ids = list(target_ids)
         elif target is None:
-            options = replace(self.defaults, beam_size=beam_size, n_best=1)  # the run's penalty, as translate's
-            out_ids = self.search([src_ids], options)[0][0].without_eos(EOS_ID)
+            out_ids = self.search([src_ids], self.options(beam_size=beam_size, n_best=1))[0][0].without_eos(EOS_ID)
         else:
             out_ids = encode_batch(self.toks.tgt, [target.strip()])[0][: self.model.config.max_len - 1]
         record = self.teacher_force(src_ids, out_ids + [EOS_ID], text.strip())
