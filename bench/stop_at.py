@@ -7,9 +7,10 @@ Training is deterministic for a seed and its schedule depends on the step only, 
 step S (a validation step) is the longer run's first S steps: the same validations, the same moving
 average at the same best one. This writes that run's directory (config, tokenizer, metrics cut at S,
 and model.safetensors = the moving average saved in the checkpoint of the best validation up to S, as
-`train` publishes it), so `bench/quality.sh` scores it as any run. Needs the run's checkpoints up to S
-(`train --keep-last` large enough). Checked on the run itself: stopping at its last validation gives
-its own model.safetensors, tensor for tensor.
+`train` publishes it, and RUN/search.json: the length penalty chosen on the validation sample for
+those weights, where the run's config chooses one), so `bench/quality.sh` scores it as any run. Needs
+the run's checkpoints up to S (`train --keep-last` large enough). Checked on the run itself: stopping
+at its last validation gives its own model.safetensors, tensor for tensor.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ from safetensors.torch import load_file, save_file
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from transformer.checkpoint import AVERAGE_FILE, MODEL_FILE  # noqa: E402
+from transformer.trainer import TrainConfig  # noqa: E402
+from transformer_cli import run_dir as rd  # noqa: E402
+from transformer_cli.training import choose_search  # noqa: E402
 
 COPIED = ("config.json", "tokenizer.json")
 
@@ -49,6 +53,19 @@ def published_at(run: Path, evs: list[dict], step: int) -> tuple[dict, int]:
     if not (checkpoint / AVERAGE_FILE).is_file():
         sys.exit(f"error: {checkpoint / AVERAGE_FILE} is missing (train with a larger --keep-last)")
     return load_file(checkpoint / AVERAGE_FILE), best["step"]
+
+
+def choose_like_train(run: Path, out: Path) -> None:
+    """What train does after its last step when its config says choose_length_penalty: out's
+    length penalty chosen on the validation sample (RUN/search.json)."""
+    config = json.loads((run / "config.json").read_text())
+    cfg = TrainConfig.from_dict(config["training"])
+    if not cfg.choose_length_penalty:
+        return
+    _, valid, refs, srcs = rd.load_training_data(Path(config["data"]["prepared"]), cfg)
+    rows = rd.validation_sample(valid.size, cfg.eval_samples)
+    chosen = choose_search(out, "cpu", [srcs[i] for i in rows], [refs[i] for i in rows], lambda e: None, lambda: False)
+    print(f"{out}: length penalty {chosen.length_penalty} chosen ({chosen.record()})")
 
 
 def main() -> None:
@@ -79,6 +96,7 @@ def main() -> None:
     kept = [e for e in evs if e.get("step", 0) <= step and e["event"] in ("train", "eval")]
     (args.out / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in kept))
     save_file(weights, args.out / MODEL_FILE)
+    choose_like_train(args.run, args.out)
     elapsed = max(e["elapsed"] for e in kept if e["event"] == "train")
     print(f"{args.out}: stopped at step {step} ({elapsed / 60:.1f} min), published the moving average of "
           f"step {best}")

@@ -77,9 +77,7 @@ class RunHooks(OneProcess):
         self.average = average  # the moving average of the weights (cfg.ema_decay > 0), or None
         self.toks, self.train, self.valid, self.device = toks, train, valid, device
         self.on_event, self.tensorboard = on_event, tensorboard
-        n = valid.size
-        sample = cfg.eval_samples if 0 < cfg.eval_samples < n else n
-        self.sample_rows = np.sort(np.random.default_rng(0).choice(n, sample, replace=False))
+        self.sample_rows = validation_sample(valid.size, cfg.eval_samples)
         self.refs = [valid_refs[i] for i in self.sample_rows]
         self.srcs = [valid_src[i] for i in self.sample_rows]
 
@@ -282,6 +280,13 @@ def resume_state(run_dir: Path, run_id: str, model, optimizer, warn, scaler=None
     if broken:
         warn(f"{METRICS_FILE}: dropped {broken} unreadable line(s) left by an interrupted write")
     return state
+
+
+def validation_sample(size: int, eval_samples: int) -> np.ndarray:
+    """The rows of the validation split that validation translates (and the length penalty is
+    chosen on): eval_samples of them drawn with a fixed seed, sorted; all when 0 or >= size."""
+    sample = eval_samples if 0 < eval_samples < size else size
+    return np.sort(np.random.default_rng(0).choice(size, sample, replace=False))
 
 
 def load_training_data(data_dir: Path, cfg: TrainConfig) -> tuple[SplitBatches, SplitBatches, list, list]:

@@ -116,6 +116,17 @@ def test_a_stop_request_ends_the_choice_without_one():
     assert len(fake.calls) == 1
 
 
+def test_the_choice_reads_the_sentences_validation_reads():
+    """One sample for validation's BLEU and the length penalty's choice (and bench/stop_at.py):
+    drawn once for a split size, sorted, distinct, the whole split when 0 or too many are asked."""
+    from transformer_cli.run_dir import validation_sample
+
+    rows = validation_sample(1014, 500)
+    assert len(set(rows.tolist())) == 500 and list(rows) == sorted(rows) and 0 <= rows.min() and rows.max() < 1014
+    assert (validation_sample(1014, 500) == rows).all()
+    assert list(validation_sample(7, 0)) == list(range(7)) == list(validation_sample(7, 9))
+
+
 def test_written_file_is_read_back(run_copy):
     write_search(run_copy, {"length_penalty": 1.8, "length_style": "gnmt", "n_best": 4},
                  {"on": "2 validation sentences", "bleu": {"1.8": 30.0}})
