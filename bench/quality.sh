@@ -54,6 +54,7 @@ from pathlib import Path
 
 from transformer_cli.metrics import best_from_metrics, read_metrics
 from transformer_cli.scoring import score
+from transformer_cli.search_defaults import SEARCH_FILE, options_for
 
 run, tgt, rows = Path(sys.argv[1]), sys.argv[2], sys.argv[3:]
 events = read_metrics(run)[0]
@@ -64,11 +65,11 @@ samples = json.loads((run / "config.json").read_text())["training"]["eval_sample
 print(f"{run}: {last['step']:,} steps in {elapsed / 60:.1f} min of training, epoch {last['epoch']}; "
       f"validation BLEU (greedy, {samples or 'all'} sentences) last {last['bleu']:.2f}, "
       f"best {best['bleu']:.2f} at step {best['step']:,}")
-search = run / "search.json"  # the length penalty train chose on validation: translate's default for the run
+search = run / SEARCH_FILE  # the length penalty train chose on validation: translate's default for the run
 if search.is_file():
-    chosen = json.loads(search.read_text())
-    print(f"search.json: length penalty {chosen.get('length_penalty', 1.0):g} ({chosen.get('length_style', 'gnmt')}), "
-          f"validation BLEU by penalty {chosen.get('chosen', {}).get('bleu')}")
+    used = options_for([run])  # what translate searched with: the file read and checked as translate reads it
+    print(f"{SEARCH_FILE}: length penalty {used.length_penalty:g} ({used.length_style}), "
+          f"validation BLEU by penalty {json.loads(search.read_text()).get('chosen', {}).get('bleu')}")
 print("| split | search | BLEU | BLEU lowercased | chrF | time |\n|---|---|---|---|---|---|")
 for split, name, secs in zip(rows[::3], rows[1::3], rows[2::3]):
     refs, hyps = ((run / "scores" / f).read_text(encoding="utf-8").splitlines()
