@@ -58,6 +58,9 @@ def register(app: typer.Typer) -> None:
         lr_factor: Optional[float] = O(None, "--lr-factor", help="noam factor.", rich_help_panel="Training"),
         lr: Optional[float] = O(None, "--lr", help="Peak rate (inverse_sqrt, constant).", rich_help_panel="Training"),
         warmup: Optional[int] = O(None, "--warmup", rich_help_panel="Training"),
+        cooldown: Optional[float] = O(None, "--cooldown", help="Over this last fraction of the budget (--max-time, "
+                                      "or --max-steps if sooner) the rate falls linearly to 0, e.g. 0.2 (0 = off).",
+                                      rich_help_panel="Training"),
         clip_norm: Optional[float] = O(None, "--clip-norm", rich_help_panel="Training"),
         precision: Optional[str] = O(None, "--precision", help="fp32 | bf16 | fp16 (fp16 with a loss scaler) | "
                                      "auto (bf16 where the hardware has it)",

@@ -11,7 +11,7 @@ import torch
 
 from transformer.config import check_types
 from transformer.errors import ParamError, named
-from transformer.training import BatchLike, learning_rate, train_step, unwrap
+from transformer.training import BatchLike, cooldown_factor, learning_rate, train_step, unwrap
 
 METRICS = ("bleu", "chrf", "loss")
 
@@ -27,6 +27,8 @@ class TrainConfig:
     lr_factor: float = 1.0  # noam: factor * d_model^-0.5 * min(step^-0.5, step * warmup^-1.5)
     lr: float = 5e-4  # peak rate for inverse_sqrt and constant
     warmup: int = 4000  # warm-up steps
+    cooldown: float = 0.0  # > 0: over this last fraction of the budget (max_time, or max_steps if it ends
+    # sooner) the rate falls linearly to 0; 0 = the schedule alone
     beta1: float = 0.9  # Adam beta_1
     beta2: float = 0.98  # Adam beta_2
     adam_eps: float = 1e-9  # Adam epsilon
@@ -68,6 +70,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1) (0 = off), got {self.ema_decay}")
+        if not 0.0 <= self.cooldown <= 1.0:
+            raise ValueError(f"cooldown must be in [0, 1] (0 = off), got {self.cooldown}")
         if not 0.0 <= self.bpe_dropout < 1.0:
             raise ValueError(f"bpe_dropout must be in [0, 1) (0 = off), got {self.bpe_dropout}")
         if not 0.0 <= self.weight_decay < 1.0:
@@ -192,6 +196,13 @@ def fit(model, optimizer: torch.optim.Optimizer, cfg: TrainConfig, state: TrainS
     return state
 
 
+def budget_used(state: TrainState, cfg: TrainConfig) -> float:
+    """The fraction of the budget spent: of max_time (agreed among ranks) or of max_steps, whichever is
+    further along."""
+    by_time = state.elapsed / cfg.max_time if cfg.max_time else 0.0
+    return max(state.step / cfg.max_steps, by_time)
+
+
 class _Clock:
     """Training time and the stop request, agreed among ranks once per update."""
 
@@ -219,6 +230,7 @@ def _epoch(model, optimizer, cfg: TrainConfig, state: TrainState, hooks: Hooks, 
         if len(group) < cfg.accumulate:
             continue
         lr = learning_rate(state.step + 1, cfg.schedule, d_model, cfg.warmup, cfg.lr_factor, cfg.lr)
+        lr *= cooldown_factor(budget_used(state, cfg), cfg.cooldown)
         hooks.start_step(state.step)
         r_drop = cfg.r_drop if state.step >= cfg.r_drop_from else 0.0
         stats = train_step(model, optimizer, group, lr, cfg.label_smoothing, cfg.clip_norm, cfg.precision, scaler,

@@ -98,6 +98,15 @@ def learning_rate(step: int, schedule: str, d_model: int, warmup: int, factor: f
     raise ValueError(f"unknown schedule {schedule!r} (noam, inverse_sqrt, constant)")
 
 
+def cooldown_factor(used: float, cooldown: float) -> float:
+    """What the schedule's rate is multiplied by when `used` of the budget (0..1) is spent: 1 until the last
+    `cooldown` of it, then falling linearly to 0 at its end (the decay of warm-up-stable-decay schedules,
+    Hägele et al. 2024). cooldown 0 = always 1."""
+    if cooldown <= 0.0:
+        return 1.0
+    return min(1.0, max(0.0, (1.0 - used) / cooldown))
+
+
 def adam(params, betas: tuple[float, float], eps: float, weight_decay: float = 0.0) -> torch.optim.Adam:
     """Adam (paper 5.3) through torch's fused kernel: one pass over all parameters instead of a
     dozen small operations per tensor (the same update; a resumed run keeps the implementation
