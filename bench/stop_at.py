@@ -11,6 +11,10 @@ and model.safetensors = the moving average saved in the checkpoint of the best v
 those weights, where the run's config chooses one), so `bench/quality.sh` scores it as any run. Needs
 the run's checkpoints up to S (`train --keep-last` large enough). Checked on the run itself: stopping
 at its last validation gives its own model.safetensors, tensor for tensor.
+
+With `--trained` it publishes the trained weights of the checkpoint at S instead of the moving average
+(what a run without --ema-decay would keep at its last step): the two compared on one run. A run with
+--cooldown is not its own shorter run cut (its rate depends on the budget); cut it only at its end.
 """
 
 from __future__ import annotations
@@ -55,6 +59,14 @@ def published_at(run: Path, evs: list[dict], step: int) -> tuple[dict, int]:
     return load_file(checkpoint / AVERAGE_FILE), best["step"]
 
 
+def trained_at(run: Path, step: int) -> dict:
+    """The trained weights (not their moving average) of the checkpoint at `step`."""
+    path = run / "checkpoints" / f"step-{step:07d}" / MODEL_FILE
+    if not path.is_file():
+        sys.exit(f"error: {path} is missing (train with a larger --keep-last)")
+    return load_file(path)
+
+
 def choose_like_train(run: Path, out: Path) -> None:
     """What train does after its last step when its config says choose_length_penalty: out's
     length penalty chosen on the validation sample (RUN/search.json)."""
@@ -75,6 +87,8 @@ def main() -> None:
     group = ap.add_mutually_exclusive_group(required=True)
     group.add_argument("--step", type=int)
     group.add_argument("--minutes", type=float)
+    ap.add_argument("--trained", action="store_true", help="publish the checkpoint's trained weights at the "
+                    "step, not the moving average at the best validation")
     args = ap.parse_args()
     evs = events(args.run)
     last_eval = [e for e in evs if e["event"] == "eval"][-1]["step"]
@@ -89,7 +103,7 @@ def main() -> None:
     if args.out is None:
         print(step)
         return
-    weights, best = published_at(args.run, evs, step)
+    weights, best = (trained_at(args.run, step), None) if args.trained else published_at(args.run, evs, step)
     args.out.mkdir(parents=True, exist_ok=False)
     for name in COPIED:
         shutil.copy2(args.run / name, args.out / name)
@@ -98,8 +112,8 @@ def main() -> None:
     save_file(weights, args.out / MODEL_FILE)
     choose_like_train(args.run, args.out)
     elapsed = max(e["elapsed"] for e in kept if e["event"] == "train")
-    print(f"{args.out}: stopped at step {step} ({elapsed / 60:.1f} min), published the moving average of "
-          f"step {best}")
+    what = "the trained weights" if best is None else f"the moving average of step {best}"
+    print(f"{args.out}: stopped at step {step} ({elapsed / 60:.1f} min), published {what}")
 
 
 if __name__ == "__main__":

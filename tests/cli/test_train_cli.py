@@ -231,6 +231,30 @@ def test_r_drop_from_leaves_the_first_updates_plain(cli, demo_data, tmp_path, mo
     assert refused.exit_code != 0 and "r_drop_from must be >= 0" in refused.output
 
 
+def test_cooldown_cools_the_end_of_the_budget_and_a_longer_resume_warms_it_again(cli, demo_data, tmp_path):
+    """--cooldown 0.5 with --max-steps 6: updates 5 and 6 (4 and 5 of 6 done) take 2/3 and 1/3 of the
+    schedule's rate; resumed with --max-steps 12 the budget is half spent, so update 7 has the full rate
+again and the rest cools over updates 7-12."""
+    from transformer.training import noam_lr
+
+    run = tmp_path / "c"
+    flags = ("--eval-every", "3", "--log-every", "1", "--warmup", "2", "--cooldown", "0.5")
+    first = cli(*train_args(demo_data, run, "--max-steps", "6", *flags))
+    assert first.exit_code == 0 and "over the last 50% of the budget" in " ".join(first.output.split())
+    assert cli("train", "--resume", str(run), "--max-steps", "12").exit_code == 0
+    config = json.loads((run / "config.json").read_text())
+    d_model = config["model"]["d_model"]
+    assert config["training"]["cooldown"] == 0.5
+    rates = {e["step"]: e["lr"] for e in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+             if e["event"] == "train"}
+    factor = config["training"]["lr_factor"]
+    factors = [rates[k] / noam_lr(k, d_model, 2, factor) for k in range(1, 13)]
+    # update k is taken with k - 1 of the budget's updates done: factor min(1, (1 - (k - 1) / steps) / 0.5)
+    assert factors == pytest.approx([1, 1, 1, 1, 2 / 3, 1 / 3] + [1, 5 / 6, 2 / 3, 1 / 2, 1 / 3, 1 / 6])
+    refused = cli(*train_args(demo_data, tmp_path / "s", "--cooldown", "1.5"))
+    assert refused.exit_code != 0 and "cooldown must be in [0, 1]" in refused.output
+
+
 def evals(run):
     return [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if '"eval"' in l]
 

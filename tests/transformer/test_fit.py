@@ -82,6 +82,39 @@ def test_patience_stops_after_validations_without_improvement():
     assert [best for _, best in hooks.saved] == [True, True, False, False, False]
 
 
+def rates(hooks: FakeHooks) -> list[float]:
+    return [e["lr"] for e in hooks.events if e["event"] == "train"]
+
+
+def test_cooldown_takes_the_rate_linearly_to_zero_over_the_last_part_of_the_steps():
+    plain, cooled = FakeHooks(per_epoch=20), FakeHooks(per_epoch=20)
+    settings = dict(max_steps=10, eval_every=100, log_every=1, warmup=4)
+    run(TrainConfig(**settings), plain)
+    run(TrainConfig(cooldown=0.5, **settings), cooled)
+    factors = [c / p for p, c in zip(rates(plain), rates(cooled))]
+    # update k is taken with (k - 1) of 10 updates done: the factor is min(1, (1 - (k - 1) / 10) / 0.5)
+    assert factors == pytest.approx([1.0] * 6 + [0.8, 0.6, 0.4, 0.2])
+
+
+def test_cooldown_follows_the_clock_when_max_time_ends_sooner(monkeypatch):
+    """A fake clock that moves a second per reading: the 12-second budget ends long before 100 steps, and
+    each update's rate is cooled by the training time spent before it."""
+    import itertools
+    import types
+
+    from transformer import trainer
+    ticks = itertools.count()
+    monkeypatch.setattr(trainer, "time", types.SimpleNamespace(perf_counter=lambda: float(next(ticks))))
+    hooks = FakeHooks(per_epoch=20)
+    cfg = TrainConfig(schedule="constant", lr=1.0, max_steps=100, max_time=12.0, cooldown=0.5, eval_every=100,
+                      log_every=1)
+    state = run(cfg, hooks)
+    assert state.stop_reason.startswith("max time") and state.step < 100
+    spent = [0.0] + [e["elapsed"] for e in hooks.events if e["event"] == "train"][:-1]
+    assert rates(hooks) == pytest.approx([min(1.0, (1 - t / 12.0) / 0.5) for t in spent])
+    assert rates(hooks)[0] == 1.0 and min(rates(hooks)) < 0.5, "the last updates of the time budget were cooled"
+
+
 def test_max_time_stops():
     hooks = FakeHooks()
     state = run(TrainConfig(max_time=1e-9, eval_every=100, warmup=2), hooks)

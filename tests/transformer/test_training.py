@@ -7,7 +7,7 @@ from transformer.fused_loss import smoothed_ce_and_kl
 from transformer.trainer import OneProcess, TrainConfig
 from torch.nn import functional as F
 
-from transformer.training import (batch_loss, inverse_sqrt_lr, label_smoothed_nll, learning_rate, noam_lr,
+from transformer.training import (batch_loss, cooldown_factor, inverse_sqrt_lr, label_smoothed_nll, learning_rate, noam_lr,
                                   symmetric_kl, train_step)
 
 
@@ -29,6 +29,12 @@ def test_inverse_sqrt_and_constant():
     assert learning_rate(7, "constant", 512, 100, 1.0, 3e-4) == 3e-4
     with pytest.raises(ValueError):
         learning_rate(1, "cosine", 512, 100, 1.0, 1e-3)
+
+
+def test_cooldown_factor_is_one_then_falls_linearly_to_zero_at_the_budgets_end():
+    assert [cooldown_factor(used, 0.2) for used in (0.0, 0.5, 0.8, 0.9, 0.95, 1.0, 1.3)] == \
+        pytest.approx([1.0, 1.0, 1.0, 0.5, 0.25, 0.0, 0.0])
+    assert cooldown_factor(0.99, 0.0) == 1.0 and cooldown_factor(0.5, 1.0) == pytest.approx(0.5)
 
 
 @pytest.mark.parametrize("eps", [0.0, 0.1, 0.3])
@@ -83,7 +89,7 @@ def test_accumulation_equals_one_big_batch():
 @pytest.mark.parametrize("kwargs, words", [
     ({"max_tokens": 0}, "max_tokens"), ({"schedule": "cosine"}, "schedule"), ({"metric": "ter"}, "metric"),
     ({"label_smoothing": 1.0}, "label_smoothing"), ({"precision": "fp8"}, "precision"),
-    ({"r_drop": -1.0}, "r_drop"),
+    ({"r_drop": -1.0}, "r_drop"), ({"cooldown": 1.5}, "cooldown"),
 ])
 def test_train_config_rejects_impossible_values(kwargs, words):
     with pytest.raises(ValueError, match=words):
