@@ -73,7 +73,7 @@ def config_summary(model, training) -> str:
             f"d_ff {m.d_ff}, {m.norm}-norm, dropout {m.dropout:g}, {vocab}\n"
             f"training: {t.max_tokens:,} tokens x {t.accumulate} per update, {t.schedule} schedule "
             f"({'factor ' + format(t.lr_factor, 'g') if t.schedule == 'noam' else 'peak lr ' + format(t.lr, 'g')}), "
-            f"{t.warmup:,} warm-up steps, {cooldown(t)}label smoothing {t.label_smoothing:g}, {r_drop(t)}{t.precision}, "
+            f"{t.warmup:,} warm-up steps, {cooldown(t)}{decay(t)}label smoothing {t.label_smoothing:g}, {r_drop(t)}{t.precision}, "
             f"validation every {t.eval_every:,}; "
             f"stops at {' or '.join(stops)}")
 
@@ -81,6 +81,11 @@ def config_summary(model, training) -> str:
 def cooldown(t) -> str:
     """'falling to 0 over the last 20% of the budget, ', '' when off."""
     return f"falling to 0 over the last {t.cooldown:.0%} of the budget, " if t.cooldown else ""
+
+
+def decay(t) -> str:
+    """'weight decay 0.1 (AdamW), ', '' when off (Adam)."""
+    return f"weight decay {t.weight_decay:g} (AdamW), " if t.weight_decay else ""
 
 
 def r_drop(t) -> str:

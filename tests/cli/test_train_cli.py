@@ -241,6 +241,7 @@ again and the rest cools over updates 7-12."""
     flags = ("--eval-every", "3", "--log-every", "1", "--warmup", "2", "--cooldown", "0.5")
     first = cli(*train_args(demo_data, run, "--max-steps", "6", *flags))
     assert first.exit_code == 0 and "over the last 50% of the budget" in " ".join(first.output.split())
+    assert "weight decay" not in first.output, "the tiny preset trains with Adam"
     assert cli("train", "--resume", str(run), "--max-steps", "12").exit_code == 0
     config = json.loads((run / "config.json").read_text())
     d_model = config["model"]["d_model"]
@@ -421,6 +422,10 @@ def test_dashboard_eta_sparklines_and_attention_map():
     assert sparkline([1, 2, 3]) == "▁▅█" and sparkline([5, 5]) == "▁▁" and sparkline([]) == ""
     summary = config_summary(ModelConfig(src_vocab_size=100, tgt_vocab_size=100), TrainConfig(max_time=600))
     assert len(summary.splitlines()) == 2 and "d_model 512" in summary and "0:10:00" in summary
+    assert "weight decay" not in summary and "budget" not in summary, "Adam and no cooldown say nothing"
+    tuned = config_summary(ModelConfig(src_vocab_size=100, tgt_vocab_size=100),
+                           TrainConfig(weight_decay=0.1, cooldown=0.2))
+    assert "weight decay 0.1 (AdamW)" in tuned and "over the last 20% of the budget" in tuned
     buf = io.StringIO()
     console = Console(file=buf, force_terminal=True, width=100, color_system=None)
     with LiveDisplay(console, max_steps=1000, start_step=0, max_time=2400) as display:
@@ -536,5 +541,6 @@ def test_small_preset_turns_r_drop_on_after_its_plain_phase():
 
     _, cfg, _ = resolve("small", None, {}, {}, 8000, 8000, True)
     assert cfg.r_drop == 5.0 and cfg.r_drop_from > cfg.warmup
+    assert cfg.weight_decay == 0.1, "the small preset trains with AdamW's decay (issue 26, runs 29-30)"
     _, off, _ = resolve("small", None, {}, {"r_drop": 0.0}, 8000, 8000, True)
     assert off.r_drop == 0.0
