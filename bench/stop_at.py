@@ -53,15 +53,12 @@ def step_at_minutes(evs: list[dict], minutes: float) -> int:
 def published_at(run: Path, evs: list[dict], step: int) -> tuple[dict, int]:
     """The weights train publishes when it stops at `step`: the moving average of the best validation."""
     best = [e for e in evs if e["event"] == "eval" and e["step"] <= step and e.get("is_best")][-1]
-    checkpoint = run / "checkpoints" / f"step-{best['step']:07d}"
-    if not (checkpoint / AVERAGE_FILE).is_file():
-        sys.exit(f"error: {checkpoint / AVERAGE_FILE} is missing (train with a larger --keep-last)")
-    return load_file(checkpoint / AVERAGE_FILE), best["step"]
+    return checkpoint_weights(run, best["step"], AVERAGE_FILE), best["step"]
 
 
-def trained_at(run: Path, step: int) -> dict:
-    """The trained weights (not their moving average) of the checkpoint at `step`."""
-    path = run / "checkpoints" / f"step-{step:07d}" / MODEL_FILE
+def checkpoint_weights(run: Path, step: int, name: str) -> dict:
+    """One weights file of the checkpoint at `step`: MODEL_FILE (the trained weights) or AVERAGE_FILE."""
+    path = run / "checkpoints" / f"step-{step:07d}" / name
     if not path.is_file():
         sys.exit(f"error: {path} is missing (train with a larger --keep-last)")
     return load_file(path)
@@ -103,7 +100,10 @@ def main() -> None:
     if args.out is None:
         print(step)
         return
-    weights, best = (trained_at(args.run, step), None) if args.trained else published_at(args.run, evs, step)
+    if args.trained:
+        weights, best = checkpoint_weights(args.run, step, MODEL_FILE), None
+    else:
+        weights, best = published_at(args.run, evs, step)
     args.out.mkdir(parents=True, exist_ok=False)
     for name in COPIED:
         shutil.copy2(args.run / name, args.out / name)

@@ -73,7 +73,8 @@ def config_summary(model, training) -> str:
             f"d_ff {m.d_ff}, {m.norm}-norm, dropout {m.dropout:g}, {vocab}\n"
             f"training: {t.max_tokens:,} tokens x {t.accumulate} per update, {t.schedule} schedule "
             f"({'factor ' + format(t.lr_factor, 'g') if t.schedule == 'noam' else 'peak lr ' + format(t.lr, 'g')}), "
-            f"{t.warmup:,} warm-up steps, {cooldown(t)}{decay(t)}label smoothing {t.label_smoothing:g}, {r_drop(t)}{t.precision}, "
+            f"{t.warmup:,} warm-up steps, {cooldown(t)}{decay(t)}label smoothing {t.label_smoothing:g}, "
+            f"{r_drop(t)}{t.precision}, "
             f"validation every {t.eval_every:,}; "
             f"stops at {' or '.join(stops)}")
 

@@ -234,7 +234,7 @@ def test_r_drop_from_leaves_the_first_updates_plain(cli, demo_data, tmp_path, mo
 def test_cooldown_cools_the_end_of_the_budget_and_a_longer_resume_warms_it_again(cli, demo_data, tmp_path):
     """--cooldown 0.5 with --max-steps 6: updates 5 and 6 (4 and 5 of 6 done) take 2/3 and 1/3 of the
     schedule's rate; resumed with --max-steps 12 the budget is half spent, so update 7 has the full rate
-again and the rest cools over updates 7-12."""
+    again and the rest cools over updates 7-12."""
     from transformer.training import noam_lr
 
     run = tmp_path / "c"

@@ -7,8 +7,8 @@ from transformer.fused_loss import smoothed_ce_and_kl
 from transformer.trainer import OneProcess, TrainConfig
 from torch.nn import functional as F
 
-from transformer.training import (batch_loss, cooldown_factor, inverse_sqrt_lr, label_smoothed_nll, learning_rate, noam_lr,
-                                  symmetric_kl, train_step)
+from transformer.training import (batch_loss, cooldown_factor, inverse_sqrt_lr, label_smoothed_nll, learning_rate,
+                                  noam_lr, symmetric_kl, train_step)
 
 
 def test_noam_schedule_formula():
