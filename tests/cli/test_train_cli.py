@@ -28,7 +28,7 @@ def test_train_writes_a_self_contained_run(cli, demo_data, tmp_path):
         p.name for p in run.iterdir()}
     config = json.loads((run / "config.json").read_text())
     assert config["model"]["d_model"] == 32 and config["training"]["max_steps"] == 6
-    events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    events = metrics(run)
     assert [e["step"] for e in events if e["event"] == "eval"] == [3, 6]
     assert {"bleu", "chrf", "loss", "ppl"} <= set(events[-1])
     # not a terminal: plain log lines, then the summary
@@ -41,8 +41,7 @@ def test_fp16_trains_with_a_loss_scaler_in_its_checkpoints(cli, demo_data, tmp_p
     result = cli(*train_args(demo_data, run, "--precision", "fp16", "--max-steps", "20", "--eval-every", "10",
                              "--log-every", "5"))
     assert result.exit_code == 0, result.output
-    losses = [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()
-              if json.loads(line)["event"] == "train"]
+    losses = [e["loss"] for e in metrics(run, "train")]
     assert losses[-1] < losses[0]
     meta = json.loads((run / "checkpoints" / "step-0000020" / "state.json").read_text())
     assert meta["grad_scaler"]["scale"] > 0 and "_growth_tracker" in meta["grad_scaler"]
@@ -89,8 +88,7 @@ def test_killed_and_resumed_run_is_bitwise_identical(demo_data, tmp_path):
         a, b = load_file(tmp_path / "full" / name), load_file(tmp_path / "killed" / name)
         assert a.keys() == b.keys()
         assert all((a[k] == b[k]).all() for k in a), name
-    steps = [json.loads(l)["step"] for l in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()
-             if json.loads(l)["event"] == "eval"]
+    steps = [e["step"] for e in metrics(tmp_path / "killed", "eval")]
     assert steps == [4, 8, 12, 16, 20, 24]
 
 
@@ -206,8 +204,7 @@ def test_r_drop_and_weight_decay_train_from_the_command_line(cli, demo_data, tmp
     assert result.exit_code == 0, result.output
     training = json.loads((tmp_path / "r" / "config.json").read_text())["training"]
     assert training["r_drop"] == 5.0 and training["weight_decay"] == 0.01
-    losses = [e["loss"] for e in map(json.loads, (tmp_path / "r" / "metrics.jsonl").read_text().splitlines())
-              if e["event"] == "train"]
+    losses = [e["loss"] for e in metrics(tmp_path / "r", "train")]
     assert losses[-1] < losses[0]
     refused = cli(*train_args(demo_data, tmp_path / "s", "--r-drop", "-1"))
     assert refused.exit_code != 0 and "r_drop must be >= 0" in refused.output
@@ -246,8 +243,7 @@ def test_cooldown_cools_the_end_of_the_budget_and_a_longer_resume_warms_it_again
     config = json.loads((run / "config.json").read_text())
     d_model = config["model"]["d_model"]
     assert config["training"]["cooldown"] == 0.5
-    rates = {e["step"]: e["lr"] for e in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
-             if e["event"] == "train"}
+    rates = {e["step"]: e["lr"] for e in metrics(run, "train")}
     factor = config["training"]["lr_factor"]
     factors = [rates[k] / noam_lr(k, d_model, 2, factor) for k in range(1, 13)]
     # update k is taken with k - 1 of the budget's updates done: factor min(1, (1 - (k - 1) / steps) / 0.5)
@@ -256,8 +252,14 @@ def test_cooldown_cools_the_end_of_the_budget_and_a_longer_resume_warms_it_again
     assert refused.exit_code != 0 and "cooldown must be in [0, 1]" in refused.output
 
 
+def metrics(run, kind=None):
+    """The run's metrics.jsonl events, only those of one kind ("train", "eval") when given."""
+    events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [e for e in events if kind is None or e["event"] == kind]
+
+
 def evals(run):
-    return [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if '"eval"' in l]
+    return metrics(run, "eval")
 
 
 def test_stopping_rules(cli, demo_data, tmp_path):
@@ -266,7 +268,7 @@ def test_stopping_rules(cli, demo_data, tmp_path):
     result = cli(*train_args(demo_data, run, "--max-tokens", "3000", "--max-epochs", "1", "--eval-every", "1000"))
     assert result.exit_code == 0, result.output
     assert "max epochs (1)" in result.stdout
-    assert json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["epoch"] == 1
+    assert metrics(run)[-1]["epoch"] == 1
     # max time
     result = cli(*train_args(demo_data, tmp_path / "time", "--max-time", "0.5", "--eval-every", "1000"))
     assert result.exit_code == 0 and "max time (0.5 s)" in result.stdout
@@ -372,8 +374,7 @@ def test_metric_loss_and_keep_last_pruning(cli, demo_data, tmp_path):
     result = cli(*train_args(demo_data, run, "--max-steps", "8", "--eval-every", "2", "--keep-last", "1",
                              "--metric", "loss"))
     assert result.exit_code == 0, result.output
-    evals = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    evals = [e for e in evals if e["event"] == "eval"]
+    evals = metrics(run, "eval")
     best = min(evals, key=lambda e: e["loss"])
     assert [e["step"] for e in evals if e["is_best"]][-1] == best["step"], "best by validation loss"
     kept = sorted(p.name for p in (run / "checkpoints").iterdir())
@@ -518,7 +519,7 @@ def test_tensorboard_logs_every_event_of_metrics_jsonl(cli, demo_data, tmp_path)
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     board = EventAccumulator(str(run / "tensorboard"))
     board.Reload()
-    events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    events = metrics(run)
     for kind, key in (("train", "loss"), ("eval", "bleu"), ("eval", "loss")):
         logged, scalars = [e for e in events if e["event"] == kind], board.Scalars(f"{kind}/{key}")
         assert logged and [s.step for s in scalars] == [e["step"] for e in logged]
